@@ -1,0 +1,55 @@
+# pynenc-django developer commands. `make test` is all a fresh machine needs.
+#   make test                      the whole suite on SQLite
+#   DATABASE_URL=... make test     the whole suite on PostgreSQL or MariaDB/MySQL
+#   make test-all                  SQLite, PostgreSQL and MariaDB, one after the other
+#   make lint                      ruff, migrations drift
+
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
+MARIADB_URL ?= mysql://root@127.0.0.1:3306/test
+
+.PHONY: test test-all lint venv clean
+
+$(VENV)/.installed: pyproject.toml
+	@python=$$(scripts/find-python) && echo "Using $$python ($$($$python --version))" && \
+	  $$python -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,postgres]'
+	@touch $@
+
+# mysqlclient compiles against the MariaDB client headers; install them if missing.
+$(VENV)/.installed-mysql: $(VENV)/.installed
+	@if ! pkg-config --exists mariadb libmariadb mysqlclient 2>/dev/null && \
+	    ! pkg-config --exists libmariadb 2>/dev/null; then \
+	  echo "Installing the MariaDB client headers (libmariadb-dev, pkg-config) for mysqlclient"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libmariadb-dev pkg-config >/dev/null; \
+	fi
+	$(PY) -m pip install --quiet -e '.[mysql]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+ifneq (,$(filter mysql%,$(DATABASE_URL)))
+test: $(VENV)/.installed-mysql
+else
+test: $(VENV)/.installed
+endif
+	$(PY) -m tests.dbcheck
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all:
+	$(MAKE) test DATABASE_URL=
+	$(MAKE) test DATABASE_URL=$(POSTGRES_URL)
+	$(MAKE) test DATABASE_URL=$(MARIADB_URL)
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m django makemigrations pynenc_django --check --dry-run
+
+clean:
+	rm -rf $(VENV) .test-dbs .pytest_cache

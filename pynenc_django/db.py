@@ -1,0 +1,312 @@
+"""Database plumbing shared by every Django backend.
+
+Three concerns live here and nowhere else:
+
+* **Lazy Django.** pynenc imports every plugin module at every ``Pynenc()``, in processes
+  that may never have configured Django, and tolerates only ``ImportError``. Backends
+  therefore reach Django through :func:`ensure_django` on first use, never at import.
+* **Transactions that serialise writers on every vendor.** :func:`write_transaction`
+  opens ``BEGIN IMMEDIATE`` on SQLite whatever the project's ``transaction_mode``, so a
+  read-validate-write never deadlocks on a lock upgrade; PostgreSQL and MariaDB rely on
+  row locks and conditional updates inside a normal transaction.
+* **Transient errors.** :func:`retry_transient` retries lock timeouts, deadlocks,
+  serialization failures and dropped connections with jittered exponential backoff, and
+  only when no outer transaction would be left half-done. Anything else propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+logger = logging.getLogger("pynenc_django")
+
+# Substrings / codes that identify errors worth retrying, per vendor.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database is busy")
+_PG_TRANSIENT_SQLSTATES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock n/a
+_MYSQL_TRANSIENT_CODES = {1205, 1213}  # lock wait timeout, deadlock
+_MYSQL_CONNECTION_LOST = {2006, 2013}  # server has gone away, lost connection
+_CONNECTION_LOST_TEXT = (
+    "server closed the connection",
+    "connection already closed",
+    "the connection is closed",
+    "connection is lost",
+    "terminating connection",
+    "consuming input failed",
+    "server has gone away",
+    "lost connection",
+)
+
+
+class DjangoNotConfiguredError(RuntimeError):
+    """Raised when a pynenc Django backend is used in a process without Django settings."""
+
+
+def ensure_django() -> None:
+    """Make sure Django's app registry is ready, setting it up on first use.
+
+    Runner processes started with ``spawn`` begin with a bare interpreter; they inherit
+    ``DJANGO_SETTINGS_MODULE`` from their parent, so calling ``django.setup()`` here is
+    enough to make them use the same database.
+    """
+    from django.apps import apps
+
+    if apps.ready:
+        return
+    from django.conf import settings
+
+    if not settings.configured and not os.environ.get("DJANGO_SETTINGS_MODULE"):
+        raise DjangoNotConfiguredError(
+            "pynenc's Django backends need Django settings, but this process has none. "
+            "Set DJANGO_SETTINGS_MODULE (as manage.py does) or call settings.configure() "
+            "before building the pynenc app, and add 'pynenc_django' to INSTALLED_APPS."
+        )
+    if apps.loading:
+        raise DjangoNotConfiguredError(
+            "A pynenc Django backend was used while Django was still loading its apps "
+            "(for example from a models.py or AppConfig.__init__). Use pynenc from "
+            "AppConfig.ready() or later."
+        )
+    import django
+
+    django.setup()
+
+
+def get_connection(alias: str) -> BaseDatabaseWrapper:
+    from django.db import connections
+
+    return connections[alias]
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for lock, deadlock and serialization errors that succeed when retried."""
+    from django.db import OperationalError
+
+    if not isinstance(exc, OperationalError):
+        return False
+    cause = exc.__cause__ or exc
+    sqlstate = getattr(cause, "sqlstate", None) or getattr(
+        getattr(cause, "diag", None), "sqlstate", None
+    )
+    if sqlstate in _PG_TRANSIENT_SQLSTATES:
+        return True
+    args = getattr(cause, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_TRANSIENT_CODES:
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _SQLITE_TRANSIENT)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """True when the database connection itself went away (server restart, idle kill)."""
+    from django.db import InterfaceError, OperationalError
+
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    cause = exc.__cause__ or exc
+    args = getattr(cause, "args", ())
+    if args and isinstance(args[0], int) and args[0] in _MYSQL_CONNECTION_LOST:
+        return True
+    text = str(exc).lower()
+    return any(marker in text for marker in _CONNECTION_LOST_TEXT)
+
+
+def in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+@functools.cache
+def _async_bridge() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=4, thread_name_prefix="pynenc-django-sync")
+
+
+def _backoff(attempt: int) -> float:
+    return min(1.0, 0.01 * (2**attempt)) * (0.5 + random.random())
+
+
+def retry_transient[**P, R](method: Callable[P, R]) -> Callable[P, R]:
+    """Retry a backend method on transient database errors.
+
+    The method's first argument must be a backend exposing ``db_alias`` and
+    ``transient_retries``. Retrying is only safe when this call owns the whole
+    transaction, so inside a caller's ``atomic()`` block errors propagate unchanged.
+    """
+
+    @functools.wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        if in_event_loop():
+            # pynenc calls its backends synchronously from async tasks; Django forbids
+            # ORM use on an event-loop thread, so run the call on a worker thread.
+            return _async_bridge().submit(wrapper, *args, **kwargs).result()
+        backend: Any = args[0]
+        connection = get_connection(backend.db_alias)
+        close_when_thread_ends(backend.db_alias, connection)
+        if connection.in_atomic_block:
+            return method(*args, **kwargs)
+        retries = backend.transient_retries
+        attempt = 0
+        while True:
+            try:
+                return method(*args, **kwargs)
+            except Exception as exc:
+                lost = is_connection_lost(exc)
+                if attempt >= retries or not (lost or is_transient(exc)):
+                    raise
+                attempt += 1
+                if lost:
+                    # Drop the dead connection; Django reconnects on next use.
+                    connection.close_if_unusable_or_obsolete()
+                    if connection.connection is not None and not connection.is_usable():
+                        connection.close()
+                delay = _backoff(attempt)
+                logger.warning(
+                    "pynenc_django: %s on %s (attempt %d/%d), retrying in %.0f ms: %s",
+                    "connection lost" if lost else "transient database error",
+                    method.__qualname__,
+                    attempt,
+                    retries,
+                    delay * 1000,
+                    exc,
+                )
+                time.sleep(delay)
+
+    return wrapper
+
+
+class _ThreadConnectionCloser:
+    """Closes a thread's connection when the thread's locals are destroyed.
+
+    pynenc starts threads of its own (one per invocation in ThreadRunner, pools in its
+    tests) that never pass through Django's request cycle, so nothing else would close
+    their connections and a busy runner would exhaust the server's connection slots.
+    """
+
+    def __init__(self, wrapper: BaseDatabaseWrapper) -> None:
+        self.wrapper = wrapper
+
+    def __del__(self) -> None:
+        raw = self.wrapper.connection
+        self.wrapper.connection = None
+        if raw is not None:
+            with contextlib.suppress(Exception):  # best effort at thread exit
+                raw.close()
+
+
+_thread_closers = threading.local()
+
+
+def close_when_thread_ends(alias: str, connection: BaseDatabaseWrapper) -> None:
+    if threading.current_thread() is threading.main_thread():
+        return
+    closers: dict[str, _ThreadConnectionCloser] | None = getattr(_thread_closers, "by_alias", None)
+    if closers is None:
+        closers = _thread_closers.by_alias = {}
+    if alias not in closers:
+        closers[alias] = _ThreadConnectionCloser(connection)
+
+
+@contextmanager
+def write_transaction(alias: str) -> Iterator[None]:
+    """An ``atomic()`` block that takes the write lock up front on SQLite.
+
+    SQLite's default ``BEGIN DEFERRED`` lets two connections read the same row and then
+    fail to upgrade to a write lock ("database is locked", with no busy wait). Forcing
+    ``BEGIN IMMEDIATE`` for our own outermost blocks makes every read-validate-write
+    serialise cleanly, independent of the project's ``transaction_mode`` option.
+    """
+    from django.db import transaction
+
+    connection = get_connection(alias)
+    if connection.vendor != "sqlite" or connection.in_atomic_block:
+        with transaction.atomic(using=alias):
+            yield
+        return
+    previous = getattr(connection, "transaction_mode", None)
+    connection.transaction_mode = "IMMEDIATE"  # type: ignore[attr-defined]
+    try:
+        atomic = transaction.atomic(using=alias)
+        atomic.__enter__()
+    finally:
+        connection.transaction_mode = previous  # type: ignore[attr-defined]
+    try:
+        yield
+    except BaseException:
+        if not atomic.__exit__(*sys.exc_info()):
+            raise
+    else:
+        atomic.__exit__(None, None, None)
+
+
+class DjangoBackendMixin:
+    """What every Django backend shares: its alias, retry budget and lazy model access."""
+
+    conf: Any
+
+    @property
+    def db_alias(self) -> str:
+        return str(self.conf.django_db_alias)
+
+    @property
+    def transient_retries(self) -> int:
+        return int(self.conf.django_transient_retries)
+
+    @property
+    def connection(self) -> BaseDatabaseWrapper:
+        return get_connection(self.db_alias)
+
+    @property
+    def vendor(self) -> str:
+        return self.connection.vendor
+
+    def write_transaction(self) -> Any:
+        return write_transaction(self.db_alias)
+
+
+def _drop_inherited_connections() -> None:
+    """After ``fork``, abandon the parent's database connections in the child.
+
+    Closing them would send a protocol-level goodbye over the parent's socket and break
+    the parent's session (PostgreSQL, MariaDB). We keep a reference so they are never
+    garbage-collected (no ``__del__`` close either) and let Django open fresh ones.
+    """
+    if "django.db" not in sys.modules:
+        return
+    from django.conf import settings
+
+    if not settings.configured:
+        return
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None:
+            _inherited_connections.append(conn.connection)
+            conn.connection = None
+        conn.in_atomic_block = False
+        conn.savepoint_ids = []
+        conn.needs_rollback = False
+        conn.closed_in_transaction = False
+        conn.run_on_commit = []
+
+
+_inherited_connections: list[Any] = []
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_inherited_connections)

@@ -1,0 +1,25 @@
+"""Django models for every pynenc component, one module per component."""
+
+from pynenc_django.models.broker import BrokerMessage
+from pynenc_django.models.client_data_store import ClientData
+from pynenc_django.models.orchestrator import (
+    AtomicServiceExecution,
+    AtomicServiceGate,
+    BlockingEdge,
+    Invocation,
+    InvocationArgument,
+    RunnerHeartbeat,
+)
+from pynenc_django.models.state_backend import *  # noqa: F403
+from pynenc_django.models.trigger import *  # noqa: F403
+
+__all__ = [
+    "AtomicServiceExecution",
+    "AtomicServiceGate",
+    "BlockingEdge",
+    "BrokerMessage",
+    "ClientData",
+    "Invocation",
+    "InvocationArgument",
+    "RunnerHeartbeat",
+]

@@ -1,0 +1,24 @@
+from django.db import models
+
+from pynenc_django.models.base import QUEUE_LENGTH, AppScopedModel, id_field
+
+
+class BrokerMessage(AppScopedModel):
+    """One queued invocation id. Highest priority first, FIFO (by id) within a priority."""
+
+    id = models.BigAutoField(primary_key=True)
+    queue = models.CharField(max_length=QUEUE_LENGTH)
+    priority = models.FloatField(default=0.0)
+    invocation_id = id_field()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "pynenc_broker_message"
+        indexes = [
+            models.Index(
+                fields=["app_id", "queue", "-priority", "id"], name="pynenc_broker_next_idx"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invocation_id} on {self.queue} (priority {self.priority})"

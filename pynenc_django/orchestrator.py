@@ -1,0 +1,744 @@
+"""Orchestrator on the Django ORM: invocation status, ownership, blocking edges, runner
+heartbeats and the cluster-wide atomic-service gate.
+
+Every status change is a read-validate-write in one transaction whose write is also a
+compare-and-set on the row it read, so two processes can never both move the same
+invocation from the same status, on any database and any isolation level.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pynenc.identifiers.invocation_id import InvocationId
+from pynenc.invocation.status import (
+    InvocationStatus,
+    InvocationStatusRecord,
+    status_record_transition,
+)
+from pynenc.orchestrator.atomic_service import (
+    ActiveRunnerInfo,
+    AtomicServiceExecution,
+    AtomicServiceExecutionStatus,
+)
+from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrchestrator
+
+from pynenc_django.conf import ConfigOrchestratorDjango
+from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
+
+if TYPE_CHECKING:
+    from pynenc.app import Pynenc
+    from pynenc.identifiers.call_id import CallId
+    from pynenc.invocation.dist_invocation import DistributedInvocation
+    from pynenc.orchestrator.atomic_service import AtomicServiceRun
+    from pynenc.task import Task, TaskId
+
+    from pynenc_django.models import AtomicServiceExecution as ExecutionRow
+
+RUNNING = AtomicServiceExecutionStatus.RUNNING
+BLOCKED = AtomicServiceExecutionStatus.BLOCKED
+ABANDONED = AtomicServiceExecutionStatus.ABANDONED
+# Bound the number of parameters in ``IN (...)`` lists (SQLite allows 32,766; stay far below).
+IN_CHUNK = 500
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def value_hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def chunked(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class DjangoBlockingControl(BaseBlockingControl):
+    """Waiter → waited edges, so a runner can run what others are blocked on first."""
+
+    def __init__(self, orchestrator: DjangoOrchestrator) -> None:
+        self.orchestrator = orchestrator
+        self.app = orchestrator.app
+
+    @property
+    def db_alias(self) -> str:
+        return self.orchestrator.db_alias
+
+    @property
+    def transient_retries(self) -> int:
+        return self.orchestrator.transient_retries
+
+    @retry_transient
+    def waiting_for_results(
+        self, caller_invocation_id: InvocationId, result_invocation_ids: list[InvocationId]
+    ) -> None:
+        from pynenc_django.models import BlockingEdge
+
+        now = now_utc()
+        BlockingEdge.objects.using(self.db_alias).bulk_create(
+            [
+                BlockingEdge(
+                    app_id=self.app.app_id,
+                    waiter_id=caller_invocation_id,
+                    waited_id=waited_id,
+                    created_at=now,
+                )
+                for waited_id in dict.fromkeys(result_invocation_ids)
+            ],
+            ignore_conflicts=True,
+        )
+
+    @retry_transient
+    def release_waiters(self, waited_invocation_id: str) -> None:
+        from pynenc_django.models import BlockingEdge
+
+        BlockingEdge.objects.using(self.db_alias).for_app(self.app.app_id).filter(
+            waited_id=waited_invocation_id
+        ).delete()
+
+    @retry_transient
+    def get_blocking_invocations(self, max_num_invocations: int) -> Iterator[InvocationId]:
+        """Waited invocations that wait for nothing themselves and can run, oldest first."""
+        from django.db.models import Exists, Min, OuterRef
+
+        from pynenc_django.models import BlockingEdge, Invocation
+
+        app_id = self.app.app_id
+        edges = BlockingEdge.objects.using(self.db_alias).for_app(app_id)
+        available = [s.value for s in InvocationStatus.get_available_for_run_statuses()]
+        rows = (
+            edges.filter(
+                Exists(
+                    Invocation.objects.using(self.db_alias).filter(
+                        app_id=app_id, invocation_id=OuterRef("waited_id"), status__in=available
+                    )
+                )
+            )
+            .exclude(Exists(edges.filter(waiter_id=OuterRef("waited_id"))))
+            .values("waited_id")
+            .annotate(first_waited=Min("created_at"))
+            .order_by("first_waited", "waited_id")
+            .values_list("waited_id", flat=True)[:max_num_invocations]
+        )
+        return iter([InvocationId(waited_id) for waited_id in rows])
+
+
+class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
+    """pynenc orchestrator backed by the project's database through the Django ORM."""
+
+    def __init__(self, app: Pynenc) -> None:
+        super().__init__(app)
+        ensure_django()
+        self._blocking_control = DjangoBlockingControl(self)
+
+    @cached_property
+    def conf(self) -> ConfigOrchestratorDjango:
+        return ConfigOrchestratorDjango(
+            config_values=self.app.config_values, config_filepath=self.app.config_filepath
+        )
+
+    @property
+    def blocking_control(self) -> BaseBlockingControl:
+        return self._blocking_control
+
+    def _invocations(self) -> Any:
+        from pynenc_django.models import Invocation
+
+        return Invocation.objects.using(self.db_alias).for_app(self.app.app_id)
+
+    # ------------------------------------------------------------------ registration
+
+    @retry_transient
+    def _register_new_invocations(
+        self, invocations: list[DistributedInvocation], runner_id: str | None = None
+    ) -> InvocationStatusRecord:
+        """Insert REGISTERED rows for invocations not seen before (idempotent)."""
+        from pynenc_django.models import Invocation
+
+        # REGISTERED releases ownership, so no owner is stored whoever registers it.
+        record = InvocationStatusRecord(InvocationStatus.REGISTERED, None)
+        Invocation.objects.using(self.db_alias).bulk_create(
+            [
+                Invocation(
+                    app_id=self.app.app_id,
+                    invocation_id=invocation.invocation_id,
+                    task_id_key=invocation.task.task_id.key,
+                    call_id_key=invocation.call.call_id.key,
+                    status=record.status.value,
+                    status_runner_id=None,
+                    status_timestamp=record.timestamp,
+                    registered_at=record.timestamp,
+                )
+                for invocation in invocations
+            ],
+            ignore_conflicts=True,
+        )
+        return record
+
+    @retry_transient
+    def index_arguments_for_concurrency_control(self, invocation: DistributedInvocation) -> None:
+        from pynenc_django.models import InvocationArgument
+
+        rows = [
+            InvocationArgument(
+                app_id=self.app.app_id,
+                invocation_id=invocation.invocation_id,
+                arg_key=key,
+                value_hash=value_hash(value),
+                arg_value=value,
+            )
+            for key, value in invocation.call.serialized_arguments.items()
+        ]
+        if rows:
+            InvocationArgument.objects.using(self.db_alias).bulk_create(rows, ignore_conflicts=True)
+
+    # ------------------------------------------------------------------ queries
+
+    @retry_transient
+    def get_existing_invocations(
+        self,
+        task: Task,
+        key_serialized_arguments: dict[str, str] | None = None,
+        statuses: list[InvocationStatus] | None = None,
+    ) -> Iterator[InvocationId]:
+        from django.db.models import Exists, OuterRef
+
+        from pynenc_django.models import InvocationArgument
+
+        qs = self._invocations().filter(task_id_key=task.task_id.key)
+        if statuses:
+            qs = qs.filter(status__in=[s.value for s in statuses])
+        args = InvocationArgument.objects.using(self.db_alias).filter(
+            app_id=self.app.app_id, invocation_id=OuterRef("invocation_id")
+        )
+        for key, value in (key_serialized_arguments or {}).items():
+            qs = qs.filter(
+                Exists(args.filter(arg_key=key, value_hash=value_hash(value), arg_value=value))
+            )
+        return iter([InvocationId(i) for i in qs.values_list("invocation_id", flat=True)])
+
+    @retry_transient
+    def get_task_invocation_ids(self, task_id: TaskId) -> Iterator[InvocationId]:
+        qs = self._invocations().filter(task_id_key=task_id.key)
+        return iter([InvocationId(i) for i in qs.values_list("invocation_id", flat=True)])
+
+    def _filtered(self, task_id: TaskId | None, statuses: list[InvocationStatus] | None) -> Any:
+        qs = self._invocations()
+        if task_id:
+            qs = qs.filter(task_id_key=task_id.key)
+        if statuses:
+            qs = qs.filter(status__in=[s.value for s in statuses])
+        return qs
+
+    @retry_transient
+    def get_invocation_ids_paginated(
+        self,
+        task_id: TaskId | None = None,
+        statuses: list[InvocationStatus] | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[InvocationId]:
+        """Newest registration first; ordered by an immutable column so pages never shift."""
+        qs = self._filtered(task_id, statuses).order_by("-registered_at", "-id")
+        return [
+            InvocationId(i)
+            for i in qs.values_list("invocation_id", flat=True)[offset : offset + limit]
+        ]
+
+    @retry_transient
+    def count_invocations(
+        self, task_id: TaskId | None = None, statuses: list[InvocationStatus] | None = None
+    ) -> int:
+        return self._filtered(task_id, statuses).count()
+
+    @retry_transient
+    def get_call_invocation_ids(self, call_id: CallId) -> Iterator[InvocationId]:
+        qs = self._invocations().filter(call_id_key=call_id.key)
+        return iter([InvocationId(i) for i in qs.values_list("invocation_id", flat=True)])
+
+    @retry_transient
+    def get_invocation_status_record(self, invocation_id: str) -> InvocationStatusRecord:
+        row = (
+            self._invocations()
+            .filter(invocation_id=invocation_id)
+            .values_list("status", "status_runner_id", "status_timestamp")
+            .first()
+        )
+        if row is None:
+            raise KeyError(f"Invocation ID {invocation_id} not found")
+        return InvocationStatusRecord(InvocationStatus(row[0]), row[1], row[2])
+
+    @retry_transient
+    def filter_by_status(
+        self, invocation_ids: list[InvocationId], status_filter: frozenset[InvocationStatus]
+    ) -> list[InvocationId]:
+        if not invocation_ids or not status_filter:
+            return []
+        statuses = [s.value for s in status_filter]
+        found: set[str] = set()
+        for chunk in chunked(list(dict.fromkeys(invocation_ids))):
+            found.update(
+                self._invocations()
+                .filter(invocation_id__in=chunk, status__in=statuses)
+                .values_list("invocation_id", flat=True)
+            )
+        return [i for i in invocation_ids if i in found]
+
+    # ------------------------------------------------------------------ status
+
+    @retry_transient
+    def _atomic_status_transition(
+        self, invocation_id: InvocationId, status: InvocationStatus, runner_id: str | None = None
+    ) -> InvocationStatusRecord:
+        """Read, validate with pynenc's state machine, and write, as one unit.
+
+        The row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL/MariaDB, the database
+        write lock on SQLite) and the UPDATE additionally matches the status it read, so a
+        concurrent writer can only ever make this call fail, never be silently overwritten.
+        """
+        with self.write_transaction():
+            row = (
+                self._invocations()
+                .select_for_update()
+                .filter(invocation_id=invocation_id)
+                .values_list("status", "status_runner_id", "status_timestamp")
+                .first()
+            )
+            if row is None:
+                raise KeyError(f"Invocation ID {invocation_id} not found")
+            current = InvocationStatusRecord(InvocationStatus(row[0]), row[1], row[2])
+            new_record = status_record_transition(current, status, runner_id)
+            updated = (
+                self._invocations()
+                .filter(invocation_id=invocation_id, status=row[0], status_timestamp=row[2])
+                .update(
+                    status=new_record.status.value,
+                    status_runner_id=new_record.runner_id,
+                    status_timestamp=new_record.timestamp,
+                )
+            )
+            if updated != 1:  # pragma: no cover - only reachable without row locks
+                raise RuntimeError(f"Concurrent status change on invocation {invocation_id}")
+        return new_record
+
+    @retry_transient
+    def increment_invocation_retries(self, invocation_id: str) -> None:
+        from django.db.models import F
+
+        self._invocations().filter(invocation_id=invocation_id).update(
+            retry_count=F("retry_count") + 1
+        )
+
+    @retry_transient
+    def get_invocation_retries(self, invocation_id: str) -> int:
+        value = (
+            self._invocations()
+            .filter(invocation_id=invocation_id)
+            .values_list("retry_count", flat=True)
+            .first()
+        )
+        return int(value or 0)
+
+    # ------------------------------------------------------------------ retention
+
+    @retry_transient
+    def set_up_invocation_auto_purge(self, invocation_id: str) -> None:
+        self._invocations().filter(invocation_id=invocation_id).update(auto_purge_at=now_utc())
+
+    @retry_transient
+    def auto_purge(self) -> None:
+        """Delete final invocations older than ``auto_final_invocation_purge_hours``."""
+        from pynenc_django.models import BlockingEdge, InvocationArgument
+
+        cutoff = now_utc() - timedelta(hours=float(self.conf.auto_final_invocation_purge_hours))
+        app_id = self.app.app_id
+        while True:
+            ids = list(
+                self._invocations()
+                .filter(auto_purge_at__lte=cutoff)
+                .values_list("invocation_id", flat=True)[:IN_CHUNK]
+            )
+            if not ids:
+                return
+            with self.write_transaction():
+                edges = BlockingEdge.objects.using(self.db_alias).for_app(app_id)
+                edges.filter(waited_id__in=ids).delete()
+                edges.filter(waiter_id__in=ids).delete()
+                InvocationArgument.objects.using(self.db_alias).for_app(app_id).filter(
+                    invocation_id__in=ids
+                ).delete()
+                self._invocations().filter(invocation_id__in=ids).delete()
+
+    @retry_transient
+    def purge(self) -> None:
+        """Delete every orchestrator row of this app (testing and resets only)."""
+        from pynenc_django import models
+
+        with self.write_transaction():
+            for model in (
+                models.Invocation,
+                models.InvocationArgument,
+                models.BlockingEdge,
+                models.RunnerHeartbeat,
+                models.AtomicServiceExecution,
+            ):
+                model.objects.using(self.db_alias).for_app(self.app.app_id).delete()
+            models.AtomicServiceGate.objects.using(self.db_alias).filter(
+                app_id=self.app.app_id
+            ).delete()
+
+    # ------------------------------------------------------------------ runners
+
+    @retry_transient
+    def register_runner_heartbeats(
+        self,
+        runner_ids: list[str],
+        can_run_atomic_service: bool = False,
+        consumed_queues: Sequence[str] | None = None,
+    ) -> None:
+        """Upsert heartbeats. ``created_at`` is set once: slot order depends on it."""
+        from pynenc_django.models import RunnerHeartbeat
+
+        if not runner_ids:
+            return
+        now = now_utc()
+        queues = list(consumed_queues or ())
+        manager = RunnerHeartbeat.objects.using(self.db_alias)
+        unique_ids = list(dict.fromkeys(runner_ids))
+        with self.write_transaction():
+            manager.bulk_create(
+                [
+                    RunnerHeartbeat(
+                        app_id=self.app.app_id,
+                        runner_id=runner_id,
+                        created_at=now,
+                        last_heartbeat=now,
+                        can_run_atomic_service=can_run_atomic_service,
+                        consumed_queues=queues,
+                    )
+                    for runner_id in unique_ids
+                ],
+                ignore_conflicts=True,
+            )
+            manager.for_app(self.app.app_id).filter(runner_id__in=unique_ids).update(
+                last_heartbeat=now,
+                can_run_atomic_service=can_run_atomic_service,
+                consumed_queues=queues,
+            )
+
+    @retry_transient
+    def _get_active_runners(
+        self, timeout_seconds: float, can_run_atomic_service: bool | None = None
+    ) -> list[ActiveRunnerInfo]:
+        from pynenc_django.models import RunnerHeartbeat
+
+        qs = (
+            RunnerHeartbeat.objects.using(self.db_alias)
+            .for_app(self.app.app_id)
+            .filter(last_heartbeat__gte=now_utc() - timedelta(seconds=timeout_seconds))
+        )
+        if can_run_atomic_service is not None:
+            qs = qs.filter(can_run_atomic_service=can_run_atomic_service)
+        return [
+            ActiveRunnerInfo(
+                runner_id=row.runner_id,
+                creation_time=row.created_at,
+                last_heartbeat=row.last_heartbeat,
+                allow_to_run_atomic_service=row.can_run_atomic_service,
+                consumed_queues=tuple(row.consumed_queues or ()),
+            )
+            for row in qs.order_by("created_at", "runner_id")
+        ]
+
+    # ------------------------------------------------------------------ recovery
+
+    @retry_transient
+    def get_pending_invocations_for_recovery(self) -> Iterator[InvocationId]:
+        cutoff = now_utc() - timedelta(seconds=float(self.app.conf.max_pending_seconds))
+        qs = self._invocations().filter(
+            status=InvocationStatus.PENDING.value, status_timestamp__lte=cutoff
+        )
+        return iter([InvocationId(i) for i in qs.values_list("invocation_id", flat=True)])
+
+    @retry_transient
+    def _get_running_invocations_for_recovery(
+        self, timeout_seconds: float
+    ) -> Iterator[InvocationId]:
+        """RUNNING invocations whose *owner* has no heartbeat, or a stale one."""
+        from django.db.models import Exists, OuterRef
+
+        from pynenc_django.models import RunnerHeartbeat
+
+        alive = RunnerHeartbeat.objects.using(self.db_alias).filter(
+            app_id=self.app.app_id,
+            runner_id=OuterRef("status_runner_id"),
+            last_heartbeat__gte=now_utc() - timedelta(seconds=timeout_seconds),
+        )
+        qs = (
+            self._invocations()
+            .filter(status=InvocationStatus.RUNNING.value, status_runner_id__isnull=False)
+            .exclude(Exists(alive))
+        )
+        return iter([InvocationId(i) for i in qs.values_list("invocation_id", flat=True)])
+
+    # ------------------------------------------------------------------ atomic services
+
+    def _executions(self) -> Any:
+        from pynenc_django.models import AtomicServiceExecution as Row
+
+        return Row.objects.using(self.db_alias).for_app(self.app.app_id)
+
+    def _gate(self) -> Any:
+        from pynenc_django.models import AtomicServiceGate
+
+        return AtomicServiceGate.objects.using(self.db_alias).filter(app_id=self.app.app_id)
+
+    def _ensure_gate(self) -> None:
+        from pynenc_django.models import AtomicServiceGate
+
+        AtomicServiceGate.objects.using(self.db_alias).bulk_create(
+            [AtomicServiceGate(app_id=self.app.app_id)], ignore_conflicts=True
+        )
+
+    def _stale_holder_reason(self, run_id: str, runner_id: str | None, since: datetime) -> str:
+        """Why the RUNNING holder of the gate must be considered dead, or ``""``.
+
+        A holder is dead when its runner's heartbeat is older than
+        ``runner_considered_dead_after_minutes`` (or it has none and the run started
+        longer ago than that). Runners refresh their heartbeat before every claim, so a
+        live holder is never reaped.
+        """
+        from pynenc_django.models import RunnerHeartbeat
+
+        dead_after = timedelta(minutes=float(self.app.conf.runner_considered_dead_after_minutes))
+        cutoff = now_utc() - dead_after
+        last = (
+            RunnerHeartbeat.objects.using(self.db_alias)
+            .for_app(self.app.app_id)
+            .filter(runner_id=runner_id)
+            .values_list("last_heartbeat", flat=True)
+            .first()
+        )
+        if last is not None:
+            if last < cutoff:
+                return f"reaped: runner {runner_id} last heartbeat {last.isoformat()} is older than {dead_after}"
+            return ""
+        if since < cutoff:
+            return f"reaped: runner {runner_id} has no heartbeat and run {run_id} started {since.isoformat()}"
+        return ""
+
+    def _reap_stale_holder(self) -> None:
+        """Finalize a RUNNING execution left by a dead runner as ABANDONED and free the gate."""
+        gate = self._gate().values_list("running_run_id", "runner_id", "started_at").first()
+        if not gate or gate[0] is None:
+            return
+        run_id, runner_id, started_at = gate
+        reason = self._stale_holder_reason(run_id, runner_id, started_at or now_utc())
+        if not reason:
+            return
+        if (
+            self._gate()
+            .filter(running_run_id=run_id)
+            .update(running_run_id=None, runner_id=None, started_at=None)
+        ):
+            self._executions().filter(run_id=run_id, status=RUNNING.value).update(
+                status=ABANDONED.value, end_time=now_utc(), reason=reason
+            )
+
+    @retry_transient
+    def record_atomic_service_execution_start(
+        self,
+        atomic_service_run: AtomicServiceRun,
+        started_at: datetime | None,
+        status: AtomicServiceExecutionStatus = RUNNING,
+        reason: str = "",
+    ) -> bool:
+        """The cluster-wide gate: at most one RUNNING execution per app, on every database.
+
+        The slot is claimed by a compare-and-set on the app's gate row; losers get a
+        zero-width BLOCKED row naming the holder. A holder whose runner is dead is first
+        finalized as ABANDONED so one crash never jams triggers and recovery for good.
+        """
+        ident = atomic_service_run.atomic_service_id
+        stamp = started_at or now_utc()
+        atomic_service_run.started_at = stamp
+        if status != RUNNING:
+            self._upsert_execution(
+                ident.runner_id, ident.atomic_service_run_id, stamp, status, reason
+            )
+            self.purge_atomic_service_executions()
+            return status != BLOCKED
+        self._ensure_gate()
+        with self.write_transaction():
+            self._reap_stale_holder()
+            claimed = (
+                self._gate()
+                .filter(running_run_id__isnull=True)
+                .update(
+                    running_run_id=ident.atomic_service_run_id,
+                    runner_id=ident.runner_id,
+                    started_at=stamp,
+                )
+            )
+            if claimed:
+                self._upsert_execution(
+                    ident.runner_id, ident.atomic_service_run_id, stamp, RUNNING, reason
+                )
+                return True
+            holder = self._gate().values_list("running_run_id", "runner_id").first()
+            holder_run, holder_runner = holder or (None, None)
+            if holder_run == ident.atomic_service_run_id:
+                return True  # idempotent re-record of the run that holds the slot
+            self._upsert_execution(
+                ident.runner_id,
+                ident.atomic_service_run_id,
+                stamp,
+                BLOCKED,
+                reason or f"prior_running:{holder_run} runner:{holder_runner}",
+            )
+        self.purge_atomic_service_executions()
+        return False
+
+    def _upsert_execution(
+        self,
+        runner_id: str,
+        run_id: str,
+        start: datetime,
+        status: AtomicServiceExecutionStatus,
+        reason: str,
+    ) -> None:
+        end = start if status == BLOCKED else None
+        values = {
+            "runner_id": runner_id,
+            "status": status.value,
+            "reason": reason,
+            "start_time": start,
+            "end_time": end,
+        }
+        if not self._executions().filter(run_id=run_id).update(**values):
+            from pynenc_django.models import AtomicServiceExecution as Row
+
+            Row.objects.using(self.db_alias).create(app_id=self.app.app_id, run_id=run_id, **values)
+
+    @retry_transient
+    def finalize_atomic_service_execution(
+        self,
+        atomic_service_run: AtomicServiceRun,
+        end_time: datetime,
+        status: AtomicServiceExecutionStatus,
+        reason: str = "",
+    ) -> None:
+        """First terminal write wins; a run with no row at all still gets one (start=end)."""
+        from pynenc_django.models import AtomicServiceExecution as Row
+
+        ident = atomic_service_run.atomic_service_id
+        run_id = ident.atomic_service_run_id
+        with self.write_transaction():
+            values: dict[str, Any] = {"status": status.value, "end_time": end_time}
+            if reason:
+                values["reason"] = reason
+            updated = (
+                self._executions().filter(run_id=run_id, status=RUNNING.value).update(**values)
+            )
+            self._gate().filter(running_run_id=run_id).update(
+                running_run_id=None, runner_id=None, started_at=None
+            )
+            if not updated and not self._executions().filter(run_id=run_id).exists():
+                Row.objects.using(self.db_alias).create(
+                    app_id=self.app.app_id,
+                    run_id=run_id,
+                    runner_id=ident.runner_id,
+                    status=status.value,
+                    reason=reason,
+                    start_time=end_time,
+                    end_time=end_time,
+                )
+        self.purge_atomic_service_executions()
+
+    @staticmethod
+    def _to_execution(row: ExecutionRow) -> AtomicServiceExecution:
+        return AtomicServiceExecution.from_raw(
+            runner_id=row.runner_id,
+            atomic_service_run_id=row.run_id,
+            start_time=row.start_time,
+            end_time=row.end_time,
+            status=AtomicServiceExecutionStatus(row.status),
+            reason=row.reason,
+        )
+
+    @retry_transient
+    def get_active_atomic_service_executions(self) -> list[AtomicServiceExecution]:
+        rows = self._executions().filter(status=RUNNING.value).order_by("-start_time")
+        return [self._to_execution(row) for row in rows]
+
+    @retry_transient
+    def get_atomic_service_executions_in_timerange(
+        self,
+        start_time: datetime,
+        end_time: datetime,
+        limit: int = 1000,
+        *,
+        runner_id: str | None = None,
+        min_duration_seconds: float = 0.0,
+    ) -> list[AtomicServiceExecution]:
+        """Windows overlapping [start, end]; an open (RUNNING) one overlaps if it started inside."""
+        from django.db.models import Q
+
+        qs = self._executions().filter(
+            Q(end_time__gte=start_time) | Q(end_time__isnull=True, start_time__gte=start_time),
+            start_time__lte=end_time,
+        )
+        if runner_id is not None:
+            qs = qs.filter(runner_id=runner_id)
+        if min_duration_seconds > 0.0:
+            qs = qs.filter(end_time__isnull=False)
+        rows = qs.order_by("-start_time", "-id")
+        if min_duration_seconds <= 0.0:
+            return [self._to_execution(row) for row in rows[: max(limit, 0)]]
+        # Duration arithmetic differs per vendor; filter in Python over the window.
+        result = []
+        for row in rows.iterator():
+            if (row.end_time - row.start_time).total_seconds() >= min_duration_seconds:
+                result.append(self._to_execution(row))
+                if len(result) >= limit:
+                    break
+        return result
+
+    @retry_transient
+    def purge_atomic_service_executions(self) -> int:
+        """Trim history by age and count; never RUNNING rows, never runs a trigger run cites."""
+        retention = float(self.app.conf.atomic_service_execution_retention_minutes)
+        max_records = int(self.app.conf.atomic_service_execution_max_records)
+        protected = set(self.app.trigger.get_referenced_atomic_service_run_ids())
+        finished = self._executions().exclude(status=RUNNING.value)
+        removed = 0
+        if retention > 0:
+            cutoff = now_utc() - timedelta(minutes=retention)
+            removed += self._delete_runs(
+                finished.filter(end_time__lt=cutoff).values_list("run_id", flat=True), protected
+            )
+        if max_records > 0:
+            excess = finished.count() - max_records
+            if excess > 0:
+                oldest = finished.order_by("start_time", "id").values_list("run_id", flat=True)
+                candidates = [r for r in oldest[: excess + len(protected)] if r not in protected]
+                removed += self._delete_runs(candidates[:excess], protected)
+        return removed
+
+    def _delete_runs(self, run_ids: Iterable[str], protected: set[str]) -> int:
+        doomed = [r for r in run_ids if r not in protected]
+        removed = 0
+        for chunk in chunked(doomed):
+            removed += (
+                self._executions()
+                .filter(run_id__in=chunk)
+                .exclude(status=RUNNING.value)
+                .delete()[0]
+            )
+        return removed

@@ -1,0 +1,137 @@
+"""Wire pynenc's own conformance suites to the Django backends.
+
+Threads and (spawned or forked) runner processes open their own connections, so tests
+run against committed data: the database is unblocked for the whole session and each
+app is isolated by a unique ``app_id`` and purged afterwards, instead of being wrapped
+in a transaction that other connections could not see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Generator
+from typing import TYPE_CHECKING
+
+import pytest
+from pynenc import Pynenc, PynencBuilder
+
+if TYPE_CHECKING:
+    from _pytest.fixtures import FixtureRequest
+
+pytest_plugins = [
+    "pynenc_tests.conftest",
+    "pynenc_tests.integration.combinations.conftest",
+    "pynenc_tests.integration.orchestrator.conftest",
+]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    url = os.environ.get("DATABASE_URL") or "sqlite (default)"
+    return f"pynenc-django database: {url.split('@')[-1]}"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(
+    request: pytest.FixtureRequest,
+    django_test_environment: None,
+    django_db_blocker,  # type: ignore[no-untyped-def]
+    django_db_use_migrations: bool,
+    django_db_keepdb: bool,
+) -> Generator[None, None, None]:
+    """Create the test database up front.
+
+    pytest-django only creates databases for tests marked ``django_db``; pynenc's
+    imported suites carry no marks, and every test here needs the database.
+    """
+    from django.test.utils import setup_databases, teardown_databases
+
+    _remove_stale_sqlite_files()
+    if not django_db_use_migrations:
+        from pytest_django.fixtures import _disable_migrations
+
+        _disable_migrations()
+    with django_db_blocker.unblock():
+        config = setup_databases(
+            verbosity=request.config.option.verbose,
+            interactive=False,
+            keepdb=django_db_keepdb,
+            aliases={"default"},
+        )
+    yield
+    if not django_db_keepdb:
+        from django.db import connections
+
+        with django_db_blocker.unblock():
+            connections.close_all()
+            teardown_databases(config, verbosity=request.config.option.verbose)
+
+
+def _remove_stale_sqlite_files() -> None:
+    """Django deletes an old SQLite test database but not its WAL files; stale ones corrupt it."""
+    from django.conf import settings
+
+    db = settings.DATABASES["default"]
+    if db["ENGINE"].endswith("sqlite3"):
+        for suffix in ("", "-wal", "-shm"):
+            path = f"{db['TEST']['NAME']}{suffix}"
+            if os.path.exists(path):
+                os.remove(path)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reap_orphans() -> Generator[None, None, None]:
+    """Kill runner processes a test left behind, even ones re-parented to init.
+
+    Every process started during the session inherits a marker in its environment;
+    whatever still carries it at the end is an orphan (for example the workers of a
+    runner a test SIGKILLed) and would otherwise keep polling the database.
+    """
+    import uuid
+
+    import psutil
+
+    marker = uuid.uuid4().hex
+    os.environ["PYNENC_DJANGO_TEST_SESSION"] = marker
+    yield
+    for proc in psutil.process_iter(["pid"]):
+        if proc.pid == os.getpid():
+            continue
+        try:
+            if proc.environ().get("PYNENC_DJANGO_TEST_SESSION") == marker:
+                proc.kill()
+        except psutil.Error:
+            continue
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _committed_database(django_db_setup: None, django_db_blocker) -> Generator[None, None, None]:  # type: ignore[no-untyped-def]
+    """Open the test database to every test, thread and process for the session."""
+    django_db_blocker.unblock()
+    yield
+    django_db_blocker.restore()
+
+
+def unique_app_id(request: FixtureRequest) -> str:
+    digest = hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:10]
+    return f"{request.node.name[:60]}-{digest}"
+
+
+@pytest.fixture
+def app_instance_builder(request: FixtureRequest) -> PynencBuilder:
+    return PynencBuilder().app_id(unique_app_id(request)).django()
+
+
+@pytest.fixture
+def app_instance(app_instance_builder: PynencBuilder) -> Generator[Pynenc, None, None]:
+    app = app_instance_builder.build()
+    yield app
+    app.purge()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    from tests.dbcheck import check
+
+    problem = check()
+    if problem:
+        pytest.exit(f"{problem}\nStart the server, or unset DATABASE_URL.", returncode=1)

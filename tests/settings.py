@@ -1,0 +1,47 @@
+"""Settings for the test suite.
+
+``DATABASE_URL`` picks the database (SQLite by default). The test database name is
+also the database's ``NAME``: runner processes that pynenc spawns set Django up from
+this module on their own and must land in the very database pytest-django created.
+"""
+
+import os
+from pathlib import Path
+
+import dj_database_url
+
+BASE_DIR = Path(__file__).resolve().parent
+SECRET_KEY = "pynenc-django-tests"
+DEBUG = False
+USE_TZ = True
+TIME_ZONE = "UTC"
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "pynenc_django",
+]
+
+_url = os.environ.get("DATABASE_URL", "").strip()
+_suffix = os.environ.get("PYNENC_DJANGO_TEST_DB_SUFFIX", "")
+if _url:
+    _db = dj_database_url.parse(_url, conn_max_age=0)
+    _name = f"test_pynenc_django{_suffix}"
+else:
+    _name = str(BASE_DIR.parent / ".test-dbs" / f"test_pynenc_django{_suffix}.sqlite3")
+    _db = {"ENGINE": "django.db.backends.sqlite3"}
+    _db["OPTIONS"] = {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"}
+
+_db["NAME"] = _name
+_db["TEST"] = {"NAME": _name}
+if _db["ENGINE"].endswith("mysql"):
+    _db.setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
+    _db["TEST"].update({"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_bin"})
+DATABASES = {"default": _db}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"pynenc_django": {"handlers": ["console"], "level": "WARNING"}},
+}
