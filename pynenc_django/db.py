@@ -159,36 +159,97 @@ def retry_transient[**P, R](method: Callable[P, R]) -> Callable[P, R]:
         backend: Any = args[0]
         connection = get_connection(backend.db_alias)
         close_when_thread_ends(backend.db_alias, connection)
-        if connection.in_atomic_block:
-            return method(*args, **kwargs)
-        retries = backend.transient_retries
-        attempt = 0
-        while True:
-            try:
-                return method(*args, **kwargs)
-            except Exception as exc:
-                lost = is_connection_lost(exc)
-                if attempt >= retries or not (lost or is_transient(exc)):
-                    raise
-                attempt += 1
-                if lost:
-                    # Drop the dead connection; Django reconnects on next use.
-                    connection.close_if_unusable_or_obsolete()
-                    if connection.connection is not None and not connection.is_usable():
-                        connection.close()
-                delay = _backoff(attempt)
-                logger.warning(
-                    "pynenc_django: %s on %s (attempt %d/%d), retrying in %.0f ms: %s",
-                    "connection lost" if lost else "transient database error",
-                    method.__qualname__,
-                    attempt,
-                    retries,
-                    delay * 1000,
-                    exc,
-                )
-                time.sleep(delay)
+        with fork_guard:
+            return _call_with_retries(method, connection, backend, args, kwargs)
 
     return wrapper
+
+
+def _call_with_retries[R](
+    method: Callable[..., R], connection: Any, backend: Any, args: Any, kwargs: Any
+) -> R:
+    if connection.in_atomic_block:
+        return method(*args, **kwargs)
+    retries = backend.transient_retries
+    attempt = 0
+    while True:
+        try:
+            return method(*args, **kwargs)
+        except Exception as exc:
+            lost = is_connection_lost(exc)
+            if attempt >= retries or not (lost or is_transient(exc)):
+                raise
+            attempt += 1
+            if lost:
+                # Drop the dead connection; Django reconnects on next use.
+                connection.close_if_unusable_or_obsolete()
+                if connection.connection is not None and not connection.is_usable():
+                    connection.close()
+            delay = _backoff(attempt)
+            logger.warning(
+                "pynenc_django: %s on %s (attempt %d/%d), retrying in %.0f ms: %s",
+                "connection lost" if lost else "transient database error",
+                method.__qualname__,
+                attempt,
+                retries,
+                delay * 1000,
+                exc,
+            )
+            time.sleep(delay)
+
+
+class _ForkGuard:
+    """Keeps ``fork()`` from happening while another thread is inside a database call.
+
+    pynenc's ProcessRunner and MultiThreadRunner fork from a runner thread while other
+    threads keep querying. A child forked while another thread held a database library's
+    global mutex (SQLite's VFS lock, taken on every transaction) inherits it locked and
+    hangs on its first connection. Backend calls share this guard; a fork waits until
+    no *other* thread is inside one, and the child starts with a fresh guard.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._active = 0
+        self._forking = False
+        self._local = threading.local()
+
+    def __enter__(self) -> None:
+        depth = getattr(self._local, "depth", 0)
+        if depth == 0:
+            with self._cond:
+                while self._forking:
+                    self._cond.wait()
+                self._active += 1
+        self._local.depth = depth + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self._local.depth -= 1
+        if self._local.depth == 0:
+            with self._cond:
+                self._active -= 1
+                self._cond.notify_all()
+
+    def before_fork(self) -> None:
+        mine = 1 if getattr(self._local, "depth", 0) else 0
+        self._cond.acquire()
+        self._forking = True
+        # Bounded: a thread stuck in a query must not freeze the runner forever.
+        self._cond.wait_for(lambda: self._active <= mine, timeout=5.0)
+
+    def after_fork_in_parent(self) -> None:
+        self._forking = False
+        self._cond.notify_all()
+        self._cond.release()
+
+    def after_fork_in_child(self) -> None:
+        depth = getattr(self._local, "depth", 0)
+        self.__init__()  # type: ignore[misc]  # other threads do not exist in the child
+        self._active = 1 if depth else 0
+        self._local.depth = depth
+
+
+fork_guard = _ForkGuard()
 
 
 class _ThreadConnectionCloser:
@@ -308,5 +369,15 @@ def _drop_inherited_connections() -> None:
 
 _inherited_connections: list[Any] = []
 
+
+def _after_fork_in_child() -> None:
+    fork_guard.after_fork_in_child()
+    _drop_inherited_connections()
+
+
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_drop_inherited_connections)
+    os.register_at_fork(
+        before=fork_guard.before_fork,
+        after_in_parent=fork_guard.after_fork_in_parent,
+        after_in_child=_after_fork_in_child,
+    )

@@ -79,29 +79,35 @@ def _remove_stale_sqlite_files() -> None:
                 os.remove(path)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _reap_orphans() -> Generator[None, None, None]:
-    """Kill runner processes a test left behind, even ones re-parented to init.
-
-    Every process started during the session inherits a marker in its environment;
-    whatever still carries it at the end is an orphan (for example the workers of a
-    runner a test SIGKILLed) and would otherwise keep polling the database.
-    """
-    import uuid
-
+def _kill_marked(marker: str) -> None:
     import psutil
 
-    marker = uuid.uuid4().hex
-    os.environ["PYNENC_DJANGO_TEST_SESSION"] = marker
-    yield
     for proc in psutil.process_iter(["pid"]):
         if proc.pid == os.getpid():
             continue
         try:
-            if proc.environ().get("PYNENC_DJANGO_TEST_SESSION") == marker:
+            if proc.environ().get(ORPHAN_MARKER) == marker:
                 proc.kill()
         except psutil.Error:
             continue
+
+
+ORPHAN_MARKER = "PYNENC_DJANGO_TEST_PROCESS"
+
+
+@pytest.fixture(autouse=True)
+def _reap_orphans(request: pytest.FixtureRequest) -> Generator[None, None, None]:
+    """Kill processes a test left behind, even ones re-parented to init.
+
+    Every process a test starts inherits a marker in its environment; whatever still
+    carries it after the test is an orphan (for example the persistent workers of a
+    runner the test SIGKILLed, which pynenc leaves polling) and would otherwise compete
+    for the CPU with every later test.
+    """
+    marker = hashlib.sha1(request.node.nodeid.encode()).hexdigest()
+    os.environ[ORPHAN_MARKER] = marker
+    yield
+    _kill_marked(marker)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,0 +1,55 @@
+"""Entry points for spawned processes that race each other on the real database.
+
+Each process is a fresh interpreter: it sets Django up from ``DJANGO_SETTINGS_MODULE``
+(inherited), builds its own pynenc app on the Django backends, waits at a barrier so
+all racers hit the database together, and reports what it observed through a queue.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def _app(app_id: str) -> Any:
+    import django
+
+    django.setup()
+    from pynenc import PynencBuilder
+
+    return PynencBuilder().app_id(app_id).django().build()
+
+
+def claim_atomic_service(app_id: str, index: int, barrier: Any, results: Any) -> None:
+    from pynenc.orchestrator.atomic_service import AtomicServiceRun
+
+    app = _app(app_id)
+    run = AtomicServiceRun(runner_id=f"racer-{index:02d}", atomic_service_run_id=f"run-{index:02d}")
+    app.orchestrator.register_runner_heartbeats([run.atomic_service_id.runner_id], True)
+    barrier.wait()
+    accepted = app.orchestrator.record_atomic_service_execution_start(run, datetime.now(UTC))
+    results.put((index, accepted))
+
+
+def pop_messages(app_id: str, queue: str, barrier: Any, results: Any) -> None:
+    app = _app(app_id)
+    barrier.wait()
+    popped = []
+    while (invocation_id := app.broker.retrieve_invocation(queue)) is not None:
+        popped.append(str(invocation_id))
+    results.put(popped)
+
+
+def transition(app_id: str, invocation_id: str, runner_id: str, barrier: Any, results: Any) -> None:
+    from pynenc.exceptions import PynencError
+    from pynenc.invocation.status import InvocationStatus
+
+    app = _app(app_id)
+    barrier.wait()
+    try:
+        app.orchestrator._atomic_status_transition(
+            invocation_id, InvocationStatus.PENDING, runner_id
+        )
+        results.put((runner_id, "won"))
+    except PynencError as exc:
+        results.put((runner_id, type(exc).__name__))
