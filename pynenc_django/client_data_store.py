@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
@@ -10,9 +9,14 @@ from pynenc.client_data_store.base_client_data_store import BaseClientDataStore
 
 from pynenc_django.conf import ConfigClientDataStoreDjango
 from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
+from pynenc_django.utils import now_utc
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
+
+
+# Characters per stored row: at most 4 MiB of utf8mb4, far below any server packet limit.
+CHUNK_CHARS = 1_000_000
 
 
 class DjangoClientDataStore(DjangoBackendMixin, BaseClientDataStore):
@@ -30,31 +34,40 @@ class DjangoClientDataStore(DjangoBackendMixin, BaseClientDataStore):
 
     @retry_transient
     def _store(self, key: str, value: str) -> None:
+        """Write every chunk in one transaction, so readers see the whole value or none."""
         from pynenc_django.models import ClientData
 
-        ClientData.objects.using(self.db_alias).bulk_create(
-            [
-                ClientData(
-                    app_id=self.app.app_id, key=key, value=value, created_at=datetime.now(UTC)
+        now = now_utc()
+        manager = ClientData.objects.using(self.db_alias)
+        with self.write_transaction():
+            for index, start in enumerate(range(0, max(len(value), 1), CHUNK_CHARS)):
+                manager.bulk_create(
+                    [
+                        ClientData(
+                            app_id=self.app.app_id,
+                            key=key,
+                            chunk=index,
+                            value=value[start : start + CHUNK_CHARS],
+                            created_at=now,
+                        )
+                    ],
+                    ignore_conflicts=True,
                 )
-            ],
-            ignore_conflicts=True,
-        )
 
     @retry_transient
     def _retrieve(self, key: str) -> str:
         from pynenc_django.models import ClientData
 
-        value = (
+        chunks = list(
             ClientData.objects.using(self.db_alias)
             .for_app(self.app.app_id)
             .filter(key=key)
+            .order_by("chunk")
             .values_list("value", flat=True)
-            .first()
         )
-        if value is None:
+        if not chunks:
             raise KeyError(f"Key {key} not found in client data store")
-        return value
+        return "".join(chunks)
 
     @retry_transient
     def _purge(self) -> None:

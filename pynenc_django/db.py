@@ -25,13 +25,14 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models import Model
 
 logger = logging.getLogger("pynenc_django")
 
@@ -381,3 +382,54 @@ if hasattr(os, "register_at_fork"):
         after_in_parent=fork_guard.after_fork_in_parent,
         after_in_child=_after_fork_in_child,
     )
+
+
+# Characters of text per multi-row INSERT: with utf8mb4 at most 8 MiB, below MariaDB's
+# default 16 MiB max_allowed_packet even when many rows carry large inline arguments.
+STATEMENT_CHARS = 2_000_000
+STATEMENT_ROWS = 500
+
+
+def size_batches[M](rows: Sequence[M]) -> Iterator[list[M]]:
+    """Split rows into INSERT-sized batches by row count and by the text they carry."""
+    batch: list[M] = []
+    size = 0
+    for row in rows:
+        chars = sum(len(v) for v in vars(row).values() if isinstance(v, str))
+        if batch and (len(batch) >= STATEMENT_ROWS or size + chars > STATEMENT_CHARS):
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += chars
+    if batch:
+        yield batch
+
+
+def bulk_upsert(
+    alias: str,
+    model: type[Model],
+    rows: Sequence[Model],
+    unique_fields: list[str],
+    update_fields: list[str],
+) -> None:
+    """Insert rows, or update ``update_fields`` of the rows they collide with.
+
+    MariaDB/MySQL's ``ON DUPLICATE KEY UPDATE`` takes no conflict target, so the unique
+    fields are named only where the vendor supports it; every model we upsert has
+    exactly one unique key, which makes the two equivalent.
+    """
+    if not rows:
+        return
+    from django.db import transaction
+
+    options: dict[str, Any] = {"update_conflicts": True, "update_fields": update_fields}
+    if get_connection(alias).features.supports_update_conflicts_with_target:
+        options["unique_fields"] = unique_fields
+    manager = model._default_manager.using(alias)  # type: ignore[attr-defined]
+    batches = list(size_batches(rows))
+    if len(batches) == 1:
+        manager.bulk_create(batches[0], **options)
+        return
+    with transaction.atomic(using=alias):
+        for batch in batches:
+            manager.bulk_create(batch, **options)

@@ -8,9 +8,8 @@ invocation from the same status, on any database and any isolation level.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +28,7 @@ from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrche
 
 from pynenc_django.conf import ConfigOrchestratorDjango
 from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
+from pynenc_django.utils import IN_CHUNK, chunked, now_utc, sha256_hex
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -42,21 +42,6 @@ if TYPE_CHECKING:
 RUNNING = AtomicServiceExecutionStatus.RUNNING
 BLOCKED = AtomicServiceExecutionStatus.BLOCKED
 ABANDONED = AtomicServiceExecutionStatus.ABANDONED
-# Bound the number of parameters in ``IN (...)`` lists (SQLite allows 32,766; stay far below).
-IN_CHUNK = 500
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
-def value_hash(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def chunked(items: Sequence[Any], size: int = IN_CHUNK) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 class DjangoBlockingControl(BaseBlockingControl):
@@ -190,7 +175,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                 app_id=self.app.app_id,
                 invocation_id=invocation.invocation_id,
                 arg_key=key,
-                value_hash=value_hash(value),
+                value_hash=sha256_hex(value),
                 arg_value=value,
             )
             for key, value in invocation.call.serialized_arguments.items()
@@ -219,7 +204,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         )
         for key, value in (key_serialized_arguments or {}).items():
             qs = qs.filter(
-                Exists(args.filter(arg_key=key, value_hash=value_hash(value), arg_value=value))
+                Exists(args.filter(arg_key=key, value_hash=sha256_hex(value), arg_value=value))
             )
         return iter([InvocationId(i) for i in qs.values_list("invocation_id", flat=True)])
 

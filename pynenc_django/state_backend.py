@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -26,10 +26,10 @@ from pynenc.types import Params, Result
 from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_django.conf import ConfigStateBackendDjango
-from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
+from pynenc_django.db import DjangoBackendMixin, bulk_upsert, ensure_django, retry_transient
+from pynenc_django.utils import chunked
 
 if TYPE_CHECKING:
-    from django.db import models
     from pynenc.app import Pynenc
     from pynenc.invocation.dist_invocation import DistributedInvocation
 
@@ -41,8 +41,6 @@ PAGE_SIZE = 1000
 # Rows per INSERT statement: keeps statements well inside SQLite's variable limit and
 # MariaDB's max_allowed_packet when arguments are large.
 INSERT_BATCH_SIZE = 500
-# Ids per IN (...) clause.
-IN_CHUNK_SIZE = 500
 
 _HISTORY_FIELDS = (
     "invocation_id",
@@ -76,11 +74,6 @@ _RUNNER_CONTEXT_FIELDS = (
 def _aware(value: datetime) -> datetime:
     """Naive datetimes are UTC, as in ``InvocationHistory.from_json``."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _chunks(values: list[str], size: int = IN_CHUNK_SIZE) -> Iterator[list[str]]:
-    for start in range(0, len(values), size):
-        yield values[start : start + size]
 
 
 def _context_chain(runner_context: RunnerContext) -> list[RunnerContext]:
@@ -140,24 +133,12 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
 
     def _upsert(
         self,
-        model: type[models.Model],
-        rows: list[Any],
+        model: type[Any],
+        rows: Sequence[Any],
         unique_fields: list[str],
         update_fields: list[str],
     ) -> None:
-        """Insert ``rows`` or update ``update_fields`` of the rows they collide with.
-
-        MariaDB/MySQL cannot name the conflict target (``ON DUPLICATE KEY UPDATE`` fires
-        on any unique key); every model here has exactly one, so that is equivalent.
-        """
-        if not rows:
-            return
-        kwargs: dict[str, Any] = {"update_conflicts": True, "update_fields": update_fields}
-        if self.connection.features.supports_update_conflicts_with_target:
-            kwargs["unique_fields"] = unique_fields
-        model._default_manager.using(self.db_alias).bulk_create(  # type: ignore[attr-defined]
-            rows, batch_size=INSERT_BATCH_SIZE, **kwargs
-        )
+        bulk_upsert(self.db_alias, model, rows, unique_fields, update_fields)
 
     def _iter_pages(self, queryset: Any, fields: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         """Stream ``fields`` of ``queryset`` in primary-key order, one short query per page."""
@@ -699,7 +680,7 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
         } - self._runner_context_cache.keys()
         while missing:
             fetched: list[tuple[Any, ...]] = []
-            for chunk in _chunks(sorted(missing)):
+            for chunk in chunked(sorted(missing)):
                 fetched.extend(
                     self._runner_contexts()
                     .filter(runner_id__in=chunk)
@@ -746,7 +727,7 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
     def _get_runner_contexts(self, runner_ids: list[str]) -> list[RunnerContext]:
         ids = list(dict.fromkeys(runner_ids))
         rows_by_id: dict[str, tuple[Any, ...]] = {}
-        for chunk in _chunks(ids):
+        for chunk in chunked(ids):
             rows_by_id.update(
                 (row[0], row)
                 for row in self._runner_contexts()

@@ -18,12 +18,11 @@ queries.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +46,8 @@ from pynenc.trigger.monitoring import (
 from pynenc.trigger.trigger_definitions import TriggerDefinition
 
 from pynenc_django.conf import ConfigTriggerDjango
-from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
+from pynenc_django.db import DjangoBackendMixin, bulk_upsert, ensure_django, retry_transient
+from pynenc_django.utils import chunked, from_db_time, now_utc, sha256_hex, to_db_time
 
 if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
@@ -57,40 +57,12 @@ if TYPE_CHECKING:
     from pynenc_django.models import TriggerRunCondition
 
 # Bound the number of parameters in ``IN (...)`` lists (SQLite allows 32,766; stay far below).
-IN_CHUNK = 500
 # Expired run claims are equivalent to no claim; delete them at most this often per process.
 CLAIM_PRUNE_INTERVAL_SEC = 60.0
 # A claim attempt retries when the expired row it wanted to take over was pruned meanwhile.
 CLAIM_ATTEMPTS = 3
 
-
-def id_key(value: str) -> str:
-    """Fixed-length key for pynenc ids that have no length bound (condition ids)."""
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def chunked[T](items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
-def to_db_time(value: datetime) -> datetime:
-    """pynenc times are UTC, and naive ones mean UTC; hand Django what ``USE_TZ`` expects."""
-    from django.conf import settings
-
-    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return aware if settings.USE_TZ else aware.replace(tzinfo=None)
-
-
-def from_db_time(value: datetime | None) -> datetime | None:
-    """Back to a tz-aware UTC datetime, whatever ``USE_TZ`` and the vendor returned."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def now_utc() -> datetime:
-    return datetime.now(UTC)
+id_key = sha256_hex  # fixed-length key for pynenc ids with no length bound (condition ids)
 
 
 class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
@@ -119,22 +91,12 @@ class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
 
     def _upsert(
         self,
-        model: type[Model],
-        objs: Sequence[Model],
+        model: type[Any],
+        rows: Sequence[Any],
         unique_fields: list[str],
         update_fields: list[str],
     ) -> None:
-        """Insert or update ``update_fields`` only, in one statement.
-
-        MySQL/MariaDB's ``ON DUPLICATE KEY UPDATE`` takes no conflict target, so the
-        unique fields are only named where the vendor supports them.
-        """
-        if not objs:
-            return
-        options: dict[str, Any] = {"update_conflicts": True, "update_fields": update_fields}
-        if self.connection.features.supports_update_conflicts_with_target:
-            options["unique_fields"] = unique_fields
-        model.objects.using(self.db_alias).bulk_create(objs, **options)  # type: ignore[attr-defined]
+        bulk_upsert(self.db_alias, model, rows, unique_fields, update_fields)
 
     # ------------------------------------------------------------------ #
     # Conditions and trigger definitions

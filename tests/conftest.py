@@ -63,8 +63,22 @@ def django_db_setup(
         from django.db import connections
 
         with django_db_blocker.unblock():
+            _disconnect_other_sessions()
             connections.close_all()
             teardown_databases(config, verbosity=request.config.option.verbose)
+
+
+def _disconnect_other_sessions() -> None:
+    """Threads that outlive their test (pynenc's runner threads, worker pools) may still
+    hold connections, and PostgreSQL refuses to drop a database that is in use."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
 
 
 def _remove_stale_sqlite_files() -> None:
@@ -141,3 +155,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     problem = check()
     if problem:
         pytest.exit(f"{problem}\nStart the server, or unset DATABASE_URL.", returncode=1)
+
+
+# Conformance tests that fail on pynenc's own built-in backends too, with the reason.
+KNOWN_PYNENC_FAILURES = {
+    "test_report_task_status": (
+        "fails identically on pynenc 0.4's memory and SQLite backends when imported through "
+        "pynenc_tests.unit.trigger.all_tests: three star-imported modules define a `trigger` "
+        "fixture and the last one never binds the `add` task to app_instance, so its "
+        "invocation is registered in another app (InvocationNotFoundError)"
+    ),
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        reason = KNOWN_PYNENC_FAILURES.get(
+            item.originalname if hasattr(item, "originalname") else item.name
+        )
+        if reason and item.nodeid.startswith("tests/unit/trigger/"):
+            item.add_marker(pytest.mark.xfail(reason=reason, strict=True))

@@ -20,6 +20,10 @@ from tests.backends import racers
 RACERS = 16
 
 
+def noop() -> None:
+    """A task for registering invocations; pynenc needs module-level functions."""
+
+
 def race(target: Callable[..., None], argument_sets: list[tuple[Any, ...]]) -> list[Any]:
     ctx = multiprocessing.get_context("spawn")
     barrier = ctx.Barrier(len(argument_sets))
@@ -53,7 +57,7 @@ def test_atomic_service_gate_admits_one_of_16_processes(app_instance: Pynenc) ->
 
 def test_broker_never_hands_a_message_to_two_processes(app_instance: Pynenc) -> None:
     ids = [f"inv-{i:04d}" for i in range(400)]
-    app_instance.broker.route_invocations(ids, "default")  # type: ignore[arg-type]
+    app_instance.broker.route_invocations(ids, "default", 0.0)  # type: ignore[arg-type]
 
     outcomes = race(racers.pop_messages, [(app_instance.app_id, "default")] * 4)
 
@@ -63,10 +67,7 @@ def test_broker_never_hands_a_message_to_two_processes(app_instance: Pynenc) -> 
 
 
 def test_status_transition_is_won_by_exactly_one_process(app_instance: Pynenc) -> None:
-    @app_instance.task
-    def noop() -> None: ...
-
-    invocation = noop()
+    invocation = app_instance.task(noop)()
     contenders = [(app_instance.app_id, invocation.invocation_id, f"runner-{i}") for i in range(8)]
 
     outcomes = race(racers.transition, contenders)
