@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Generator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from pynenc import Pynenc, PynencBuilder
@@ -175,3 +175,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         )
         if reason and item.nodeid.startswith("tests/unit/trigger/"):
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Report pynenc's conformance suites apart from our own tests."""
+    counts: dict[str, int] = {}
+    for outcome in ("passed", "failed", "skipped", "xfailed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            nodeid = getattr(report, "nodeid", "")
+            if nodeid.startswith(("tests/unit/", "tests/integration/")):
+                counts[outcome] = counts.get(outcome, 0) + 1
+    if counts:
+        summary = ", ".join(
+            f"{counts.get(k, 0)} {k}" for k in ("passed", "failed", "skipped", "xfailed", "error")
+        )
+        terminalreporter.write_line(f"pynenc conformance suites ({_database_label()}): {summary}")
+
+
+def _database_label() -> str:
+    from django.db import connection
+
+    return connection.vendor
