@@ -28,7 +28,9 @@ if _url:
     _db = dj_database_url.parse(_url, conn_max_age=0)
     _name = f"test_pynenc_django{_suffix}"
 else:
-    _name = str(BASE_DIR.parent / ".test-dbs" / f"test_pynenc_django{_suffix}.sqlite3")
+    _dir = BASE_DIR.parent / ".test-dbs"
+    _dir.mkdir(exist_ok=True)
+    _name = str(_dir / f"test_pynenc_django{_suffix}.sqlite3")
     _db = {"ENGINE": "django.db.backends.sqlite3"}
     _db["OPTIONS"] = {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"}
 
