@@ -73,28 +73,15 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         queue = self.conf.queues[0] if queue_name is None else queue_name
         self._validate_queue_names((queue,))
         head = self._messages().filter(queue=queue).order_by("-priority", "id")
-        if not self.connection.features.has_select_for_update_skip_locked:
-            with self.write_transaction():
-                return self._pop(head)
+        if self.connection.features.has_select_for_update_skip_locked:
+            head = head.select_for_update(skip_locked=True)
         while True:
             with self.write_transaction():
-                row = (
-                    head.select_for_update(skip_locked=True)
-                    .values_list("id", "invocation_id")
-                    .first()
-                )
+                row = head.values_list("id", "invocation_id").first()
                 if row is None:
                     return None
                 if self._messages().filter(id=row[0]).delete()[0] == 1:
                     return InvocationId(row[1])
-
-    def _pop(self, head: Any) -> InvocationId | None:
-        while True:
-            row = head.values_list("id", "invocation_id").first()
-            if row is None:
-                return None
-            if self._messages().filter(id=row[0]).delete()[0] == 1:
-                return InvocationId(row[1])
 
     @retry_transient
     def count_invocations(self, queue_names: Sequence[str] | None = None) -> int:
