@@ -449,15 +449,7 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
     def _get_result(self, invocation_id: InvocationId) -> str:
         from pynenc_django.models import InvocationResult
 
-        values = list(
-            InvocationResult.objects.using(self.db_alias)
-            .for_app(self.app.app_id)
-            .filter(invocation_id=invocation_id)
-            .values_list("result", flat=True)
-        )
-        if not values:
-            raise KeyError(f"Result for invocation {invocation_id} not found")
-        return values[0]
+        return self._get_text(InvocationResult, "result", invocation_id)
 
     @retry_transient
     def _set_exception(self, invocation_id: InvocationId, serialized_exception: str) -> None:
@@ -472,14 +464,18 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
     def _get_exception(self, invocation_id: InvocationId) -> str:
         from pynenc_django.models import InvocationException
 
+        return self._get_text(InvocationException, "exception", invocation_id)
+
+    def _get_text(self, model: type[Any], field: str, invocation_id: InvocationId) -> str:
+        """The stored result or exception of an invocation; KeyError if there is none."""
         values = list(
-            InvocationException.objects.using(self.db_alias)
+            model.objects.using(self.db_alias)
             .for_app(self.app.app_id)
             .filter(invocation_id=invocation_id)
-            .values_list("exception", flat=True)
+            .values_list(field, flat=True)
         )
         if not values:
-            raise KeyError(f"Exception for invocation {invocation_id} not found")
+            raise KeyError(f"{field.capitalize()} for invocation {invocation_id} not found")
         return values[0]
 
     # ------------------------------------------------------------------ workflows
