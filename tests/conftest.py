@@ -52,6 +52,7 @@ def django_db_setup(
 
         _disable_migrations()
     with django_db_blocker.unblock():
+        _disconnect_sessions_of_previous_runs()
         config = setup_databases(
             verbosity=request.config.option.verbose,
             interactive=False,
@@ -66,6 +67,21 @@ def django_db_setup(
             _disconnect_other_sessions()
             connections.close_all()
             teardown_databases(config, verbosity=request.config.option.verbose)
+
+
+def _disconnect_sessions_of_previous_runs() -> None:
+    """An interrupted earlier run can leave processes connected to the PostgreSQL test
+    database, and PostgreSQL refuses to recreate a database that is in use."""
+    from django.db import connection
+
+    if connection.vendor == "postgresql":
+        name = connection.creation._get_test_db_name()
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [name],
+            )
 
 
 def _disconnect_other_sessions() -> None:
@@ -107,6 +123,19 @@ def _kill_marked(marker: str) -> None:
 
 
 ORPHAN_MARKER = "PYNENC_DJANGO_TEST_PROCESS"
+
+
+@pytest.fixture(autouse=True)
+def _restore_start_method() -> Generator[None, None, None]:
+    """pynenc's PersistentProcessRunner forces the ``spawn`` start method process-wide;
+    later tests of other runners must get the platform default back, as they would in a
+    deployment that runs them alone."""
+    import multiprocessing
+
+    method = multiprocessing.get_start_method(allow_none=True)
+    yield
+    if multiprocessing.get_start_method(allow_none=True) != method:
+        multiprocessing.set_start_method(method, force=True)
 
 
 @pytest.fixture(autouse=True)
