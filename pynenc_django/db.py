@@ -373,6 +373,7 @@ _inherited_connections: list[Any] = []
 
 def _after_fork_in_child() -> None:
     fork_guard.after_fork_in_child()
+    _async_bridge.cache_clear()  # the parent's pool threads do not exist in the child
     _drop_inherited_connections()
 
 

@@ -126,19 +126,6 @@ ORPHAN_MARKER = "PYNENC_DJANGO_TEST_PROCESS"
 
 
 @pytest.fixture(autouse=True)
-def _restore_start_method() -> Generator[None, None, None]:
-    """pynenc's PersistentProcessRunner forces the ``spawn`` start method process-wide;
-    later tests of other runners must get the platform default back, as they would in a
-    deployment that runs them alone."""
-    import multiprocessing
-
-    method = multiprocessing.get_start_method(allow_none=True)
-    yield
-    if multiprocessing.get_start_method(allow_none=True) != method:
-        multiprocessing.set_start_method(method, force=True)
-
-
-@pytest.fixture(autouse=True)
 def _reap_orphans(request: pytest.FixtureRequest) -> Generator[None, None, None]:
     """Kill processes a test left behind, even ones re-parented to init.
 
