@@ -341,6 +341,15 @@ class DjangoBackendMixin:
     def write_transaction(self) -> Any:
         return write_transaction(self.db_alias)
 
+    def _upsert(
+        self,
+        model: type[Model],
+        rows: Sequence[Model],
+        unique_fields: list[str],
+        update_fields: list[str],
+    ) -> None:
+        bulk_upsert(self.db_alias, model, rows, unique_fields, update_fields)
+
 
 def _drop_inherited_connections() -> None:
     """After ``fork``, abandon the parent's database connections in the child.

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,7 @@ from pynenc.types import Params, Result
 from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_django.conf import ConfigStateBackendDjango
-from pynenc_django.db import DjangoBackendMixin, bulk_upsert, ensure_django, retry_transient
+from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
 from pynenc_django.utils import chunked
 
 if TYPE_CHECKING:
@@ -130,15 +130,6 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
         )
 
     # ------------------------------------------------------------------ helpers
-
-    def _upsert(
-        self,
-        model: type[Any],
-        rows: Sequence[Any],
-        unique_fields: list[str],
-        update_fields: list[str],
-    ) -> None:
-        bulk_upsert(self.db_alias, model, rows, unique_fields, update_fields)
 
     def _iter_pages(self, queryset: Any, fields: tuple[str, ...]) -> Iterator[tuple[Any, ...]]:
         """Stream ``fields`` of ``queryset`` in primary-key order, one short query per page."""

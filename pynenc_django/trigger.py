@@ -46,7 +46,7 @@ from pynenc.trigger.monitoring import (
 from pynenc.trigger.trigger_definitions import TriggerDefinition
 
 from pynenc_django.conf import ConfigTriggerDjango
-from pynenc_django.db import DjangoBackendMixin, bulk_upsert, ensure_django, retry_transient
+from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
 from pynenc_django.utils import chunked, from_db_time, now_utc, sha256_hex, to_db_time
 
 if TYPE_CHECKING:
@@ -56,7 +56,6 @@ if TYPE_CHECKING:
 
     from pynenc_django.models import TriggerRunCondition
 
-# Bound the number of parameters in ``IN (...)`` lists (SQLite allows 32,766; stay far below).
 # Expired run claims are equivalent to no claim; delete them at most this often per process.
 CLAIM_PRUNE_INTERVAL_SEC = 60.0
 # A claim attempt retries when the expired row it wanted to take over was pruned meanwhile.
@@ -88,15 +87,6 @@ class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
     def _rows(self, model: type[Model]) -> Any:
         """Every query starts here: right database, this app's rows only."""
         return model.objects.using(self.db_alias).for_app(self.app.app_id)  # type: ignore[attr-defined]
-
-    def _upsert(
-        self,
-        model: type[Any],
-        rows: Sequence[Any],
-        unique_fields: list[str],
-        update_fields: list[str],
-    ) -> None:
-        bulk_upsert(self.db_alias, model, rows, unique_fields, update_fields)
 
     # ------------------------------------------------------------------ #
     # Conditions and trigger definitions
