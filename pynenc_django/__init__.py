@@ -5,3 +5,12 @@ This module is imported by pynenc's plugin loader in every process that builds a
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    """``from pynenc_django import app``: the project's pynenc app, built on first use."""
+    if name == "app":
+        from pynenc_django.project import get_app
+
+        return get_app()
+    raise AttributeError(f"module 'pynenc_django' has no attribute {name!r}")

@@ -1,3 +1,5 @@
+import contextlib
+
 from django.apps import AppConfig
 
 
@@ -10,3 +12,8 @@ class PynencDjangoConfig(AppConfig):
 
     def ready(self) -> None:
         from pynenc_django import checks  # noqa: F401  (registers the system checks)
+        from pynenc_django.project import PynencSettingsError, autodiscover_tasks
+
+        # A malformed PYNENC is reported by the pynenc_django.E002 system check.
+        with contextlib.suppress(PynencSettingsError):
+            autodiscover_tasks()

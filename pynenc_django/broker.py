@@ -3,7 +3,8 @@
 Popping a message claims it with ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL
 and MariaDB (concurrent workers take different rows instead of queueing on one lock) and
 inside an IMMEDIATE transaction on SQLite. The DELETE's row count is the proof of
-ownership, so a message can never be handed to two workers.
+ownership, so a message can never be handed to two workers. On PostgreSQL, enqueueing
+also sends ``NOTIFY`` so idle workers wake at once (see :mod:`pynenc_django.wakeup`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pynenc.identifiers.invocation_id import InvocationId
 
 from pynenc_django.conf import ConfigBrokerDjango
 from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
+from pynenc_django.wakeup import send_notify
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -67,6 +69,8 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                 for invocation_id in invocation_ids
             ]
         )
+        if self.conf.django_listen_notify and self.vendor == "postgresql":
+            send_notify(self.db_alias, self.app.app_id, queue_name)
 
     @retry_transient
     def retrieve_invocation(self, queue_name: str | None = None) -> InvocationId | None:

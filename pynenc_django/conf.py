@@ -10,6 +10,7 @@ from pynenc.conf.config_base import ConfigPynencBase
 from pynenc.conf.config_broker import ConfigBroker
 from pynenc.conf.config_client_data_store import ConfigClientDataStore
 from pynenc.conf.config_orchestrator import ConfigOrchestrator
+from pynenc.conf.config_runner import ConfigPersistentProcessRunner
 from pynenc.conf.config_state_backend import ConfigStateBackend
 from pynenc.conf.config_trigger import ConfigTrigger
 
@@ -23,10 +24,15 @@ class ConfigDjango(ConfigPynencBase):
         How many times an operation is retried after a transient database error
         (SQLite "database is locked", lock-wait timeouts, deadlocks, serialization
         failures, a dropped connection outside a transaction) before it is raised.
+    :cvar ConfigField[bool] django_listen_notify:
+        On PostgreSQL, enqueueing sends ``NOTIFY`` and idle workers ``LISTEN``, so they
+        wake at once instead of polling. Turn off behind a transaction-mode pooler
+        (PgBouncer), which cannot carry ``LISTEN``; workers then back off instead.
     """
 
     django_db_alias = ConfigField("default")
     django_transient_retries = ConfigField(8)
+    django_listen_notify = ConfigField(True)
 
 
 class ConfigOrchestratorDjango(ConfigOrchestrator, ConfigDjango):
@@ -47,3 +53,34 @@ class ConfigTriggerDjango(ConfigTrigger, ConfigDjango):
 
 class ConfigClientDataStoreDjango(ConfigClientDataStore, ConfigDjango):
     """Client data store settings for :class:`~pynenc_django.client_data_store.DjangoClientDataStore`."""
+
+
+class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigDjango):
+    """Settings for :class:`~pynenc_django.runner.DjangoPersistentProcessRunner`.
+
+    :cvar ConfigField[float] django_idle_wait_max_sec:
+        Longest an idle worker waits before looking for work again. With LISTEN/NOTIFY
+        this is only a safety net; without it, it bounds the wake-up latency. Each look
+        costs about three statements, so 1.0 keeps an idle worker under 5 per second.
+    :cvar ConfigField[float] django_heartbeat_interval_sec:
+        How often the runner refreshes its workers' heartbeats. pynenc considers a
+        runner dead after ``runner_considered_dead_after_minutes`` without one.
+    :cvar ConfigField[float] django_shutdown_grace_sec:
+        On SIGTERM/SIGINT, how long running invocations may take to finish before they
+        are interrupted and rerouted. 0 (pynenc's behaviour) reroutes them at once;
+        set it below your orchestrator's kill timeout (Kubernetes: 30 s by default).
+    :cvar ConfigField[float] django_parent_check_sec:
+        How often a worker checks that its runner is still alive. A worker whose runner
+        died finishes its current invocation, keeps its heartbeat fresh meanwhile,
+        and exits.
+    :cvar ConfigField[float] django_reroute_timeout_sec:
+        How long a worker keeps trying to reroute an invocation it could not finish
+        because the database was unreachable. After that, pynenc's recovery services
+        (which also need the database) take over.
+    """
+
+    django_idle_wait_max_sec = ConfigField(1.0)
+    django_heartbeat_interval_sec = ConfigField(5.0)
+    django_shutdown_grace_sec = ConfigField(0.0)
+    django_parent_check_sec = ConfigField(0.5)
+    django_reroute_timeout_sec = ConfigField(300.0)

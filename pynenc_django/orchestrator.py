@@ -8,11 +8,12 @@ invocation from the same status, on any database and any isolation level.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from pynenc.exceptions import InvocationStatusError
 from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.invocation.status import (
     InvocationStatus,
@@ -26,6 +27,7 @@ from pynenc.orchestrator.atomic_service import (
 )
 from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrchestrator
 
+from pynenc_django.broker import DjangoBroker
 from pynenc_django.conf import ConfigOrchestratorDjango
 from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
 from pynenc_django.utils import IN_CHUNK, chunked, now_utc, sha256_hex
@@ -35,6 +37,7 @@ if TYPE_CHECKING:
     from pynenc.identifiers.call_id import CallId
     from pynenc.invocation.dist_invocation import DistributedInvocation
     from pynenc.orchestrator.atomic_service import AtomicServiceRun
+    from pynenc.runner.runner_context import RunnerContext
     from pynenc.task import Task, TaskId
 
     from pynenc_django.models import AtomicServiceExecution as ExecutionRow
@@ -42,6 +45,7 @@ if TYPE_CHECKING:
 RUNNING = AtomicServiceExecutionStatus.RUNNING
 BLOCKED = AtomicServiceExecutionStatus.BLOCKED
 ABANDONED = AtomicServiceExecutionStatus.ABANDONED
+OWNED_STATUSES = (InvocationStatus.PENDING, InvocationStatus.RUNNING, InvocationStatus.PAUSED)
 
 
 class DjangoBlockingControl(BaseBlockingControl):
@@ -274,6 +278,106 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                 .values_list("invocation_id", flat=True)
             )
         return [i for i in invocation_ids if i in found]
+
+    # ------------------------------------------------------------------ claiming work
+
+    def get_additional_invocations_to_run(
+        self,
+        missing_invocations: int,
+        blocking_invocation_ids: set[InvocationId],
+        invocations_to_reroute: set[InvocationId],
+        runner_ctx: RunnerContext,
+        queue_provider: Callable[[], Sequence[str]],
+        on_queue_retrieved: Callable[[str], None],
+    ) -> Iterator[DistributedInvocation]:
+        """pynenc's claim loop, with the broker pop and the PENDING transition committed
+        together, so a worker killed between the two can never lose the invocation.
+
+        Needs the broker on the same database alias; otherwise pynenc's own two-step
+        loop runs unchanged.
+        """
+        broker = self.app.broker
+        if not isinstance(broker, DjangoBroker) or broker.db_alias != self.db_alias:
+            yield from super().get_additional_invocations_to_run(
+                missing_invocations,
+                blocking_invocation_ids,
+                invocations_to_reroute,
+                runner_ctx,
+                queue_provider,
+                on_queue_retrieved,
+            )
+            return
+        while missing_invocations > 0:
+            for queue_name in queue_provider():
+                claim = self._claim_from_queue(queue_name, blocking_invocation_ids, runner_ctx)
+                if claim is None:
+                    continue  # queue empty
+                on_queue_retrieved(queue_name)
+                invocation, reroute = claim
+                if reroute is not None:
+                    invocations_to_reroute.add(reroute)
+                if invocation is not None:
+                    missing_invocations -= 1
+                    yield invocation
+                break
+            else:
+                return  # every queue was empty
+
+    @retry_transient
+    def _claim_from_queue(
+        self,
+        queue_name: str,
+        blocking_invocation_ids: set[InvocationId],
+        runner_ctx: RunnerContext,
+    ) -> tuple[DistributedInvocation | None, InvocationId | None] | None:
+        """Pop one message and decide its fate in one transaction.
+
+        Returns ``None`` when the queue is empty, else ``(invocation to run or None,
+        invocation id to reroute or None)``. A message whose invocation cannot run (it is
+        already claimed, final, or held back by concurrency control) is consumed, as in
+        pynenc's own loop.
+        """
+        with self.write_transaction():
+            invocation_id = self.app.broker.retrieve_invocation(queue_name)
+            if invocation_id is None:
+                return None
+            if invocation_id in blocking_invocation_ids:
+                return None, None
+            if not self.get_invocation_status(invocation_id).is_available_for_run():
+                return None, None
+            invocation = self.app.state_backend.get_invocation(invocation_id)
+            if not self.is_candidate_to_run_by_concurrency_control(invocation):
+                if invocation.task.conf.reroute_on_concurrency_control:
+                    self.set_invocation_status(
+                        invocation_id, InvocationStatus.CONCURRENCY_CONTROLLED, runner_ctx
+                    )
+                    return None, invocation_id
+                self.set_invocation_status(
+                    invocation_id, InvocationStatus.CONCURRENCY_CONTROLLED_FINAL, runner_ctx
+                )
+                return None, None
+            try:
+                self.set_invocation_status(invocation_id, InvocationStatus.PENDING, runner_ctx)
+            except InvocationStatusError as ex:
+                self.app.logger.warning(
+                    f"Could not set invocation:{invocation_id} to status:pending: {ex}"
+                )
+                return None, None
+            return invocation, None
+
+    @retry_transient
+    def get_owned_invocation_ids(
+        self, runner_ids: Sequence[str], statuses: Iterable[InvocationStatus] = OWNED_STATUSES
+    ) -> list[InvocationId]:
+        """Invocations a runner holds (PENDING, RUNNING or PAUSED by default).
+
+        A runner parent uses this to reroute the work of a child it saw die at once,
+        instead of waiting for the child's heartbeat to age into pynenc's recovery.
+        """
+        qs = self._invocations().filter(
+            status_runner_id__in=list(runner_ids), status__in=[s.value for s in statuses]
+        )
+        return [InvocationId(i) for i in qs.values_list("invocation_id", flat=True)]
 
     # ------------------------------------------------------------------ status
 
@@ -518,13 +622,21 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             return f"reaped: runner {runner_id} has no heartbeat and run {run_id} started {since.isoformat()}"
         return ""
 
-    def _reap_stale_holder(self) -> None:
-        """Finalize a RUNNING execution left by a dead runner as ABANDONED and free the gate."""
+    def _reap_stale_holder(self, claimer_runner_id: str) -> None:
+        """Finalize a RUNNING execution left by a dead runner as ABANDONED and free the gate.
+
+        A runner claims one run at a time, so a holder that is the claimer itself is a run
+        whose finalization was lost (say, the database went away at that moment): it is
+        over, and must not keep its own runner out forever.
+        """
         gate = self._gate().values_list("running_run_id", "runner_id", "started_at").first()
         if not gate or gate[0] is None:
             return
         run_id, runner_id, started_at = gate
-        reason = self._stale_holder_reason(run_id, runner_id, started_at or now_utc())
+        if runner_id == claimer_runner_id:
+            reason = f"superseded: runner {runner_id} claimed again, run {run_id} never finalized"
+        else:
+            reason = self._stale_holder_reason(run_id, runner_id, started_at or now_utc())
         if not reason:
             return
         if (
@@ -561,7 +673,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             return status != BLOCKED
         self._ensure_gate()
         with self.write_transaction():
-            self._reap_stale_holder()
+            self._reap_stale_holder(ident.runner_id)
             claimed = (
                 self._gate()
                 .filter(running_run_id__isnull=True)

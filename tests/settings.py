@@ -47,3 +47,13 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler"}},
     "loggers": {"pynenc_django": {"handlers": ["console"], "level": "WARNING"}},
 }
+
+# The project-level pynenc app (``from pynenc_django import app``) used by the runner
+# tests; pynenc's conformance suites build their own apps and ignore it.
+PYNENC = {
+    "app_id": "pynenc-django-runner-tests",
+    "print_arguments": False,
+    "runner_loop_sleep_time_sec": 0.05,
+    "invocation_wait_results_sleep_time_sec": 0.05,
+    "num_processes": 2,
+}

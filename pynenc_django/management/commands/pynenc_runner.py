@@ -1,0 +1,154 @@
+"""``manage.py pynenc_runner``: run pynenc workers for this project until stopped."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from pynenc_django.conf import ConfigDjango
+from pynenc_django.project import DEFAULT_RUNNER, apply_overrides, get_app, runnable_runners
+
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+DB_RETRY_MAX_SEC = 30.0
+
+
+def positive_int(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
+
+
+def describe_database(alias: str) -> str:
+    """``postgresql 'shop' on db.internal:5432`` — never the user or password."""
+    from django.db import connections
+
+    conn = connections[alias]
+    settings = conn.settings_dict
+    where = settings.get("HOST") or ("local socket" if conn.vendor != "sqlite" else "")
+    port = f":{settings['PORT']}" if settings.get("PORT") else ""
+    place = f" on {where}{port}" if where else ""
+    return f"{conn.vendor} {str(settings.get('NAME'))!r}{place} (alias {alias!r})"
+
+
+class Command(BaseCommand):
+    help = (
+        "Run pynenc workers for this project (DjangoPersistentProcessRunner by default). "
+        "SIGTERM or Ctrl-C stops gracefully; a second signal forces."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--processes",
+            type=positive_int,
+            help="Worker processes (default: PYNENC['num_processes'] or the CPU count).",
+        )
+        parser.add_argument(
+            "--runner",
+            help=f"pynenc runner class name (default: PYNENC['runner_cls'] or {DEFAULT_RUNNER}).",
+        )
+        parser.add_argument(
+            "--queues",
+            help="Comma-separated queues to consume (default: all of the broker's queues).",
+        )
+        parser.add_argument("--log-level", choices=LOG_LEVELS, help="pynenc's log level.")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        app = get_app()
+        overrides = self._overrides(app, options)
+        apply_overrides(app, overrides)
+        alias = str(ConfigDjango(config_values=app.config_values).django_db_alias)
+        self._wait_for_database(alias)
+        self._check_migrations(alias)
+        runner = app.runner
+        self.stdout.write(self._banner(app, runner, alias))
+        self.stdout.flush()
+        runner.run()
+        if getattr(runner, "forced_stop", False):
+            self.stderr.write("pynenc runner: forced stop; interrupted invocations were rerouted")
+            sys.exit(1)
+        self.stdout.write("pynenc runner: stopped")
+
+    def _overrides(self, app: Any, options: dict[str, Any]) -> dict[str, Any]:
+        overrides: dict[str, Any] = {}
+        if name := options.get("runner"):
+            runners = runnable_runners()
+            if name not in runners:
+                raise CommandError(
+                    f"Unknown runner {name!r}. Available: {', '.join(sorted(runners))}.",
+                    returncode=2,
+                )
+            overrides["runner_cls"] = name
+        if processes := options.get("processes"):
+            overrides.update(num_processes=processes, max_processes=processes)
+            overrides["max_threads"] = processes
+        if queues_option := options.get("queues"):
+            queues = tuple(q.strip() for q in queues_option.split(",") if q.strip())
+            known = tuple(app.broker.conf.queues)
+            unknown = [q for q in queues if q not in known]
+            if not queues or unknown:
+                raise CommandError(
+                    f"Unknown queue(s) {', '.join(map(repr, unknown)) or repr(queues_option)}. "
+                    f"The broker declares: {', '.join(known)} (PYNENC['queues']).",
+                    returncode=2,
+                )
+            runner_section = dict((app.config_values or {}).get("runner") or {})
+            overrides["runner"] = {**runner_section, "queues": list(queues)}
+        if level := options.get("log_level"):
+            overrides["logging_level"] = level
+        return overrides
+
+    def _wait_for_database(self, alias: str) -> None:
+        """Start even when the database comes up later: say so, and retry with backoff."""
+        from django.db import OperationalError, connections
+
+        delay = 0.5
+        while True:
+            try:
+                connections[alias].ensure_connection()
+                return
+            except OperationalError as exc:
+                reason = (str(exc).strip().splitlines() or ["no details"])[0]
+                self.stderr.write(
+                    f"pynenc runner: database {describe_database(alias)} is unreachable "
+                    f"({reason}); retrying in {delay:.0f}s. Ctrl-C to give up."
+                )
+                time.sleep(delay)
+                delay = min(DB_RETRY_MAX_SEC, delay * 2)
+
+    def _check_migrations(self, alias: str) -> None:
+        from django.db import connections
+        from django.db.migrations.executor import MigrationExecutor
+
+        executor = MigrationExecutor(connections[alias])
+        targets = [key for key in executor.loader.graph.leaf_nodes() if key[0] == "pynenc_django"]
+        if executor.migration_plan(targets):
+            raise CommandError(
+                f"pynenc's tables are not up to date on database alias {alias!r}. "
+                f"Run: manage.py migrate pynenc_django --database {alias}"
+            )
+
+    def _banner(self, app: Any, runner: Any, alias: str) -> str:
+        conf = runner.conf
+        processes = (
+            getattr(runner, "num_processes", 0)
+            or getattr(conf, "num_processes", 0)
+            or getattr(conf, "max_processes", 0)
+            or os.cpu_count()
+        )
+        queues = ", ".join(conf.queues or app.broker.conf.queues)
+        return "\n".join(
+            [
+                "pynenc runner",
+                f"  app id     {app.app_id}",
+                f"  database   {describe_database(alias)}",
+                f"  runner     {type(runner).__name__}",
+                f"  processes  {processes}",
+                f"  queues     {queues}",
+                f"  pid        {os.getpid()}",
+            ]
+        )

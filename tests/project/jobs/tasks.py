@@ -1,0 +1,29 @@
+"""Tasks of the runner tests' project, declared the documented way."""
+
+import time
+
+from pynenc_django import app
+
+
+@app.task
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@app.task
+def sleep_task(seconds: float, tag: str = "") -> str:
+    time.sleep(seconds)
+    return tag
+
+
+@app.task
+def square(i: int) -> int:
+    time.sleep(0.1)
+    return i * i
+
+
+@app.task
+def fan_out(n: int) -> int:
+    """Waits on ``n`` children: needs a free worker for them, never deadlocks."""
+    children = [square(i) for i in range(n)]
+    return sum(child.result for child in children)
