@@ -10,6 +10,7 @@ also sends ``NOTIFY`` so idle workers wake at once (see :mod:`pynenc_django.wake
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -79,13 +80,21 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         head = self._messages().filter(queue=queue).order_by("-priority", "id")
         if self.connection.features.has_select_for_update_skip_locked:
             head = head.select_for_update(skip_locked=True)
+        # Inside a caller's transaction (the orchestrator's claim) no savepoint is needed:
+        # nothing between here and the caller can fail and be caught.
+        in_caller_transaction = self.connection.in_atomic_block
         while True:
-            with self.write_transaction():
+            with nullcontext() if in_caller_transaction else self.write_transaction():
                 row = head.values_list("id", "invocation_id").first()
                 if row is None:
                     return None
                 if self._messages().filter(id=row[0]).delete()[0] == 1:
                     return InvocationId(row[1])
+
+    @retry_transient
+    def has_invocations(self, queue_name: str) -> bool:
+        """A lock-free look at one queue, so idle workers need not take write locks."""
+        return self._messages().filter(queue=queue_name).exists()
 
     @retry_transient
     def count_invocations(self, queue_names: Sequence[str] | None = None) -> int:

@@ -59,9 +59,13 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
     """Settings for :class:`~pynenc_django.runner.DjangoPersistentProcessRunner`.
 
     :cvar ConfigField[float] django_idle_wait_max_sec:
-        Longest an idle worker waits before looking for work again. With LISTEN/NOTIFY
-        this is only a safety net; without it, it bounds the wake-up latency. Each look
-        costs about three statements, so 1.0 keeps an idle worker under 5 per second.
+        Longest an idle worker waits before looking for work again when the database
+        cannot notify it (SQLite, MariaDB/MySQL): it bounds the wake-up latency. A look
+        costs two or three statements, so 1.0 keeps an idle worker under 5 per second.
+    :cvar ConfigField[float] django_notify_safety_poll_sec:
+        With LISTEN/NOTIFY (PostgreSQL), how often an idle worker polls anyway. Every
+        enqueue notifies, so this only matters for work enqueued by a process that has
+        ``django_listen_notify`` off.
     :cvar ConfigField[float] django_heartbeat_interval_sec:
         How often the runner refreshes its workers' heartbeats. pynenc considers a
         runner dead after ``runner_considered_dead_after_minutes`` without one.
@@ -69,10 +73,6 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
         On SIGTERM/SIGINT, how long running invocations may take to finish before they
         are interrupted and rerouted. 0 (pynenc's behaviour) reroutes them at once;
         set it below your orchestrator's kill timeout (Kubernetes: 30 s by default).
-    :cvar ConfigField[float] django_parent_check_sec:
-        How often a worker checks that its runner is still alive. A worker whose runner
-        died finishes its current invocation, keeps its heartbeat fresh meanwhile,
-        and exits.
     :cvar ConfigField[float] django_reroute_timeout_sec:
         How long a worker keeps trying to reroute an invocation it could not finish
         because the database was unreachable. After that, pynenc's recovery services
@@ -80,7 +80,7 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
     """
 
     django_idle_wait_max_sec = ConfigField(1.0)
+    django_notify_safety_poll_sec = ConfigField(10.0)
     django_heartbeat_interval_sec = ConfigField(5.0)
     django_shutdown_grace_sec = ConfigField(0.0)
-    django_parent_check_sec = ConfigField(0.5)
     django_reroute_timeout_sec = ConfigField(300.0)

@@ -301,6 +301,9 @@ def write_transaction(alias: str) -> Iterator[None]:
         with transaction.atomic(using=alias):
             yield
         return
+    # Connect first: Django resets ``transaction_mode`` from OPTIONS when it (re)connects,
+    # which would silently turn our BEGIN IMMEDIATE back into a deferred BEGIN.
+    connection.ensure_connection()
     previous = getattr(connection, "transaction_mode", None)
     connection.transaction_mode = "IMMEDIATE"  # type: ignore[attr-defined]
     try:

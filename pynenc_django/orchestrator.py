@@ -337,8 +337,11 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         already claimed, final, or held back by concurrency control) is consumed, as in
         pynenc's own loop.
         """
+        broker: DjangoBroker = self.app.broker  # type: ignore[assignment]
+        if not broker.has_invocations(queue_name):
+            return None
         with self.write_transaction():
-            invocation_id = self.app.broker.retrieve_invocation(queue_name)
+            invocation_id = broker.retrieve_invocation(queue_name)
             if invocation_id is None:
                 return None
             if invocation_id in blocking_invocation_ids:

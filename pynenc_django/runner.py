@@ -41,13 +41,12 @@ from pynenc.runner.runner_context import RunnerContext
 from pynenc_django.conf import ConfigDjangoPersistentProcessRunner
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
     from types import FrameType
 
     from pynenc.app import Pynenc
     from pynenc.identifiers.invocation_id import InvocationId
     from pynenc.invocation.dist_invocation import DistributedInvocation
-
-    from pynenc_django.wakeup import StopEvent
 
 logger = logging.getLogger("pynenc_django")
 
@@ -101,12 +100,17 @@ def recycle_connections() -> None:
 def worker_main(
     app_pickle: bytes,
     *,
-    stop_event: StopEvent,
+    lifeline: Connection,
     parent_runner_ctx_json: str,
     child_runner_id: str,
     parent_pid: int,
 ) -> None:
-    """Entry point of a spawned worker process."""
+    """Entry point of a spawned worker process.
+
+    ``lifeline`` is the read end of a pipe only the runner can write to: it reads EOF
+    when the runner asks its workers to stop *or* dies, with no shared lock that a
+    killed process could leave held (a ``multiprocessing.Event`` can).
+    """
     from pynenc_django.db import ensure_django
 
     # Ctrl-C reaches the whole process group; the runner decides how its workers stop.
@@ -116,7 +120,7 @@ def worker_main(
     runner = DjangoPersistentProcessRunner(app)
     parent_ctx = RunnerContext.from_json(parent_runner_ctx_json)
     ctx = parent_ctx.new_child_context(WORKER_CLS, runner_id=child_runner_id)
-    _Worker(app, runner, ctx, stop_event, parent_pid).run()
+    _Worker(app, runner, ctx, lifeline, parent_pid).run()
 
 
 class _Worker:
@@ -127,14 +131,15 @@ class _Worker:
         app: Pynenc,
         runner: DjangoPersistentProcessRunner,
         ctx: RunnerContext,
-        stop_event: StopEvent,
+        lifeline: Connection,
         parent_pid: int,
     ) -> None:
         self.app = app
         self.runner = runner
         self.conf = runner.conf
         self.ctx = ctx
-        self.stop_event = stop_event
+        self.lifeline = lifeline
+        self.stop_event = threading.Event()  # set by the watchdog when the lifeline ends
         self.parent_pid = parent_pid
         self.invocation_id: InvocationId | None = None
         self.orphaned = threading.Event()
@@ -149,7 +154,7 @@ class _Worker:
         from pynenc_django.wakeup import make_waiter
 
         signal.signal(signal.SIGTERM, self._on_sigterm)
-        watchdog = threading.Thread(target=self._watch_parent, name="pynenc-watchdog", daemon=True)
+        watchdog = threading.Thread(target=self._watch_runner, name="pynenc-watchdog", daemon=True)
         watchdog.start()
         waiter = make_waiter(
             self.runner.db_alias,
@@ -157,6 +162,7 @@ class _Worker:
             self.stop_event,
             min_wait=float(self.conf.runner_loop_sleep_time_sec),
             max_wait=float(self.conf.django_idle_wait_max_sec),
+            notified_max_wait=float(self.conf.django_notify_safety_poll_sec),
             listen=bool(self.conf.django_listen_notify),
         )
         try:
@@ -259,27 +265,33 @@ class _Worker:
         self.stop_event.wait(self._db_backoff)
         self._db_backoff = min(DB_RETRY_MAX_SEC, self._db_backoff * 2)
 
-    def _watch_parent(self) -> None:
-        """Notice the runner dying; keep this worker's heartbeat while it finishes up."""
-        check = float(self.conf.django_parent_check_sec)
+    def _watch_runner(self) -> None:
+        """Stop when the runner says so or dies; if it died, keep this worker's heartbeat
+        fresh while the current invocation finishes, so nobody "recovers" it meanwhile."""
+        while not self.done.is_set():
+            try:
+                if not self.lifeline.poll(None):
+                    continue
+                self.lifeline.recv_bytes()  # nothing is ever sent: only EOF ends the wait
+            except (EOFError, OSError):
+                break
+        if self.done.is_set():
+            return
+        if os.getppid() != self.parent_pid:
+            self.app.logger.warning(
+                f"worker:{self.ctx.runner_id} lost its runner (pid {self.parent_pid}); "
+                "finishing the current invocation, then exiting"
+            )
+            self.orphaned.set()
+        self.stop_event.set()
         beat_every = float(self.conf.django_heartbeat_interval_sec)
-        last_beat = 0.0
-        while not self.done.wait(check):
-            if os.getppid() == self.parent_pid:
+        while self.orphaned.is_set() and not self.done.wait(beat_every):
+            if self.invocation_id is None:
                 continue
-            if not self.orphaned.is_set():
-                self.app.logger.warning(
-                    f"worker:{self.ctx.runner_id} lost its runner (pid {self.parent_pid}); "
-                    "finishing the current invocation, then exiting"
-                )
-                self.orphaned.set()
-                self.stop_event.set()  # wake an idle wait; the siblings are orphans too
-            if self.invocation_id is not None and time.monotonic() - last_beat >= beat_every:
-                try:
-                    self.app.orchestrator.register_runner_heartbeats([self.ctx.runner_id])
-                    last_beat = time.monotonic()
-                except Exception as exc:  # the next round retries
-                    self.app.logger.warning(f"worker heartbeat failed: {exc}")
+            try:
+                self.app.orchestrator.register_runner_heartbeats([self.ctx.runner_id])
+            except Exception as exc:  # the next round retries
+                self.app.logger.warning(f"worker heartbeat failed: {exc}")
 
 
 class DjangoPersistentProcessRunner(PersistentProcessRunner):
@@ -319,7 +331,8 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
         self.logger.info(f"Creating {self.num_processes} worker processes")
         self.child_runner_ids = {}
         self.runner_cache = self._runner_cache if self._runner_cache is not None else {}
-        self.stop_event = SPAWN.Event()
+        self.stop_event = None  # pynenc's Manager event; our workers use the lifeline
+        self._lifeline, self._lifeline_writer = SPAWN.Pipe(duplex=False)
         for _ in range(self.num_processes):
             self._spawn_persistent_process()
 
@@ -331,7 +344,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
             target=worker_main,
             kwargs={
                 "app_pickle": pickle.dumps(self.app),
-                "stop_event": self.stop_event,
+                "lifeline": self._lifeline,
                 "parent_runner_ctx_json": self.runner_context.to_json(),
                 "child_runner_id": child_runner_id,
                 "parent_pid": os.getpid(),
@@ -426,10 +439,18 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
                 "to finish (send it again to force)"
             )
             self.running = False
-            if self.stop_event is not None:
-                self.stop_event.set()
+            self._signal_stop()
             return
         super().stop_runner_loop(signum, frame)
+
+    def _signal_stop(self) -> None:
+        """Close the lifeline's write end: every worker reads EOF and stops taking work.
+
+        Async-signal-safe enough for a signal handler: it only closes a file descriptor.
+        """
+        writer = getattr(self, "_lifeline_writer", None)
+        if writer is not None and not writer.closed:
+            writer.close()
 
     def _on_stop(self) -> None:
         try:
@@ -442,18 +463,18 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
             self.child_runner_ids = {}
             if self._unrecovered:
                 self._recover_workers()
+            if getattr(self, "_lifeline", None) is not None:
+                self._lifeline.close()
 
     def _wait_for_workers(self, grace: float) -> None:
-        if self.stop_event is not None:
-            self.stop_event.set()
+        self._signal_stop()
         deadline = time.monotonic() + grace
         for process in list(self.child_runner_ids.values()):
             process.join(max(0.0, deadline - time.monotonic()))
 
     def _terminate_all_processes(self) -> None:
         """SIGTERM (each worker reroutes its invocation), then SIGKILL after 5 s."""
-        if self.stop_event is not None:
-            self.stop_event.set()
+        self._signal_stop()
         processes = list(self.child_runner_ids.items())
         for _, process in processes:
             if process.is_alive():
@@ -468,8 +489,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
             self._unrecovered.add(runner_id)
 
     def _on_stop_runner_loop(self) -> None:
-        if self.stop_event is not None:
-            self.stop_event.set()
+        self._signal_stop()
         self._terminate_all_processes()
         for runner_id in list(self.child_runner_ids):
             self.child_runner_ids.pop(runner_id, None)

@@ -5,8 +5,8 @@ pynenc's own persistent workers re-query the broker as fast as they can when it 
 
 * **PostgreSQL**: the broker sends ``NOTIFY`` on the app's channel in the transaction that
   enqueues, and each worker ``LISTEN``\\s on a dedicated autocommit connection. A worker
-  wakes within milliseconds of a commit and otherwise issues one safety poll per
-  ``max_wait`` seconds, which also covers a lost notification.
+  wakes within milliseconds of a commit; otherwise it only polls every
+  ``notified_max_wait`` seconds, a safety net for work enqueued with notifications off.
 * **SQLite, MariaDB/MySQL** (no notifications) and PostgreSQL behind a transaction-mode
   pooler (set ``django_listen_notify = False``): exponential backoff from the runner's
   loop sleep up to ``max_wait``, reset whenever work is found.
@@ -82,12 +82,18 @@ class PostgresListener:
     STOP_CHECK_SEC = 0.25
 
     def __init__(
-        self, alias: str, app_id: str, stop_event: StopEvent, min_wait: float, max_wait: float
+        self,
+        alias: str,
+        app_id: str,
+        stop_event: StopEvent,
+        min_wait: float,
+        max_wait: float,
+        notified_max_wait: float,
     ) -> None:
         self.alias = alias
         self.channel = notify_channel(app_id)
         self.stop_event = stop_event
-        self.max_wait = max_wait
+        self.max_wait = notified_max_wait
         self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
         self._conn: Any = None
 
@@ -143,7 +149,14 @@ class PostgresListener:
 
 
 def make_waiter(
-    alias: str, app_id: str, stop_event: StopEvent, min_wait: float, max_wait: float, listen: bool
+    alias: str,
+    app_id: str,
+    stop_event: StopEvent,
+    *,
+    min_wait: float,
+    max_wait: float,
+    notified_max_wait: float,
+    listen: bool,
 ) -> Waiter:
     """The best waiter this database supports."""
     if listen and get_connection(alias).vendor == "postgresql":
@@ -151,7 +164,9 @@ def make_waiter(
             import psycopg
 
             if hasattr(psycopg.Connection, "notifies"):
-                return PostgresListener(alias, app_id, stop_event, min_wait, max_wait)
+                return PostgresListener(
+                    alias, app_id, stop_event, min_wait, max_wait, notified_max_wait
+                )
         except ImportError:
             logger.info("pynenc_django: psycopg 3 is not installed; idle workers back off")
     return BackoffWaiter(stop_event, min_wait, max_wait)

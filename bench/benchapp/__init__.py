@@ -1,0 +1,1 @@
+"""The bench project's Django app: one trivial task and SQL statement counting."""
