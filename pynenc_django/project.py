@@ -19,6 +19,7 @@ the defaults; misconfiguration is reported by ``manage.py check`` (``pynenc_djan
 from __future__ import annotations
 
 import functools
+import os
 from typing import TYPE_CHECKING, Any
 
 from pynenc_django.builder import COMPONENT_CLASSES
@@ -63,7 +64,9 @@ def default_app_id() -> str:
     database never share queues by accident."""
     from django.conf import settings
 
-    module = getattr(settings, "SETTINGS_MODULE", None) or ""
+    module = (
+        getattr(settings, "SETTINGS_MODULE", None) or os.environ.get("DJANGO_SETTINGS_MODULE") or ""
+    )
     return module.split(".")[0] or "django"
 
 

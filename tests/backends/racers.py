@@ -53,3 +53,20 @@ def transition(app_id: str, invocation_id: str, runner_id: str, barrier: Any, re
         results.put((runner_id, "won"))
     except PynencError as exc:
         results.put((runner_id, type(exc).__name__))
+
+
+def claim_and_hang(app_id: str, ready: Any) -> None:
+    """Claim a queued invocation, then hang *inside* the claim transaction, after the
+    broker pop and before PENDING is written, until the test kills this process."""
+    import time
+
+    from pynenc.runner.runner_context import RunnerContext
+
+    app = _app(app_id)
+
+    def hang(*args: Any, **kwargs: Any) -> None:
+        ready.set()
+        time.sleep(3600)
+
+    app.state_backend.get_invocation = hang  # type: ignore[method-assign]  # read after the pop
+    list(app.orchestrator.get_invocations_to_run(1, RunnerContext("Racer", runner_id="doomed")))
