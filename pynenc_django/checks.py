@@ -9,6 +9,7 @@ every ``pynenc_runner`` start) with an id and a hint, not as a traceback at 3 a.
 ``pynenc_django.E005``  The database alias uses a vendor pynenc-django does not support.
 ``pynenc_django.E006``  ``runner_cls`` names no runnable pynenc runner.
 ``pynenc_django.E007``  A value cannot be used (wrong type, bad choice).
+``pynenc_django.W001``  ``runner_cls`` is pynenc's PersistentProcessRunner, not ours.
 =====================  =============================================================
 """
 
@@ -19,7 +20,7 @@ import inspect
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import CheckMessage, Error, register
+from django.core.checks import CheckMessage, Error, Warning, register
 
 SUPPORTED_VENDORS = ("sqlite", "postgresql", "mysql")
 
@@ -114,6 +115,16 @@ def _check_runner(name: str) -> list[CheckMessage]:
     from pynenc_django.project import runnable_runners
 
     runners = runnable_runners()
+    if name == "PersistentProcessRunner":
+        return [
+            Warning(
+                "PYNENC['runner_cls'] is pynenc's PersistentProcessRunner, whose spawned "
+                "workers unpickle your tasks before Django is set up.",
+                hint="Use 'DjangoPersistentProcessRunner' (the default): the same runner, "
+                "with django.setup() first, no busy polling and crash recovery.",
+                id="pynenc_django.W001",
+            )
+        ]
     if name in runners:
         return []
     close = difflib.get_close_matches(name, sorted(runners), n=1)

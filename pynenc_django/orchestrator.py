@@ -625,7 +625,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             return f"reaped: runner {runner_id} has no heartbeat and run {run_id} started {since.isoformat()}"
         return ""
 
-    def _reap_stale_holder(self, claimer_runner_id: str) -> None:
+    def _reap_stale_holder(self, claimer_runner_id: str, now: datetime) -> None:
         """Finalize a RUNNING execution left by a dead runner as ABANDONED and free the gate.
 
         A runner claims one run at a time, so a holder that is the claimer itself is a run
@@ -648,7 +648,10 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             .update(running_run_id=None, runner_id=None, started_at=None)
         ):
             self._executions().filter(run_id=run_id, status=RUNNING.value).update(
-                status=ABANDONED.value, end_time=now_utc(), reason=reason
+                # Ends exactly when the claim that reaped it starts: windows never overlap.
+                status=ABANDONED.value,
+                end_time=now,
+                reason=reason,
             )
 
     @retry_transient
@@ -676,7 +679,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             return status != BLOCKED
         self._ensure_gate()
         with self.write_transaction():
-            self._reap_stale_holder(ident.runner_id)
+            self._reap_stale_holder(ident.runner_id, stamp)
             claimed = (
                 self._gate()
                 .filter(running_run_id__isnull=True)

@@ -31,6 +31,8 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -143,6 +145,7 @@ class _Worker:
         self.parent_pid = parent_pid
         self.invocation_id: InvocationId | None = None
         self.orphaned = threading.Event()
+        self.terminating = False
         self.done = threading.Event()
         self._db_backoff = DB_RETRY_MIN_SEC
 
@@ -193,10 +196,13 @@ class _Worker:
             self.app.logger.info(f"worker:{self.ctx.runner_id} shutting down")
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
-        # Only this worker stops (the shared stop event is the runner's to set); raising
-        # interrupts whatever the task is blocked in, and ``run`` reroutes it.
+        """Stop now. A running invocation is interrupted (``run`` reroutes it); otherwise
+        only flag it, so no database call or lock is cut in half."""
         self.app.logger.warning(f"worker:{self.ctx.runner_id} received signal:{signum}, stopping")
-        raise KeyboardInterrupt
+        self.terminating = True
+        self.stop_event.set()
+        if self.invocation_id is not None:
+            raise KeyboardInterrupt
 
     def _claim(self) -> DistributedInvocation | None:
         try:
@@ -218,6 +224,8 @@ class _Worker:
 
     def _run(self, invocation: DistributedInvocation) -> None:
         self.invocation_id = invocation.invocation_id
+        if self.terminating:  # SIGTERM arrived while claiming: hand it back untouched
+            raise KeyboardInterrupt
         recycle_connections()
         try:
             invocation.run(self.ctx)
@@ -268,6 +276,7 @@ class _Worker:
     def _watch_runner(self) -> None:
         """Stop when the runner says so or dies; if it died, keep this worker's heartbeat
         fresh while the current invocation finishes, so nobody "recovers" it meanwhile."""
+        context.set_runner_context(self.app.app_id, self.ctx)  # contexts are per thread
         while not self.done.is_set():
             try:
                 if not self.lifeline.poll(None):
@@ -275,17 +284,19 @@ class _Worker:
                 self.lifeline.recv_bytes()  # nothing is ever sent: only EOF ends the wait
             except (EOFError, OSError):
                 break
-        if self.done.is_set():
-            return
-        if os.getppid() != self.parent_pid:
-            self.app.logger.warning(
-                f"worker:{self.ctx.runner_id} lost its runner (pid {self.parent_pid}); "
-                "finishing the current invocation, then exiting"
-            )
-            self.orphaned.set()
         self.stop_event.set()
+        # The kernel closes a dead runner's pipe before it re-parents its children, so
+        # EOF alone does not tell a stop request from a death: watch until we are done.
+        while os.getppid() == self.parent_pid:
+            if self.done.wait(0.1):
+                return
+        self.app.logger.warning(
+            f"worker:{self.ctx.runner_id} lost its runner (pid {self.parent_pid}); "
+            "finishing the current invocation, then exiting"
+        )
+        self.orphaned.set()
         beat_every = float(self.conf.django_heartbeat_interval_sec)
-        while self.orphaned.is_set() and not self.done.wait(beat_every):
+        while not self.done.wait(beat_every):
             if self.invocation_id is None:
                 continue
             try:
@@ -374,7 +385,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
 
     def _recover_workers(self) -> None:
         """Reroute every invocation still held by workers that are gone."""
-        try:
+        with self._survive_database_errors("Could not reroute dead workers' invocations yet"):
             for runner_id in sorted(self._unrecovered):
                 held = self.app.orchestrator.get_owned_invocation_ids([runner_id])  # type: ignore[attr-defined]
                 ctx = self.runner_context.new_child_context(WORKER_CLS, runner_id=runner_id)
@@ -384,10 +395,16 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
                     )
                     self._kill_and_reroute(invocation_id, runner_ctx=ctx)
                 self._unrecovered.discard(runner_id)
+
+    @contextmanager
+    def _survive_database_errors(self, what: str) -> Iterator[None]:
+        """Log a database error and carry on; the next loop iteration tries again."""
+        try:
+            yield
         except Exception as exc:
             if not is_database_error(exc):
                 raise
-            self.logger.warning(f"Could not reroute dead workers' invocations yet: {exc}")
+            self.logger.warning(f"{what}: {exc}")
             drop_broken_connections()
 
     def _report_child_runner_heartbeats(self) -> None:
@@ -395,14 +412,9 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
         now = time.monotonic()
         if now - self._last_heartbeat < float(self.conf.django_heartbeat_interval_sec):
             return
-        try:
+        with self._survive_database_errors("Could not refresh worker heartbeats"):
             super()._report_child_runner_heartbeats()
             self._last_heartbeat = now
-        except Exception as exc:
-            if not is_database_error(exc):
-                raise
-            self.logger.warning(f"Could not refresh worker heartbeats: {exc}")
-            drop_broken_connections()
 
     def _check_atomic_services(self) -> None:
         """pynenc's atomic-service turn; a failure there is logged, never fatal.

@@ -65,3 +65,9 @@ def test_value_of_the_wrong_type() -> None:
     with override_settings(PYNENC={**PYNENC, "num_processes": "four"}):
         message = _messages()["pynenc_django.E007"]
     assert "Expected <class 'int'>" in message.msg
+
+
+def test_pynenc_s_persistent_runner_gets_a_warning() -> None:
+    with override_settings(PYNENC={**PYNENC, "runner_cls": "PersistentProcessRunner"}):
+        message = _messages()["pynenc_django.W001"]
+    assert "DjangoPersistentProcessRunner" in message.hint

@@ -413,7 +413,10 @@ def wait_all_success(
 ) -> None:
     def done() -> bool:
         current = statuses(app, invocation_ids)
-        return all(current.get(i) == SUCCESS for i in invocation_ids)
+        if not all(current.get(i) == SUCCESS for i in invocation_ids):
+            return False
+        # pynenc writes the history record just after the status: wait for it too.
+        return all(success_counts(app, invocation_ids).values())
 
     wait_until(
         done,

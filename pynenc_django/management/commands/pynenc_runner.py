@@ -57,7 +57,13 @@ class Command(BaseCommand):
         )
         parser.add_argument("--log-level", choices=LOG_LEVELS, help="pynenc's log level.")
 
+    # Checks run in handle(), without database checks: those connect, and a database
+    # that is not up yet must get the wait-and-retry below, not a traceback.
+    requires_system_checks: list[str] = []
+
     def handle(self, *args: Any, **options: Any) -> None:
+        if not options.get("skip_checks"):
+            self.check(databases=[])
         app = get_app()
         overrides = self._overrides(app, options)
         apply_overrides(app, overrides)
@@ -115,7 +121,7 @@ class Command(BaseCommand):
                 reason = (str(exc).strip().splitlines() or ["no details"])[0]
                 self.stderr.write(
                     f"pynenc runner: database {describe_database(alias)} is unreachable "
-                    f"({reason}); retrying in {delay:.0f}s. Ctrl-C to give up."
+                    f"({reason}); retrying in {delay:g}s. Ctrl-C to give up."
                 )
                 time.sleep(delay)
                 delay = min(DB_RETRY_MAX_SEC, delay * 2)
