@@ -3,6 +3,7 @@
 #   DATABASE_URL=... make test     the whole suite on PostgreSQL or MariaDB/MySQL
 #   make test-all                  SQLite, PostgreSQL and MariaDB, one after the other
 #   make lint                      ruff, migrations drift
+#   make bench-runner              idle cost and wake-up latency of the runner, 3 databases
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -11,7 +12,7 @@ PYTEST_ARGS ?=
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 MARIADB_URL ?= mysql://root@127.0.0.1:3306/test
 
-.PHONY: test test-all lint venv clean
+.PHONY: test test-all lint venv clean bench-runner
 
 $(VENV)/.installed: pyproject.toml
 	@python=$$(scripts/find-python) && echo "Using $$python ($$($$python --version))" && \
@@ -50,6 +51,9 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m django makemigrations pynenc_django --check --dry-run
+
+bench-runner: $(VENV)/.installed-mysql
+	$(PY) bench/runner_idle_wake.py
 
 clean:
 	rm -rf $(VENV) .test-dbs .pytest_cache
