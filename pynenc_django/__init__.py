@@ -4,7 +4,10 @@ This module is imported by pynenc's plugin loader in every process that builds a
 ``Pynenc()``, Django-configured or not, so it must never touch settings or models.
 """
 
+from pynenc_django.transactions import enqueue_on_commit, enqueue_on_commit_using
+
 __version__ = "0.1.0"
+__all__ = ["app", "enqueue_on_commit", "enqueue_on_commit_using"]
 
 
 def __getattr__(name: str) -> object:

@@ -34,14 +34,19 @@ class DjangoClientDataStore(DjangoBackendMixin, BaseClientDataStore):
 
     @retry_transient
     def _store(self, key: str, value: str) -> None:
-        """Write every chunk in one transaction, so readers see the whole value or none."""
+        """Write every chunk in one transaction, so readers see the whole value or none.
+
+        Values are stored once per content hash; storing one again only re-stamps
+        ``created_at`` (so it means "last stored"), which lets retention tell data that
+        unfinished invocations may still reference from data nothing can need.
+        """
         from pynenc_django.models import ClientData
 
         now = now_utc()
-        manager = ClientData.objects.using(self.db_alias)
         with self.write_transaction():
             for index, start in enumerate(range(0, max(len(value), 1), CHUNK_CHARS)):
-                manager.bulk_create(
+                self._upsert(
+                    ClientData,
                     [
                         ClientData(
                             app_id=self.app.app_id,
@@ -51,7 +56,8 @@ class DjangoClientDataStore(DjangoBackendMixin, BaseClientDataStore):
                             created_at=now,
                         )
                     ],
-                    ignore_conflicts=True,
+                    unique_fields=["app_id", "key", "chunk"],
+                    update_fields=["created_at"],
                 )
 
     @retry_transient

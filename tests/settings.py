@@ -17,9 +17,42 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 
 INSTALLED_APPS = [
+    # Before django.contrib.admin, so its admin/index.html (the overview link) is found first.
+    "pynenc_django",
+    "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
-    "pynenc_django",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+]
+
+# The admin (tests/admin): sessions, auth, messages and CSRF, as in a real project.
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+ROOT_URLCONF = "tests.urls"
+STATIC_URL = "/static/"
+ALLOWED_HOSTS = ["*"]
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ]
+        },
+    }
 ]
 
 _url = os.environ.get("DATABASE_URL", "").strip()
@@ -57,3 +90,6 @@ PYNENC = {
     "invocation_wait_results_sleep_time_sec": 0.05,
     "num_processes": 2,
 }
+
+# Django >= 6.0: ``@task`` functions run on pynenc runners (ignored by Django 5.2).
+TASKS = {"default": {"BACKEND": "pynenc_django.task_backend.PynencTaskBackend"}}

@@ -27,3 +27,23 @@ def fan_out(n: int) -> int:
     """Waits on ``n`` children: needs a free worker for them, never deadlocks."""
     children = [square(i) for i in range(n)]
     return sum(child.result for child in children)
+
+
+try:  # Django >= 6.0: the same kind of work through Django's own Tasks API
+    from django.tasks import task
+except ImportError:  # Django 5.2
+    task = None
+
+if task is not None:
+
+    @task
+    def django_multiply(x: int, y: int) -> int:
+        return x * y
+
+    @task(priority=10, queue_name="default")
+    def django_fail(message: str) -> None:
+        raise ValueError(message)
+
+    @task(takes_context=True)
+    def django_attempt(context: object, tag: str) -> int:
+        return context.attempt  # type: ignore[attr-defined]
