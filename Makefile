@@ -4,6 +4,7 @@
 #   make test-all                  SQLite, PostgreSQL and MariaDB, one after the other
 #   make lint                      ruff, migrations drift
 #   make bench-runner              idle cost and wake-up latency of the runner, 3 databases
+#   make bench-admin               admin page query counts and server times at 1M invocations
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -12,7 +13,7 @@ PYTEST_ARGS ?=
 POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/postgres
 MARIADB_URL ?= mysql://root@127.0.0.1:3306/test
 
-.PHONY: test test-all lint venv clean bench-runner
+.PHONY: test test-all lint venv clean bench-runner bench-admin
 
 $(VENV)/.installed: pyproject.toml
 	@python=$$(scripts/find-python) && echo "Using $$python ($$($$python --version))" && \
@@ -34,10 +35,19 @@ $(VENV)/.installed-mysql: $(VENV)/.installed
 
 venv: $(VENV)/.installed
 
+# The admin's browser test drives Debian's Chromium through Playwright (no browser download).
+$(VENV)/.installed-browser: $(VENV)/.installed
+	@if ! command -v chromium >/dev/null 2>&1; then \
+	  echo "Installing Debian's chromium for the admin's browser test"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	fi
+	@touch $@
+
 ifneq (,$(filter mysql%,$(DATABASE_URL)))
-test: $(VENV)/.installed-mysql
+test: $(VENV)/.installed-mysql $(VENV)/.installed-browser
 else
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VENV)/.installed-browser
 endif
 	$(PY) -m tests.dbcheck
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -55,5 +65,30 @@ lint: $(VENV)/.installed
 bench-runner: $(VENV)/.installed-mysql
 	$(PY) bench/runner_idle_wake.py
 
+bench-admin: $(VENV)/.installed
+	$(PY) bench/admin_pages.py
+
 clean:
 	rm -rf $(VENV) .test-dbs .pytest_cache
+
+# ---------------------------------------------------------------- the example project
+#   make demo      the example shop's workload on two runners, then a summary (about 1 min)
+#   make serve     the example shop's runners and http://127.0.0.1:8000/admin/ (admin / pynenc-demo)
+# SQLite in example_project/var/ unless DATABASE_URL is set.
+EXAMPLE_MANAGE = cd example_project && $(abspath $(PY)) manage.py
+
+.PHONY: demo serve example-setup
+
+ifneq (,$(filter mysql%,$(DATABASE_URL)))
+example-setup: $(VENV)/.installed-mysql
+else
+example-setup: $(VENV)/.installed
+endif
+	$(EXAMPLE_MANAGE) migrate --noinput
+	$(EXAMPLE_MANAGE) ensure_admin
+
+demo: example-setup
+	$(EXAMPLE_MANAGE) demo
+
+serve: example-setup
+	$(EXAMPLE_MANAGE) serve

@@ -525,6 +525,20 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             )
 
     @retry_transient
+    def forget_runners(self, runner_ids: Sequence[str]) -> None:
+        """Drop the heartbeats of runners that stopped cleanly.
+
+        Otherwise they would count as atomic-service members, holding time slots nobody
+        uses, until ``runner_considered_dead_after_minutes`` passes.
+        """
+        from pynenc_django.models import RunnerHeartbeat
+
+        for chunk in chunked(list(runner_ids)):
+            RunnerHeartbeat.objects.using(self.db_alias).for_app(self.app.app_id).filter(
+                runner_id__in=chunk
+            ).delete()
+
+    @retry_transient
     def _get_active_runners(
         self, timeout_seconds: float, can_run_atomic_service: bool | None = None
     ) -> list[ActiveRunnerInfo]:

@@ -318,6 +318,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
         self._stop_signals = 0
         self._last_heartbeat = 0.0
         self._unrecovered: set[str] = set()
+        self._spawned: set[str] = set()
         super().__init__(app, runner_cache, runner_context)
 
     @cached_property
@@ -365,6 +366,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
         )
         process.start()
         self.child_runner_ids[child_runner_id] = process
+        self._spawned.add(child_runner_id)
         self.logger.info(f"Spawned worker pid:{process.pid} worker:{child_runner_id}")
         return child_runner_id
 
@@ -475,6 +477,10 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
             self.child_runner_ids = {}
             if self._unrecovered:
                 self._recover_workers()
+            with self._survive_database_errors("Could not remove this runner's heartbeats"):
+                # Stopped cleanly: leave the atomic-service slot rotation now.
+                gone = [self.runner_id, *sorted(self._spawned - self._unrecovered)]
+                self.app.orchestrator.forget_runners(gone)  # type: ignore[attr-defined]
             if getattr(self, "_lifeline", None) is not None:
                 self._lifeline.close()
 

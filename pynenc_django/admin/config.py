@@ -62,6 +62,29 @@ def app_config_values(app_id: str, request: HttpRequest | None = None) -> dict[s
     return cache[key]
 
 
+def prime_app_config(app_id: str, app_info_json: str | None, request: HttpRequest) -> None:
+    """Use an ``AppInfoRecord`` read by a query the page runs anyway (one query less)."""
+    cache = _request_cache(request)
+    key = f"config:{app_id}"
+    if key not in cache and app_id != project_app_id():
+        cache[key] = _config_from_app_info(app_id, app_info_json)
+
+
+def _config_from_app_info(app_id: str, raw: str | None) -> dict[str, Any]:
+    from pynenc_django.builder import COMPONENT_CLASSES
+
+    try:
+        values = dict(json.loads(raw).get("config_values") or {}) if raw else {}
+    except (ValueError, AttributeError):
+        values = {}
+    # The rows are in these tables, so whatever the app was built with, the admin reads and
+    # writes them through the Django backends on the admin's alias.
+    values.update(COMPONENT_CLASSES)
+    values["app_id"] = app_id
+    values["django_db_alias"] = db_alias()
+    return values
+
+
 def _load_config_values(app_id: str) -> dict[str, Any]:
     from pynenc_django.builder import COMPONENT_CLASSES
     from pynenc_django.models import AppInfoRecord
@@ -69,23 +92,18 @@ def _load_config_values(app_id: str) -> dict[str, Any]:
 
     if app_id == project_app_id():
         values = dict(config_values())
-    else:
-        raw = (
-            AppInfoRecord.objects.using(db_alias())
-            .filter(app_id=app_id)
-            .values_list("app_info_json", flat=True)
-            .first()
-        )
-        try:
-            values = dict(json.loads(raw).get("config_values") or {}) if raw else {}
-        except (ValueError, AttributeError):
-            values = {}
-    # The rows are in these tables, so whatever the app was built with, the admin reads and
-    # writes them through the Django backends on the admin's alias.
-    values.update(COMPONENT_CLASSES)
-    values["app_id"] = app_id
-    values["django_db_alias"] = db_alias()
-    return values
+        values.update(COMPONENT_CLASSES)
+        values["app_id"] = app_id
+        values["django_db_alias"] = db_alias()
+        return values
+    raw = (
+        AppInfoRecord.objects.using(db_alias())
+        .filter(app_id=app_id)
+        .order_by()
+        .values_list("app_info_json", flat=True)
+        .first()
+    )
+    return _config_from_app_info(app_id, raw)
 
 
 def _frozen(values: dict[str, Any]) -> str:
@@ -112,6 +130,24 @@ class TaskRoute:
     priority: float
     #: ``True`` when the task is registered in this process, so ``@app.task`` options count.
     from_code: bool
+    #: pynenc reuses a REGISTERED invocation of the same call instead of adding one.
+    registration_concurrency: bool = False
+    #: Arguments must be indexed for pynenc's concurrency control lookups.
+    concurrency_control: bool = False
+
+
+def _route_from_conf(conf: Any, priority: float, from_code: bool) -> TaskRoute:
+    from pynenc.conf.config_task import ConcurrencyControlType
+
+    disabled = ConcurrencyControlType.DISABLED
+    registration = conf.registration_concurrency != disabled
+    return TaskRoute(
+        conf.queue,
+        priority,
+        from_code,
+        registration_concurrency=registration,
+        concurrency_control=registration or conf.running_concurrency != disabled,
+    )
 
 
 @functools.lru_cache(maxsize=1024)
@@ -123,7 +159,7 @@ def _config_route(frozen: str, task_id_key: str) -> TaskRoute:
     values = json.loads(frozen)
     conf = ConfigTask(task_id=TaskId.from_key(task_id_key), config_values=values)
     broker = ConfigBroker(config_values=values)
-    return TaskRoute(conf.queue, broker.get_priority_for_task(task_id_key, conf.priority), False)
+    return _route_from_conf(conf, broker.get_priority_for_task(task_id_key, conf.priority), False)
 
 
 def task_route(app_id: str, task_id_key: str, request: HttpRequest | None = None) -> TaskRoute:
@@ -135,7 +171,7 @@ def task_route(app_id: str, task_id_key: str, request: HttpRequest | None = None
     if app is not None:
         for task_id, task in list(app._tasks.items()):
             if task_id.key == task_id_key:
-                return TaskRoute(task.broker_queue, task.broker_priority, True)
+                return _route_from_conf(task.conf, task.broker_priority, True)
     return _config_route(_frozen(app_config_values(app_id, request)), task_id_key)
 
 

@@ -66,6 +66,23 @@ def capped_count(queryset: QuerySet, cap: int) -> int:
     return queryset.order_by()[:cap].count()
 
 
+def capped_counts(querysets: dict[str, QuerySet], cap: int, *, using: str) -> dict[str, int]:
+    """``{label: min(count, cap)}`` for several querysets in one round trip.
+
+    Each count reads at most ``cap`` index entries; the querysets should select columns of
+    the index they use (``app_id``) so PostgreSQL can answer from the index alone.
+    """
+    if not querysets:
+        return {}
+    parts, params = [], []
+    for label, qs in querysets.items():
+        sql, qs_params = qs.order_by().values_list("app_id")[:cap].query.sql_with_params()
+        parts.append(f"SELECT %s, (SELECT COUNT(*) FROM ({sql}) capped)")
+        params += [label, *qs_params]
+    rows = execute(using, " UNION ALL ".join(parts), params)
+    return {label: int(count) for label, count in rows}
+
+
 def estimated_count(queryset: QuerySet) -> int | None:
     """The planner's row estimate for ``queryset`` (PostgreSQL, MariaDB/MySQL), else ``None``.
 

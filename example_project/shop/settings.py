@@ -1,0 +1,141 @@
+"""Settings of the example shop: a small Django project whose background work runs on pynenc.
+
+SQLite under ``var/`` by default (``EXAMPLE_VAR_DIR`` moves it, the runner logs and the
+outgoing mail); ``DATABASE_URL`` (``postgres://...``, ``mysql://...``) selects another database.
+Not production settings: the secret key is public and ``DEBUG`` is on.
+"""
+
+import os
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(os.environ.get("EXAMPLE_VAR_DIR") or BASE_DIR / "var").resolve()
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "example-shop-not-a-secret")
+DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "pynenc_django",
+    "orders",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "shop.urls"
+WSGI_APPLICATION = "shop.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# ---------------------------------------------------------------------------- database
+
+_url = os.environ.get("DATABASE_URL", "").strip()
+if _url:
+    import dj_database_url  # pip install dj-database-url
+
+    _db = dj_database_url.parse(_url)
+    if _db["ENGINE"].endswith("mysql"):
+        # pynenc's identifiers are case-sensitive: create the database with utf8mb4_bin.
+        _db.setdefault("OPTIONS", {})["charset"] = "utf8mb4"
+else:
+    _db = {
+        "ENGINE": "django.db.backends.sqlite3",
+        "NAME": VAR_DIR / "shop.sqlite3",
+        "OPTIONS": {
+            # WAL: readers (the admin, the demo's progress bar) never wait for the
+            # workers' writes. IMMEDIATE: our own transactions take the write lock up
+            # front instead of failing to upgrade a read lock under concurrency.
+            "init_command": "PRAGMA journal_mode=WAL;",
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+        },
+    }
+# Runner workers are long-lived processes: pynenc_django recycles their connections around
+# every invocation the way Django does around every request, so a connection is reused for
+# up to 60 s instead of being opened per task, and CONN_HEALTH_CHECKS replaces one the
+# server dropped meanwhile (a restart, an idle timeout) before a task uses it.
+_db["CONN_MAX_AGE"] = 60
+_db["CONN_HEALTH_CHECKS"] = True
+DATABASES = {"default": _db}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True  # pynenc_django requires it (system check pynenc_django.E001)
+
+STATIC_URL = "static/"
+
+# Receipts are "sent" as files: var/mail/*.log.
+EMAIL_BACKEND = "django.core.mail.backends.filebased.EmailBackend"
+EMAIL_FILE_PATH = VAR_DIR / "mail"
+DEFAULT_FROM_EMAIL = "shop@example.com"
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"pynenc_django": {"handlers": ["console"], "level": "INFO"}},
+}
+
+# ---------------------------------------------------------------------------- pynenc
+
+PYNENC = {
+    "app_id": "shop",
+    # process_order waits for its children, and a waiting task keeps its worker busy:
+    # it gets a queue (and a runner) of its own, so waiting orders can never take every
+    # worker the children need.
+    "queues": ["default", "orders"],
+    # Short so the demo sees the cluster-wide services (triggers: cron and events;
+    # recovery) run many times a minute. Two runners split each 12 s cycle into two
+    # 6 s slots (minus a 0.6 s margin); the slot's owner checks every 0.3 s.
+    # pynenc's defaults are a 5 min cycle, a 1 min margin and a check every 30 s.
+    "atomic_service_interval_minutes": 0.2,
+    "atomic_service_spread_margin_minutes": 0.01,
+    "atomic_service_check_interval_minutes": 0.005,
+    # A runner that sends no heartbeat for a minute is dead: its RUNNING invocations are
+    # recovered and it loses its atomic-service slot (pynenc's default: 10 minutes).
+    "runner_considered_dead_after_minutes": 1.0,
+    # Graceful stop (SIGTERM, Ctrl-C): running tasks get 10 s to finish.
+    "django_shutdown_grace_sec": 10.0,
+    # Plain log lines: the demo and `manage.py serve` write the runners' output to files.
+    "log_use_colors": False,
+}
+
+# The sales report's schedule: every minute, so that the demo sees it run. A real shop
+# would use something like "0 2 * * *" (02:00 every night).
+SHOP_SALES_REPORT_CRON = os.environ.get("SHOP_SALES_REPORT_CRON", "* * * * *")

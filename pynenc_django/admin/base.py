@@ -1,0 +1,411 @@
+"""The read-only ModelAdmin every pynenc table uses, and what keeps it fast at scale.
+
+pynenc's rows are written by machines: the admin never offers add, change or delete
+forms, only explicit actions behind their own permissions. Every list is scoped to one
+``app_id`` (the leading column of every index), counts are capped or estimated, filter
+choices come from index skip scans or fixed enums, and deep pages fetch their keys
+through the ordering index before the rows.
+"""
+
+from __future__ import annotations
+
+import calendar
+import datetime
+import json
+from collections.abc import Iterator, Sequence
+from functools import cached_property
+from typing import Any
+
+from django.contrib import admin
+from django.contrib.admin.views.main import ChangeList
+from django.core.paginator import Page, Paginator
+from django.db import connections
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+
+from pynenc_django.admin.config import db_alias, project_app_id
+from pynenc_django.admin.sql import MAX_CHOICES, distinct_values, fast_count
+
+#: Exact counts up to this many rows; beyond it the planner's estimate is shown as "about".
+COUNT_CAP = 10_000
+#: From this offset on, a page first reads its primary keys through the ordering index.
+DEEP_OFFSET = 1_000
+#: Years the date navigation offers at its top level.
+YEARS_LISTED = 3
+
+# pynmon's palette, so both monitors colour a status the same way.
+STATUS_COLORS = {
+    "registered": "#6c757d",
+    "concurrency_controlled": "#b58900",
+    "concurrency_controlled_final": "#8d6e00",
+    "rerouted": "#6f42c1",
+    "pending": "#17a2b8",
+    "pending_recovery": "#e67e22",
+    "running": "#007bff",
+    "running_recovery": "#e67e22",
+    "paused": "#adb5bd",
+    "killed": "#343a40",
+    "success": "#28a745",
+    "failed": "#dc3545",
+    "retry": "#fd7e14",
+    # atomic-service executions
+    "completed": "#28a745",
+    "abandoned": "#dc3545",
+    "blocked": "#fd7e14",
+}
+
+
+def status_badge(status: str) -> str:
+    """A coloured status label; the text is escaped like any stored value."""
+    color = STATUS_COLORS.get(status, "#6c757d")
+    return format_html(
+        '<span class="pynenc-status" style="background:{};color:#fff;padding:1px 6px;'
+        'border-radius:3px;white-space:nowrap">{}</span>',
+        color,
+        status.upper(),
+    )
+
+
+def changelist_url(model: type[Model], **params: str) -> str:
+    """Link to a pynenc changelist with the given filters (``q`` is the exact-id search)."""
+    url = reverse(f"admin:pynenc_django_{model._meta.model_name}_changelist")
+    return f"{url}?{urlencode(params)}" if params else url
+
+
+def invocation_link(app_id: str, invocation_id: str | None, label: str | None = None) -> str:
+    """Link to an invocation by its pynenc id, found through the exact-id search."""
+    if not invocation_id:
+        return "-"
+    from pynenc_django.models import Invocation
+
+    url = changelist_url(Invocation, app_id=app_id, q=invocation_id)
+    return format_html('<a href="{}"><code>{}</code></a>', url, label or invocation_id)
+
+
+def runner_link(app_id: str, runner_id: str | None) -> str:
+    if not runner_id:
+        return "-"
+    from pynenc_django.models import RunnerHeartbeat
+
+    url = changelist_url(RunnerHeartbeat, app_id=app_id, q=runner_id)
+    return format_html('<a href="{}"><code>{}</code></a>', url, runner_id)
+
+
+def pretty_stored_text(value: str | None) -> str:
+    """Stored serialized text as it is, indented when it parses as JSON; never deserialized
+    into Python objects (jsonpickle and pickle payloads would run code)."""
+    if value is None:
+        return ""
+    try:
+        return json.dumps(json.loads(value), indent=2, ensure_ascii=False)
+    except (ValueError, TypeError):
+        return value
+
+
+def duration_text(start: datetime.datetime | None, end: datetime.datetime | None) -> str:
+    if start is None:
+        return "-"
+    seconds = ((end or timezone.now()) - start).total_seconds()
+    if seconds < 1:
+        text = f"{seconds * 1000:.0f} ms"
+    elif seconds < 120:
+        text = f"{seconds:.1f} s"
+    elif seconds < 7200:
+        text = f"{seconds / 60:.1f} min"
+    else:
+        text = f"{seconds / 3600:.1f} h"
+    return text if end is not None else f"{text} (running)"
+
+
+def request_cache(request: HttpRequest) -> dict[str, Any]:
+    cache = getattr(request, "_pynenc_admin_cache", None)
+    if cache is None:
+        cache = {}
+        request._pynenc_admin_cache = cache  # type: ignore[attr-defined]
+    return cache
+
+
+def current_app_id(request: HttpRequest) -> str | None:
+    """The app the current changelist is scoped to (set by :class:`AppIdFilter`)."""
+    return request_cache(request).get("app_id")
+
+
+def app_ids(model: type[Model], request: HttpRequest) -> list[str]:
+    """The app ids with rows in ``model``'s table: one index probe per app."""
+    cache = request_cache(request)
+    key = f"app_ids:{model._meta.db_table}"
+    if key not in cache:
+        cache[key] = distinct_values(model, "app_id", using=db_alias())
+    return cache[key]
+
+
+def default_app_id(ids: Sequence[str]) -> str | None:
+    """The project's own app when it has rows, else the first app alphabetically."""
+    if not ids:
+        return None
+    own = project_app_id()
+    return own if own in ids else ids[0]
+
+
+class FastPaginator(Paginator):
+    """Counts at most :data:`COUNT_CAP` rows, estimates beyond, and pages deep lists by key.
+
+    ``OFFSET n`` makes the database walk ``n`` full rows; a deep page here first walks
+    only the ordering index (an index-only scan on PostgreSQL) to find its primary keys,
+    then fetches those rows.
+    """
+
+    count_is_exact = True
+
+    @cached_property
+    def count(self) -> int:  # type: ignore[override]
+        count, self.count_is_exact = fast_count(self.object_list, COUNT_CAP)
+        return count
+
+    def page(self, number: Any) -> Page:
+        number = self.validate_number(number)
+        bottom = (number - 1) * self.per_page
+        top = bottom + self.per_page
+        if top + self.orphans >= self.count:
+            top = self.count
+        qs = self.object_list
+        if bottom < DEEP_OFFSET or not isinstance(qs, QuerySet):
+            return self._get_page(qs[bottom:top], number, self)
+        keys = qs.values("pk")[bottom:top]
+        if connections[qs.db].vendor == "mysql":  # no LIMIT inside IN (subquery)
+            keys = list(keys.values_list("pk", flat=True))
+        return self._get_page(list(qs.filter(pk__in=keys)), number, self)
+
+
+class AppIdFilter(admin.SimpleListFilter):
+    """Scopes every list to one app; there is no "All": every index starts with ``app_id``."""
+
+    title = "app id"
+    parameter_name = "app_id"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        ids = app_ids(model_admin.model, request)
+        self.default = default_app_id(ids)
+        request_cache(request)["app_id"] = self.value() or self.default
+        return [(i, i) for i in ids]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        app_id = self.value() or self.default
+        return queryset.filter(app_id=app_id) if app_id else queryset
+
+    def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:
+        current = self.value() or self.default
+        for lookup, title in self.lookup_choices:
+            yield {
+                "selected": current == lookup,
+                "query_string": changelist.get_query_string(
+                    {self.parameter_name: lookup}, remove=self._dependent_parameters()
+                ),
+                "display": title,
+            }
+
+    @staticmethod
+    def _dependent_parameters() -> list[str]:
+        # Tasks, runners and queues belong to one app: switching apps drops them.
+        return ["task", "queue", "runner"]
+
+
+class FixedChoicesFilter(admin.SimpleListFilter):
+    """A filter whose choices are known without a query (pynenc's enums)."""
+
+    field: str = ""
+    choices_list: Sequence[tuple[str, str]] = ()
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> Sequence[tuple[str, str]]:
+        return self.choices_list
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+
+class IndexedValuesFilter(admin.SimpleListFilter):
+    """Choices are the distinct values of an ``(app_id, field, ...)`` index, for the
+    current app, read by skip scan and capped at :data:`MAX_CHOICES`."""
+
+    field: str = ""
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        app_id = current_app_id(request)
+        if app_id is None:
+            return []
+        values = indexed_values(model_admin.model, self.field, app_id, request)
+        return [(v, v) for v in values]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = self.value()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+
+def indexed_values(model: type[Model], field: str, app_id: str, request: HttpRequest) -> list[str]:
+    cache = request_cache(request)
+    key = f"values:{model._meta.db_table}:{field}:{app_id}"
+    if key not in cache:
+        cache[key] = distinct_values(
+            model, field, using=db_alias(), app_id=app_id, limit=MAX_CHOICES
+        )
+    return cache[key]
+
+
+class PynencChangeList(ChangeList):
+    """Adds a date navigation that never runs ``SELECT DISTINCT`` over dates.
+
+    Django's ``date_hierarchy`` lists the years, months or days that have rows, one
+    DISTINCT scan of the filtered rows per page view. This one lists every year, month
+    or day of the range without a query; the filter itself is Django's range on the
+    indexed date column.
+    """
+
+    pynenc_date_nav: dict[str, Any] | None = None
+
+    def date_nav(self, request: HttpRequest) -> dict[str, Any] | None:
+        field = self.date_hierarchy
+        year = self.params.get(f"{field}__year")
+        month = self.params.get(f"{field}__month")
+        day = self.params.get(f"{field}__day")
+
+        def link(filters: dict[str, Any]) -> str:
+            return self.get_query_string(filters, [f"{field}__"])
+
+        label = self.model._meta.get_field(field).verbose_name
+        try:
+            year_n, month_n = int(year or 0), int(month or 0)
+        except ValueError:
+            return None
+        if year and month and day:
+            back = {
+                "link": link({f"{field}__year": year, f"{field}__month": month}),
+                "title": f"{calendar.month_name[month_n]} {year}",
+            }
+            return {
+                "show": True,
+                "back": back,
+                "choices": [{"title": f"{year}-{month_n:02d}-{int(day):02d}"}],
+                "field_name": label,
+            }
+        if year and month:
+            days = calendar.monthrange(year_n, month_n)[1]
+            choices = [
+                {
+                    "link": link(
+                        {f"{field}__year": year, f"{field}__month": month, f"{field}__day": d}
+                    ),
+                    "title": str(d),
+                }
+                for d in range(1, days + 1)
+            ]
+            back = {"link": link({f"{field}__year": year}), "title": year}
+            return {"show": True, "back": back, "choices": choices, "field_name": label}
+        if year:
+            choices = [
+                {
+                    "link": link({f"{field}__year": year, f"{field}__month": m}),
+                    "title": calendar.month_abbr[m],
+                }
+                for m in range(1, 13)
+            ]
+            return {
+                "show": True,
+                "back": {"link": link({}), "title": "All dates"},
+                "choices": choices,
+                "field_name": label,
+            }
+        # Top level: the last few years, without a query (pynenc rows are purged long
+        # before that; older ones stay reachable through the URL).
+        this_year = timezone.localtime().year
+        choices = [
+            {"link": link({f"{field}__year": y}), "title": str(y)}
+            for y in range(this_year - YEARS_LISTED + 1, this_year + 1)
+        ]
+        return {"show": True, "back": None, "choices": choices, "field_name": label}
+
+
+class PynencModelAdmin(admin.ModelAdmin):
+    """Read-only, app-scoped, count-capped admin for a table pynenc writes."""
+
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = FastPaginator
+    list_per_page = 50
+    list_max_show_all = 200
+    actions: Sequence[Any] = ()
+    #: Exact-match search on these indexed columns, combined with the app filter.
+    exact_search_fields: Sequence[str] = ()
+    change_list_template = "admin/pynenc_django/change_list.html"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).using(db_alias())
+
+    def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
+        return PynencChangeList
+
+    def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
+        cl = super().get_changelist_instance(request)
+        if cl.date_hierarchy:
+            cl.pynenc_date_nav = cl.date_nav(request)
+        # Evaluated once here (the template reuses it) so rows can carry per-request data.
+        cl.result_list = list(cl.result_list)
+        self.decorate_results(request, cl.result_list)
+        return cl
+
+    def decorate_results(self, request: HttpRequest, rows: list[Any]) -> None:
+        """Attach per-request values (from configuration, not SQL) to the listed rows."""
+
+    def get_search_fields(self, request: HttpRequest) -> Sequence[str]:
+        # Non-empty so Django renders the search box; the lookup itself is ours.
+        return list(self.exact_search_fields)
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        """Exact match on indexed id columns: never ``LIKE '%...%'`` over millions of rows."""
+        term = search_term.strip()
+        if not term or not self.exact_search_fields:
+            return queryset, False
+        from django.db.models import Q
+
+        condition = Q()
+        for field in self.exact_search_fields:
+            condition |= Q(**{field: term})
+        return queryset.filter(condition), False
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        # Also keeps Django's "delete selected" away: it would delete half an invocation.
+        return False
+
+    def has_model_perm(self, request: HttpRequest, action: str) -> bool:
+        """``pynenc_django.<action>_<model>``: the Django permission an admin action needs."""
+        opts = self.opts
+        return request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}")
+
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+        }
+        return super().changeform_view(request, object_id, form_url, extra_context)

@@ -1,0 +1,36 @@
+"""Admin for the broker's queue: which invocations wait in which queue, in claim order."""
+
+from __future__ import annotations
+
+from django.contrib import admin
+
+from pynenc_django.admin.base import (
+    AppIdFilter,
+    IndexedValuesFilter,
+    PynencModelAdmin,
+    invocation_link,
+)
+from pynenc_django.models import BrokerMessage
+
+
+class BrokerQueueFilter(IndexedValuesFilter):
+    """Queues with messages, from the ``(app_id, queue, -priority, id)`` index."""
+
+    title = "queue"
+    parameter_name = "queue"
+    field = "queue"
+
+
+@admin.register(BrokerMessage)
+class BrokerMessageAdmin(PynencModelAdmin):
+    list_display = ("invocation", "app_id", "queue", "priority", "created_at")
+    list_filter = (AppIdFilter, BrokerQueueFilter)
+    exact_search_fields = ("invocation_id",)
+    search_help_text = "Exact invocation id."
+    # The claim order, which the (app_id, queue, -priority, id) index serves per queue.
+    ordering = ("queue", "-priority", "id")
+    sortable_by = ()
+
+    @admin.display(description="invocation")
+    def invocation(self, obj: BrokerMessage) -> str:
+        return invocation_link(obj.app_id, obj.invocation_id)
