@@ -50,6 +50,8 @@ class TriggerConditionEntry(AppScopedModel):
     last_cron_execution = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "trigger condition"
+        verbose_name_plural = "trigger conditions"
         db_table = "pynenc_trigger_condition"
         constraints = [
             models.UniqueConstraint(
@@ -73,6 +75,8 @@ class TriggerDefinitionEntry(AppScopedModel):
     argument_provider_json = models.TextField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "trigger definition"
+        verbose_name_plural = "trigger definitions"
         db_table = "pynenc_trigger_definition"
         constraints = [
             models.UniqueConstraint(
@@ -271,6 +275,8 @@ class TriggerRunEntry(AppScopedModel):
     trigger_run_json = models.TextField()
 
     class Meta:
+        verbose_name = "trigger run"
+        verbose_name_plural = "trigger runs"
         db_table = "pynenc_trigger_run"
         constraints = [
             models.UniqueConstraint(fields=["app_id", "trigger_run_id"], name="pynenc_trg_run_uniq")
