@@ -204,6 +204,11 @@ class Command(BaseCommand):
             self.step("Stopping the runners (SIGTERM) once nothing is left to run")
             self.drain()
             args = {p.name: " ".join(p.args) for p in runners.processes}
+            # Runners drop their heartbeats when they stop cleanly: name them while we can.
+            self.runner_names = {
+                runner_id: process.name
+                for runner_id, process in self.runner_processes(runners).items()
+            }
             codes = runners.stop()
             for name, code in codes.items():
                 self.say(f"  {name:<15} exit code {code}")
@@ -457,7 +462,6 @@ class Command(BaseCommand):
             EventEntry,
             Invocation,
             InvocationHistory,
-            RunnerHeartbeat,
         )
 
         app_id = self.app.app_id
@@ -623,13 +627,7 @@ class Command(BaseCommand):
             problems.append("invocations were dropped by concurrency control")
 
         # -- atomic services
-        names = {
-            runner_id: RUNNERS.get((queues or ["?"])[0], runner_id[:8])
-            for runner_id, queues in RunnerHeartbeat.objects.using(self.alias)
-            .for_app(app_id)
-            .filter(can_run_atomic_service=True)
-            .values_list("runner_id", "consumed_queues")
-        }
+        names = getattr(self, "runner_names", {})
         executions = AtomicServiceExecution.objects.using(self.alias).for_app(app_id)
         totals = Counter(executions.values_list("status", flat=True))
         self.row(
