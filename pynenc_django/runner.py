@@ -60,22 +60,14 @@ DB_RETRY_MAX_SEC = 5.0
 
 
 def is_database_error(exc: BaseException) -> bool:
-    from django.db import Error, InterfaceError, OperationalError
+    from django.db import Error  # InterfaceError, OperationalError, ... derive from it
 
-    return isinstance(exc, Error | InterfaceError | OperationalError)
-
-
-def drop_broken_connections() -> None:
-    """Close connections that saw an error and no longer answer; Django reopens lazily."""
-    from django.db import connections
-
-    for conn in connections.all(initialized_only=True):
-        if conn.connection is not None and conn.errors_occurred and not conn.is_usable():
-            conn.close()
+    return isinstance(exc, Error)
 
 
-def recycle_idle_connections() -> None:
-    """Between idle polls: close connections past ``CONN_MAX_AGE`` or broken.
+def close_stale_connections() -> None:
+    """Between idle polls and after database errors: close connections that are broken or
+    past ``CONN_MAX_AGE``; Django reopens them lazily.
 
     ``CONN_MAX_AGE = 0`` means "one connection per request"; an idle poll is no request,
     so such connections are only renewed around invocations, not every second.
@@ -176,7 +168,7 @@ class _Worker:
             while not self.stopping:
                 invocation = self._claim()
                 if invocation is None:
-                    recycle_idle_connections()
+                    close_stale_connections()
                     waiter.wait()
                     continue
                 waiter.found_work()
@@ -269,7 +261,7 @@ class _Worker:
             f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}); "
             f"retrying in {self._db_backoff:.1f}s"
         )
-        drop_broken_connections()
+        close_stale_connections()
         self.stop_event.wait(self._db_backoff)
         self._db_backoff = min(DB_RETRY_MAX_SEC, self._db_backoff * 2)
 
@@ -407,7 +399,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
             if not is_database_error(exc):
                 raise
             self.logger.warning(f"{what}: {exc}")
-            drop_broken_connections()
+            close_stale_connections()
 
     def _report_child_runner_heartbeats(self) -> None:
         """Throttled (pynenc writes them every loop) and never fatal."""
@@ -429,7 +421,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
         except Exception as exc:
             self.logger.error(f"Atomic service check failed: {exc}")
             if is_database_error(exc):
-                drop_broken_connections()
+                close_stale_connections()
 
     # ------------------------------------------------------------------ stopping
 

@@ -111,9 +111,7 @@ class PynencTaskBackend(BaseTaskBackend):
         try:
             status = orchestrator.get_invocation_status(result_id)
             invocation: DistributedInvocation = pynenc_app.state_backend.get_invocation(result_id)
-        except (KeyError, Exception) as exc:
-            if "not found" not in str(exc).lower() and not isinstance(exc, KeyError):
-                raise
+        except KeyError as exc:  # the orchestrator's "Invocation ID ... not found"
             raise TaskResultDoesNotExist(result_id) from exc
         arguments = invocation.call.arguments.kwargs
         module_path = arguments.get("module_path")
