@@ -2,9 +2,10 @@
 
 Popping a message claims it with ``SELECT ... FOR UPDATE SKIP LOCKED`` on PostgreSQL
 and MariaDB (concurrent workers take different rows instead of queueing on one lock) and
-inside an IMMEDIATE transaction on SQLite. The DELETE's row count is the proof of
-ownership, so a message can never be handed to two workers. On PostgreSQL, enqueueing
-also sends ``NOTIFY`` so idle workers wake at once (see :mod:`pynenc_django.wakeup`).
+inside an IMMEDIATE transaction on SQLite. The DELETE is the proof of ownership, so a
+message can never be handed to two workers. On PostgreSQL and SQLite the pop is a single
+``DELETE ... RETURNING``; on PostgreSQL, enqueueing also sends ``NOTIFY`` in the same
+statement, so idle workers wake at once (see :mod:`pynenc_django.wakeup`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,12 @@ from pynenc.broker.base_broker import BaseBroker
 from pynenc.identifiers.invocation_id import InvocationId
 
 from pynenc_django.conf import ConfigBrokerDjango
-from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
-from pynenc_django.wakeup import send_notify
+from pynenc_django.db import DjangoBackendMixin, ensure_django, insert_rows, retry_transient
+from pynenc_django.utils import chunked
+from pynenc_django.wakeup import notify_channel
+
+# Rows per INSERT ... NOTIFY statement: 5 parameters each, far below PostgreSQL's 65,535.
+NOTIFY_INSERT_CHUNK = 1000
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -58,7 +63,12 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         if not invocation_ids:
             return
         now = datetime.now(UTC)
-        BrokerMessage.objects.using(self.db_alias).bulk_create(
+        if self.conf.django_listen_notify and self.vendor == "postgresql":
+            self._insert_and_notify(invocation_ids, queue_name, priority, now)
+            return
+        insert_rows(
+            self.db_alias,
+            BrokerMessage,
             [
                 BrokerMessage(
                     app_id=self.app.app_id,
@@ -68,15 +78,49 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                     created_at=now,
                 )
                 for invocation_id in invocation_ids
-            ]
+            ],
         )
-        if self.conf.django_listen_notify and self.vendor == "postgresql":
-            send_notify(self.db_alias, self.app.app_id, queue_name)
+
+    def _insert_and_notify(
+        self,
+        invocation_ids: Sequence[InvocationId],
+        queue_name: str,
+        priority: float,
+        now: datetime,
+    ) -> None:
+        """PostgreSQL: the INSERT and its ``NOTIFY`` as one statement (a data-modifying CTE).
+
+        The notification is delivered when the surrounding transaction commits, never
+        before the rows are visible.
+        """
+        from django.db import transaction
+
+        from pynenc_django.models import BrokerMessage
+
+        table = self.connection.ops.quote_name(BrokerMessage._meta.db_table)
+        channel = notify_channel(self.app.app_id)
+        chunks = list(chunked(list(invocation_ids), NOTIFY_INSERT_CHUNK))
+        with transaction.atomic(using=self.db_alias) if len(chunks) > 1 else nullcontext():
+            for chunk in chunks:
+                values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
+                params: list[Any] = []
+                for invocation_id in chunk:
+                    params += [self.app.app_id, queue_name, priority, invocation_id, now]
+                with self.connection.cursor() as cursor:
+                    cursor.execute(
+                        f"WITH inserted AS (INSERT INTO {table} "
+                        "(app_id, queue, priority, invocation_id, created_at) "
+                        f"VALUES {values} RETURNING 1) "
+                        "SELECT pg_notify(%s, %s) FROM (SELECT count(*) FROM inserted) AS n",
+                        [*params, channel, queue_name],
+                    )
 
     @retry_transient
     def retrieve_invocation(self, queue_name: str | None = None) -> InvocationId | None:
         queue = self.conf.queues[0] if queue_name is None else queue_name
         self._validate_queue_names((queue,))
+        if self._pops_with_returning:
+            return self._pop_returning(queue)
         head = self._messages().filter(queue=queue).order_by("-priority", "id")
         if self.connection.features.has_select_for_update_skip_locked:
             head = head.select_for_update(skip_locked=True)
@@ -91,10 +135,56 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                 if self._messages().filter(id=row[0]).delete()[0] == 1:
                     return InvocationId(row[1])
 
+    @cached_property
+    def _pops_with_returning(self) -> bool:
+        """``DELETE ... RETURNING`` with a subquery on the same table: PostgreSQL, and
+        SQLite from 3.35 (MariaDB refuses the subquery)."""
+        connection = self.connection
+        if connection.vendor == "postgresql":
+            return True
+        return connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
+
+    @property
+    def pop_takes_locks(self) -> bool:
+        """Whether popping an empty queue still locks (SQLite's write lock, MariaDB's gap
+        locks): then idle pollers should look with :meth:`has_invocations` first. On
+        PostgreSQL the skip-locked pop of an empty queue locks nothing."""
+        return self.vendor != "postgresql"
+
+    def _pop_returning(self, queue: str) -> InvocationId | None:
+        """Pop the head of ``queue`` in one statement (inside the claim's transaction or
+        its own). PostgreSQL skips heads other workers are popping."""
+        from pynenc_django.models import BrokerMessage
+
+        ops = self.connection.ops
+        table = ops.quote_name(BrokerMessage._meta.db_table)
+        lock = " FOR UPDATE SKIP LOCKED" if self.connection.vendor == "postgresql" else ""
+        sql = (
+            f"DELETE FROM {table} WHERE id = (SELECT id FROM {table} "
+            "WHERE app_id = %s AND queue = %s ORDER BY priority DESC, id LIMIT 1"
+            f"{lock}) RETURNING invocation_id"
+        )
+        in_caller_transaction = self.connection.in_atomic_block
+        with (
+            nullcontext() if in_caller_transaction else self.write_transaction(),
+            self.connection.cursor() as cursor,
+        ):
+            cursor.execute(sql, [self.app.app_id, queue])
+            row = cursor.fetchone()
+        return InvocationId(row[0]) if row else None
+
+    @cached_property
+    def _look_sql(self) -> str:
+        from pynenc_django.models import BrokerMessage
+
+        return (
+            f"SELECT 1 FROM {self._table(BrokerMessage)} WHERE app_id = %s AND queue = %s LIMIT 1"
+        )
+
     @retry_transient
     def has_invocations(self, queue_name: str) -> bool:
         """A lock-free look at one queue, so idle workers need not take write locks."""
-        return self._messages().filter(queue=queue_name).exists()
+        return bool(self._fetch(self._look_sql, [self.app.app_id, queue_name]))
 
     @retry_transient
     def count_invocations(self, queue_names: Sequence[str] | None = None) -> int:

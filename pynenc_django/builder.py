@@ -15,6 +15,12 @@ COMPONENT_CLASSES = {
     "client_data_store_cls": "DjangoClientDataStore",
 }
 
+#: pynenc settings whose defaults suit the Django backends better (the user's win).
+#: ``cached_status_time``: pynenc reuses a non-final status for 0.1 s, so a result
+#: could never be seen sooner; a status read here is one indexed query, and the wait
+#: between reads is the runner's (``ResultWaiter``), not a busy loop.
+DEFAULT_SETTINGS: dict[str, Any] = {"cached_status_time": 0.0}
+
 
 def django(builder: PynencBuilder, db_alias: str | None = None) -> PynencBuilder:
     """Use the Django ORM for the orchestrator, broker, state backend, trigger and
@@ -24,6 +30,8 @@ def django(builder: PynencBuilder, db_alias: str | None = None) -> PynencBuilder
         defaults to ``"default"`` (or ``PYNENC__DJANGO_DB_ALIAS``).
     """
     builder._config.update(COMPONENT_CLASSES)
+    for key, value in DEFAULT_SETTINGS.items():
+        builder._config.setdefault(key, value)
     if db_alias is not None:
         builder._config["django_db_alias"] = db_alias
     builder._plugin_components.add("django")

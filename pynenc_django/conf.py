@@ -48,7 +48,16 @@ class ConfigStateBackendDjango(ConfigStateBackend, ConfigDjango):
 
 
 class ConfigTriggerDjango(ConfigTrigger, ConfigDjango):
-    """Trigger settings for :class:`~pynenc_django.trigger.DjangoTrigger`."""
+    """Trigger settings for :class:`~pynenc_django.trigger.DjangoTrigger`.
+
+    :cvar ConfigField[float] django_conditions_cache_sec:
+        How long a process reuses the conditions that watch a task (looked up on every
+        status change, result and failure of every invocation). A condition registered
+        by another process applies there after at most this long; the registering
+        process sees it at once. 0 looks them up every time.
+    """
+
+    django_conditions_cache_sec = ConfigField(1.0)
 
 
 class ConfigClientDataStoreDjango(ConfigClientDataStore, ConfigDjango):

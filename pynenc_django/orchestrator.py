@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
 
+from pynenc import context
+from pynenc.conf.config_task import ConcurrencyControlType
 from pynenc.exceptions import InvocationStatusError
 from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.invocation.status import (
     InvocationStatus,
     InvocationStatusRecord,
+    get_status_definition,
     status_record_transition,
 )
 from pynenc.orchestrator.atomic_service import (
@@ -29,8 +32,14 @@ from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrche
 
 from pynenc_django.broker import DjangoBroker
 from pynenc_django.conf import ConfigOrchestratorDjango
-from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
-from pynenc_django.utils import IN_CHUNK, chunked, now_utc, sha256_hex
+from pynenc_django.db import (
+    DjangoBackendMixin,
+    ensure_django,
+    insert_rows,
+    raw_delete,
+    retry_transient,
+)
+from pynenc_django.utils import IN_CHUNK, chunked, from_db_time, now_utc, sha256_hex
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -46,6 +55,39 @@ RUNNING = AtomicServiceExecutionStatus.RUNNING
 BLOCKED = AtomicServiceExecutionStatus.BLOCKED
 ABANDONED = AtomicServiceExecutionStatus.ABANDONED
 OWNED_STATUSES = (InvocationStatus.PENDING, InvocationStatus.RUNNING, InvocationStatus.PAUSED)
+_AVAILABLE = sorted(s.value for s in InvocationStatus.get_available_for_run_statuses())
+
+
+@cache
+def _transition_plan(
+    target: InvocationStatus, has_runner: bool
+) -> tuple[tuple[str, ...], tuple[str, ...], bool] | None:
+    """pynenc's state machine for ``target`` as a WHERE clause, or ``None`` if it can't be.
+
+    Returns ``(statuses anyone may leave, statuses only their owner may leave, whether
+    the new owner is the caller)``: an UPDATE matching either set is exactly a transition
+    :func:`status_record_transition` allows. ``None`` when the outcome depends on more
+    than the row (pynenc would raise, or the owner would be carried over unknown); the
+    caller then reads, validates and writes the slow way, and pynenc raises its errors.
+    """
+    definition = get_status_definition(target)
+    if definition.acquires_ownership and not has_runner:
+        return None
+    sources = [
+        s for s in InvocationStatus if target in get_status_definition(s).allowed_transitions
+    ]
+    if definition.overrides_ownership:
+        free, owned = sources, []
+    else:
+        free = [s for s in sources if not get_status_definition(s).requires_ownership]
+        owned = [s for s in sources if get_status_definition(s).requires_ownership]
+    if definition.releases_ownership:
+        caller_owns = False
+    elif definition.acquires_ownership or not free:
+        caller_owns = True  # acquired, or kept from a source the caller had to own
+    else:
+        return None
+    return tuple(s.value for s in free), tuple(s.value for s in owned), caller_owns
 
 
 class DjangoBlockingControl(BaseBlockingControl):
@@ -87,35 +129,39 @@ class DjangoBlockingControl(BaseBlockingControl):
     def release_waiters(self, waited_invocation_id: str) -> None:
         from pynenc_django.models import BlockingEdge
 
-        BlockingEdge.objects.using(self.db_alias).for_app(self.app.app_id).filter(
-            waited_id=waited_invocation_id
-        ).delete()
+        raw_delete(
+            BlockingEdge.objects.using(self.db_alias)
+            .for_app(self.app.app_id)
+            .filter(waited_id=waited_invocation_id)
+        )
+
+    @cached_property
+    def _blocking_sql(self) -> str:
+        from pynenc_django.models import BlockingEdge, Invocation
+
+        edges = self.orchestrator._table(BlockingEdge)
+        invocations = self.orchestrator._table(Invocation)
+        available = ", ".join(["%s"] * len(_AVAILABLE))
+        return (
+            f"SELECT e.waited_id FROM {edges} e WHERE e.app_id = %s"
+            f" AND EXISTS (SELECT 1 FROM {invocations} i WHERE i.app_id = %s"
+            f" AND i.invocation_id = e.waited_id AND i.status IN ({available}))"
+            f" AND NOT EXISTS (SELECT 1 FROM {edges} w WHERE w.app_id = %s"
+            " AND w.waiter_id = e.waited_id)"
+            " GROUP BY e.waited_id ORDER BY MIN(e.created_at), e.waited_id LIMIT %s"
+        )
 
     @retry_transient
     def get_blocking_invocations(self, max_num_invocations: int) -> Iterator[InvocationId]:
-        """Waited invocations that wait for nothing themselves and can run, oldest first."""
-        from django.db.models import Exists, Min, OuterRef
+        """Waited invocations that wait for nothing themselves and can run, oldest first.
 
-        from pynenc_django.models import BlockingEdge, Invocation
-
+        Runs before every claim, so it is fixed SQL (see ``DjangoBackendMixin._fetch``).
+        """
         app_id = self.app.app_id
-        edges = BlockingEdge.objects.using(self.db_alias).for_app(app_id)
-        available = [s.value for s in InvocationStatus.get_available_for_run_statuses()]
-        rows = (
-            edges.filter(
-                Exists(
-                    Invocation.objects.using(self.db_alias).filter(
-                        app_id=app_id, invocation_id=OuterRef("waited_id"), status__in=available
-                    )
-                )
-            )
-            .exclude(Exists(edges.filter(waiter_id=OuterRef("waited_id"))))
-            .values("waited_id")
-            .annotate(first_waited=Min("created_at"))
-            .order_by("first_waited", "waited_id")
-            .values_list("waited_id", flat=True)[:max_num_invocations]
+        rows = self.orchestrator._fetch(
+            self._blocking_sql, [app_id, app_id, *_AVAILABLE, app_id, max_num_invocations]
         )
-        return iter([InvocationId(waited_id) for waited_id in rows])
+        return iter([InvocationId(row[0]) for row in rows])
 
 
 class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
@@ -141,6 +187,39 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
 
         return Invocation.objects.using(self.db_alias).for_app(self.app.app_id)
 
+    @cached_property
+    def history_by_database(self) -> bool:
+        """Whether the database itself records each status change in the state history
+        and releases waiters on final statuses (triggers of migration 0003, PostgreSQL
+        and SQLite), so neither costs a statement of its own."""
+        from pynenc_django.state_backend import DjangoStateBackend
+
+        backend = self.app.state_backend
+        return (
+            self.vendor in ("postgresql", "sqlite")
+            and isinstance(backend, DjangoStateBackend)
+            and backend.db_alias == self.db_alias
+        )
+
+    def register_new_invocations(self, invocations: list[DistributedInvocation]) -> None:
+        """pynenc's registration; the REGISTERED history rows come from the database
+        when it records them (:attr:`history_by_database`)."""
+        if not self.history_by_database:
+            super().register_new_invocations(invocations)
+            return
+        runner_ctx = context.get_or_create_runner_context(self.app.app_id)
+        self.app.state_backend.upsert_invocations(invocations)
+        self.app.state_backend.store_runner_context(runner_ctx)
+        record = self._register_new_invocations(invocations, runner_ctx.runner_id)
+        invocation_ids = [invocation.invocation_id for invocation in invocations]
+        self.app.trigger.report_tasks_status(invocation_ids, record.status)
+        self.route_invocations(invocations)
+        for invocation in invocations:
+            self.app.logger.info(
+                f"NEW task:{invocation.call.task.task_id.key} "
+                f"invocation:{invocation.invocation_id} REGISTERED and ROUTED"
+            )
+
     # ------------------------------------------------------------------ registration
 
     @retry_transient
@@ -152,7 +231,9 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
 
         # REGISTERED releases ownership, so no owner is stored whoever registers it.
         record = InvocationStatusRecord(InvocationStatus.REGISTERED, None)
-        Invocation.objects.using(self.db_alias).bulk_create(
+        insert_rows(
+            self.db_alias,
+            Invocation,
             [
                 Invocation(
                     app_id=self.app.app_id,
@@ -163,10 +244,12 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                     status_runner_id=None,
                     status_timestamp=record.timestamp,
                     registered_at=record.timestamp,
+                    status_context_id=runner_id,
+                    registered_by_inv_id=invocation.parent_invocation_id,
                 )
                 for invocation in invocations
             ],
-            ignore_conflicts=True,
+            unique_fields=["app_id", "invocation_id"],
         )
         return record
 
@@ -251,17 +334,23 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         qs = self._invocations().filter(call_id_key=call_id.key)
         return iter([InvocationId(i) for i in qs.values_list("invocation_id", flat=True)])
 
+    @cached_property
+    def _status_sql(self) -> str:
+        from pynenc_django.models import Invocation
+
+        return (
+            "SELECT status, status_runner_id, status_timestamp "
+            f"FROM {self._table(Invocation)} WHERE app_id = %s AND invocation_id = %s"
+        )
+
     @retry_transient
     def get_invocation_status_record(self, invocation_id: str) -> InvocationStatusRecord:
-        row = (
-            self._invocations()
-            .filter(invocation_id=invocation_id)
-            .values_list("status", "status_runner_id", "status_timestamp")
-            .first()
-        )
-        if row is None:
+        """Every status look of every waiting client: fixed SQL."""
+        rows = self._fetch(self._status_sql, [self.app.app_id, invocation_id])
+        if not rows:
             raise KeyError(f"Invocation ID {invocation_id} not found")
-        return InvocationStatusRecord(InvocationStatus(row[0]), row[1], row[2])
+        status, runner_id, timestamp = rows[0]
+        return InvocationStatusRecord(InvocationStatus(status), runner_id, from_db_time(timestamp))
 
     @retry_transient
     def filter_by_status(
@@ -338,17 +427,18 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         pynenc's own loop.
         """
         broker: DjangoBroker = self.app.broker  # type: ignore[assignment]
-        if not broker.has_invocations(queue_name):
-            return None
+        if broker.pop_takes_locks and not broker.has_invocations(queue_name):
+            return None  # an idle worker looks before it takes the write lock
         with self.write_transaction():
             invocation_id = broker.retrieve_invocation(queue_name)
             if invocation_id is None:
                 return None
             if invocation_id in blocking_invocation_ids:
                 return None, None
-            if not self.get_invocation_status(invocation_id).is_available_for_run():
-                return None, None
             invocation = self.app.state_backend.get_invocation(invocation_id)
+            cc_enabled = invocation.task.conf.running_concurrency != ConcurrencyControlType.DISABLED
+            if cc_enabled and not self.get_invocation_status(invocation_id).is_available_for_run():
+                return None, None
             if not self.is_candidate_to_run_by_concurrency_control(invocation):
                 if invocation.task.conf.reroute_on_concurrency_control:
                     self.set_invocation_status(
@@ -362,9 +452,9 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             try:
                 self.set_invocation_status(invocation_id, InvocationStatus.PENDING, runner_ctx)
             except InvocationStatusError as ex:
-                self.app.logger.warning(
-                    f"Could not set invocation:{invocation_id} to status:pending: {ex}"
-                )
+                # Already claimed, running or final: the message was stale. Only the
+                # available-for-run statuses may become PENDING, so this check is pynenc's.
+                self.app.logger.debug(f"Skipping invocation:{invocation_id}: {ex}")
                 return None, None
             return invocation, None
 
@@ -384,16 +474,64 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
 
     # ------------------------------------------------------------------ status
 
+    def set_invocation_status(
+        self, invocation_id: InvocationId, status: InvocationStatus, runner_ctx: RunnerContext
+    ) -> None:
+        """pynenc's steps, with a final status's purge time written by the same UPDATE,
+        and the history and waiter release done by the database where it can."""
+        if self.history_by_database:  # the history row will name this context
+            self.app.state_backend.store_runner_context(runner_ctx)  # once per process
+        record = self._atomic_status_transition(
+            invocation_id, status, runner_ctx.runner_id, final=status.is_final()
+        )
+        if not self.history_by_database:
+            if status.is_final():
+                self.release_waiters(invocation_id)
+            self.app.state_backend.add_history(invocation_id, record, runner_ctx)
+        self.app.trigger.report_tasks_status([invocation_id], status)
+        self.app.logger.info(f"invocation:{invocation_id} status:{status.value}")
+
     @retry_transient
     def _atomic_status_transition(
-        self, invocation_id: InvocationId, status: InvocationStatus, runner_id: str | None = None
+        self,
+        invocation_id: InvocationId,
+        status: InvocationStatus,
+        runner_id: str | None = None,
+        final: bool = False,
     ) -> InvocationStatusRecord:
-        """Read, validate with pynenc's state machine, and write, as one unit.
+        """Validate with pynenc's state machine and write, as one unit.
 
-        The row is locked (``SELECT ... FOR UPDATE`` on PostgreSQL/MariaDB, the database
-        write lock on SQLite) and the UPDATE additionally matches the status it read, so a
+        Usually one UPDATE whose WHERE clause is the state machine (:func:`_transition_plan`),
+        atomic on every database. When it matches nothing, or the rules need the current
+        owner, the row is read and locked (``SELECT ... FOR UPDATE`` on PostgreSQL/MariaDB,
+        the write lock on SQLite), validated by pynenc, which raises its own errors, and
+        written with an UPDATE that also matches the status it read. Either way a
         concurrent writer can only ever make this call fail, never be silently overwritten.
+        ``final`` also stamps ``auto_purge_at``, saving pynenc's separate UPDATE.
+        ``status_context_id`` names the changer for the history trigger.
         """
+        purge_at = now_utc() if final else None
+        extra: dict[str, Any] = {"status_context_id": runner_id}
+        if final:
+            extra["auto_purge_at"] = purge_at
+        plan = _transition_plan(status, runner_id is not None)
+        if plan is not None:
+            free, owned, caller_owns = plan
+            record = InvocationStatusRecord(status, runner_id if caller_owns else None)
+            sql = self._transition_sql(len(free), len(owned), runner_id is None, final)
+            params: list[Any] = [
+                status.value,
+                record.runner_id,
+                self._db_time(record.timestamp),
+                runner_id,
+            ]
+            if final:
+                params.append(self._db_time(purge_at))  # type: ignore[arg-type]
+            params += [self.app.app_id, invocation_id, *free, *owned]
+            if owned and runner_id is not None:
+                params.append(runner_id)
+            if self._execute(sql, params) == 1:
+                return record
         with self.write_transaction():
             row = (
                 self._invocations()
@@ -413,11 +551,30 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                     status=new_record.status.value,
                     status_runner_id=new_record.runner_id,
                     status_timestamp=new_record.timestamp,
+                    **extra,
                 )
             )
             if updated != 1:  # pragma: no cover - only reachable without row locks
                 raise RuntimeError(f"Concurrent status change on invocation {invocation_id}")
         return new_record
+
+    @cache  # noqa: B019 (a handful of shapes per orchestrator, which lives as long as its app)
+    def _transition_sql(self, free: int, owned: int, no_owner: bool, final: bool) -> str:
+        """The UPDATE of :meth:`_atomic_status_transition`'s fast path, for one shape."""
+        from pynenc_django.models import Invocation
+
+        allowed = []
+        if free:
+            allowed.append(f"status IN ({', '.join(['%s'] * free)})")
+        if owned:
+            owner = "status_runner_id IS NULL" if no_owner else "status_runner_id = %s"
+            allowed.append(f"(status IN ({', '.join(['%s'] * owned)}) AND {owner})")
+        purge = ", auto_purge_at = %s" if final else ""
+        return (
+            f"UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
+            f"status_timestamp = %s, status_context_id = %s{purge} "
+            f"WHERE app_id = %s AND invocation_id = %s AND ({' OR '.join(allowed) or '1 = 0'})"
+        )
 
     @retry_transient
     def increment_invocation_retries(self, invocation_id: str) -> None:

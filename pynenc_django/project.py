@@ -22,7 +22,7 @@ import functools
 import os
 from typing import TYPE_CHECKING, Any
 
-from pynenc_django.builder import COMPONENT_CLASSES
+from pynenc_django.builder import COMPONENT_CLASSES, DEFAULT_SETTINGS
 
 if TYPE_CHECKING:
     from pynenc import Pynenc
@@ -78,6 +78,7 @@ def config_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
         "app_id": default_app_id(),
         "runner_cls": DEFAULT_RUNNER,
         **COMPONENT_CLASSES,
+        **DEFAULT_SETTINGS,
     }
     if "db_alias" in user:
         values["django_db_alias"] = user["db_alias"]

@@ -41,6 +41,7 @@ from pynenc.runner.persistent_process_runner import PersistentProcessRunner
 from pynenc.runner.runner_context import RunnerContext
 
 from pynenc_django.conf import ConfigDjangoPersistentProcessRunner
+from pynenc_django.wakeup import ResultWaiter
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -324,6 +325,27 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
         return str(self.conf.django_db_alias)
 
     # ------------------------------------------------------------------ lifecycle
+
+    def waiting_for_results(
+        self,
+        running_invocation_id: InvocationId | None,
+        result_invocation_ids: list[InvocationId],
+        runner_args: dict[str, Any] | None = None,
+    ) -> None:
+        """Outside the runner (``invocation.result`` in a web request or a script), wait
+        for the database to announce a final status instead of sleeping 0.1 s."""
+        if running_invocation_id:
+            super().waiting_for_results(running_invocation_id, result_invocation_ids, runner_args)
+            return
+        self._result_waiter.wait(list(result_invocation_ids))
+
+    @cached_property
+    def _result_waiter(self) -> ResultWaiter:
+        return ResultWaiter(
+            self.db_alias,
+            max_wait=float(self.conf.invocation_wait_results_sleep_time_sec),
+            listen=bool(self.conf.django_listen_notify),
+        )
 
     def _on_start(self) -> None:
         from pynenc_django.db import ensure_django

@@ -27,7 +27,7 @@ from pynenc.workflow.workflow_identity import WorkflowIdentity
 
 from pynenc_django.conf import ConfigStateBackendDjango
 from pynenc_django.db import DjangoBackendMixin, ensure_django, retry_transient
-from pynenc_django.utils import chunked
+from pynenc_django.utils import BoundedCache, chunked
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -41,6 +41,9 @@ PAGE_SIZE = 1000
 # Rows per INSERT statement: keeps statements well inside SQLite's variable limit and
 # MariaDB's max_allowed_packet when arguments are large.
 INSERT_BATCH_SIZE = 500
+# Invocations this process wrote or read. Their stored fields never change after
+# registration, so the cache needs no invalidation beyond purge.
+INVOCATION_CACHE_SIZE = 10_000
 
 _HISTORY_FIELDS = (
     "invocation_id",
@@ -122,6 +125,11 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
     def __init__(self, app: Pynenc) -> None:
         super().__init__(app)
         ensure_django()
+        # pynenc stores each new invocation twice (on creation and on registration) and
+        # reads it back on every status change (trigger reports, claims): one query each.
+        self._invocation_cache: BoundedCache[str, tuple[InvocationDTO, CallDTO]] = BoundedCache(
+            INVOCATION_CACHE_SIZE
+        )
 
     @cached_property
     def conf(self) -> ConfigStateBackendDjango:
@@ -186,12 +194,26 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
                 model.objects.using(self.db_alias).for_app(self.app.app_id).delete()
         # Otherwise this process would never re-store contexts it cached before the purge.
         self._runner_context_cache.clear()
+        self._invocation_cache.clear()
 
     # ------------------------------------------------------------------ invocations
 
-    @retry_transient
     def _upsert_invocations(self, entries: list[tuple[InvocationDTO, CallDTO]]) -> None:
-        """One bulk upsert; ``registered_at`` is kept from the first insert."""
+        """One bulk upsert of what this process has not already stored as it is."""
+        changed = [
+            (inv_dto, call_dto)
+            for inv_dto, call_dto in entries
+            if self._invocation_cache.get(inv_dto.invocation_id) != (inv_dto, call_dto)
+        ]
+        if not changed:
+            return
+        self._write_invocations(changed)
+        for inv_dto, call_dto in changed:
+            self._invocation_cache.put(inv_dto.invocation_id, (inv_dto, call_dto))
+
+    @retry_transient
+    def _write_invocations(self, entries: list[tuple[InvocationDTO, CallDTO]]) -> None:
+        """``registered_at`` is kept from the first insert."""
         from pynenc_django.models import StateInvocation
 
         now = datetime.now(UTC)
@@ -232,12 +254,29 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
             ],
         )
 
-    @retry_transient
     def _get_invocation(self, invocation_id: InvocationId) -> tuple[InvocationDTO, CallDTO] | None:
-        """The hottest read (several per invocation): one indexed single-row query."""
-        rows = list(
-            self._invocations().filter(invocation_id=invocation_id).values_list(*_INVOCATION_FIELDS)
+        """The hottest read (several per invocation): from this process's cache if it
+        stored or read the invocation before, else one indexed single-row query."""
+        cached = self._invocation_cache.get(invocation_id)
+        if cached is not None:
+            return cached
+        found = self._read_invocation(invocation_id)
+        if found is not None:
+            self._invocation_cache.put(invocation_id, found)
+        return found
+
+    @cached_property
+    def _invocation_sql(self) -> str:
+        from pynenc_django.models import StateInvocation
+
+        return (
+            f"SELECT {', '.join(_INVOCATION_FIELDS)} FROM {self._table(StateInvocation)} "
+            "WHERE app_id = %s AND invocation_id = %s"
         )
+
+    @retry_transient
+    def _read_invocation(self, invocation_id: InvocationId) -> tuple[InvocationDTO, CallDTO] | None:
+        rows = self._fetch(self._invocation_sql, [self.app.app_id, invocation_id])
         if not rows:
             return None
         (
@@ -459,15 +498,12 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
 
     def _get_text(self, model: type[Any], field: str, invocation_id: InvocationId) -> str:
         """The stored result or exception of an invocation; KeyError if there is none."""
-        values = list(
-            model.objects.using(self.db_alias)
-            .for_app(self.app.app_id)
-            .filter(invocation_id=invocation_id)
-            .values_list(field, flat=True)
-        )
-        if not values:
+        column = self.connection.ops.quote_name(field)
+        sql = f"SELECT {column} FROM {self._table(model)} WHERE app_id = %s AND invocation_id = %s"
+        rows = self._fetch(sql, [self.app.app_id, invocation_id])
+        if not rows:
             raise KeyError(f"{field.capitalize()} for invocation {invocation_id} not found")
-        return values[0]
+        return rows[0][0]
 
     # ------------------------------------------------------------------ workflows
 

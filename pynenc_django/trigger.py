@@ -34,6 +34,9 @@ from pynenc.trigger.conditions import (
     CompositeLogic,
     EventCondition,
     EventContext,
+    ExceptionContext,
+    ResultContext,
+    StatusContext,
     TriggerCondition,
     ValidCondition,
 )
@@ -52,6 +55,9 @@ from pynenc_django.utils import chunked, from_db_time, now_utc, sha256_hex, to_d
 if TYPE_CHECKING:
     from django.db.models import Model, QuerySet
     from pynenc.app import Pynenc
+    from pynenc.identifiers.invocation_id import InvocationId
+    from pynenc.invocation.dist_invocation import DistributedInvocation
+    from pynenc.invocation.status import InvocationStatus
     from pynenc.trigger.conditions import ConditionContext
 
     from pynenc_django.models import TriggerRunCondition
@@ -71,6 +77,8 @@ class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
         ensure_django()
         super().__init__(app)
         self._next_claim_prune = 0.0
+        # (task key, context type) -> (expires at, conditions); see get_conditions_sourced_from_task
+        self._sourced_cache: dict[tuple[str, str], tuple[float, list[TriggerCondition]]] = {}
 
     @cached_property
     def conf(self) -> ConfigTriggerDjango:
@@ -96,6 +104,7 @@ class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
     def _register_condition(self, condition: TriggerCondition) -> None:
         from pynenc_django.models import TriggerConditionEntry
 
+        self._sourced_cache.clear()
         condition_id = condition.condition_id
         self._upsert(
             TriggerConditionEntry,
@@ -280,6 +289,7 @@ class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
     def clean_task_trigger_definitions(self, task_id: TaskId) -> None:
         from pynenc_django.models import TriggerConditionLink, TriggerDefinitionEntry
 
+        self._sourced_cache.clear()
         definitions = self._rows(TriggerDefinitionEntry).filter(task_id_key=task_id.key)
         with self.write_transaction():
             self._rows(TriggerConditionLink).filter(
@@ -295,6 +305,7 @@ class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
     def _register_source_task_condition(self, task_id: TaskId, condition_id: str) -> None:
         from pynenc_django.models import TriggerSourceTaskCondition
 
+        self._sourced_cache.clear()
         TriggerSourceTaskCondition.objects.using(self.db_alias).bulk_create(
             [
                 TriggerSourceTaskCondition(
@@ -306,11 +317,56 @@ class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
             ignore_conflicts=True,
         )
 
-    @retry_transient
     def get_conditions_sourced_from_task(
         self, task_id: TaskId, context_type: type[ConditionContext] | None = None
     ) -> list[TriggerCondition]:
-        """One query (conditions ⋉ source-task rows): this runs on every status change."""
+        """Runs on every status change, result and failure: reused for
+        ``django_conditions_cache_sec`` (most tasks are watched by nothing)."""
+        ttl = float(self.conf.django_conditions_cache_sec)
+        if ttl <= 0:
+            return self._conditions_sourced_from_task(task_id, context_type)
+        key = (task_id.key, context_type.__name__ if context_type else "")
+        now = time.monotonic()
+        cached = self._sourced_cache.get(key)
+        if cached is not None and cached[0] > now:
+            return list(cached[1])
+        conditions = self._conditions_sourced_from_task(task_id, context_type)
+        self._sourced_cache[key] = (now + ttl, conditions)
+        return list(conditions)
+
+    def report_tasks_status(
+        self, invocation_ids: list[InvocationId], status: InvocationStatus | None = None
+    ) -> None:
+        """pynenc's, but the context (which decodes the arguments) only for watched tasks."""
+        pairs: list[tuple[TriggerCondition, ConditionContext]] = []
+        for invocation_id in invocation_ids:
+            invocation = self.app.state_backend.get_invocation(invocation_id)
+            conditions = self.get_conditions_sourced_from_task(
+                invocation.call.call_id.task_id, StatusContext
+            )
+            if conditions:
+                context = StatusContext.from_invocation(invocation, status)
+                pairs.extend((condition, context) for condition in conditions)
+        if pairs:
+            self.validate_and_record_conditions(pairs)
+
+    def report_invocation_result(self, invocation: DistributedInvocation, result: Any) -> None:
+        """pynenc's, without reading the status back for a task nothing watches."""
+        if self.get_conditions_sourced_from_task(invocation.call.call_id.task_id, ResultContext):
+            super().report_invocation_result(invocation, result)
+
+    def report_invocation_failure(
+        self, invocation: DistributedInvocation, exception: Exception
+    ) -> None:
+        """pynenc's, without reading the status back for a task nothing watches."""
+        if self.get_conditions_sourced_from_task(invocation.call.call_id.task_id, ExceptionContext):
+            super().report_invocation_failure(invocation, exception)
+
+    @retry_transient
+    def _conditions_sourced_from_task(
+        self, task_id: TaskId, context_type: type[ConditionContext] | None
+    ) -> list[TriggerCondition]:
+        """One query (conditions ⋉ source-task rows)."""
         from django.db.models import Exists, OuterRef
 
         from pynenc_django.models import TriggerConditionEntry, TriggerSourceTaskCondition
@@ -484,6 +540,7 @@ class DjangoTrigger(DjangoBackendMixin, BaseTrigger):
     def _purge(self) -> None:
         from pynenc_django.models import trigger as trigger_models
 
+        self._sourced_cache.clear()
         with self.write_transaction():
             for name in trigger_models.__all__:
                 self._rows(getattr(trigger_models, name)).delete()

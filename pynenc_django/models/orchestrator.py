@@ -23,6 +23,11 @@ class Invocation(AppScopedModel):
     auto_purge_at = models.DateTimeField(null=True, blank=True)
     # Never changes, so listings ordered by it page stably while statuses move.
     registered_at = models.DateTimeField()
+    # Who made the last status change, and the invocation that registered this one: on
+    # PostgreSQL and SQLite a database trigger (migration 0003) copies each status change
+    # into the state history from these, in the statement that makes it.
+    status_context_id = id_field(null=True, blank=True)
+    registered_by_inv_id = id_field(null=True, blank=True)
 
     class Meta:
         db_table = "pynenc_invocation"
