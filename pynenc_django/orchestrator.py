@@ -201,9 +201,23 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             and backend.db_alias == self.db_alias
         )
 
+    def route_calls(self, calls: list[Any]) -> list[DistributedInvocation]:
+        """pynenc's batch routing (``task.parallelize``), storing the new invocations in
+        one statement rather than one each as pynenc creates them."""
+        from pynenc_django.state_backend import DjangoStateBackend
+
+        backend = self.app.state_backend
+        if not isinstance(backend, DjangoStateBackend):
+            return super().route_calls(calls)
+        with backend.registration_pending():
+            return super().route_calls(calls)
+
     def register_new_invocations(self, invocations: list[DistributedInvocation]) -> None:
         """pynenc's registration; the REGISTERED history rows come from the database
         when it records them (:attr:`history_by_database`)."""
+        end_pending = getattr(self.app.state_backend, "end_registration_pending", None)
+        if end_pending is not None:
+            end_pending()  # from here on the invocations are stored, all in one statement
         if not self.history_by_database:
             super().register_new_invocations(invocations)
             return
@@ -477,8 +491,18 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
     def set_invocation_status(
         self, invocation_id: InvocationId, status: InvocationStatus, runner_ctx: RunnerContext
     ) -> None:
-        """pynenc's steps, with a final status's purge time written by the same UPDATE,
-        and the history and waiter release done by the database where it can."""
+        """pynenc's steps (:meth:`record_status_change`, then the trigger report)."""
+        self.record_status_change(invocation_id, status, runner_ctx)
+        self.app.trigger.report_tasks_status([invocation_id], status)
+        self.app.logger.info(f"invocation:{invocation_id} status:{status.value}")
+
+    def record_status_change(
+        self, invocation_id: InvocationId, status: InvocationStatus, runner_ctx: RunnerContext
+    ) -> InvocationStatusRecord:
+        """Every write of a status change, without pynenc's trigger report (the admin's
+        entry point): the transition, with a final status's purge time in the same
+        UPDATE; its history and, on final statuses, the waiters' release, done by the
+        database where it can (:attr:`history_by_database`)."""
         if self.history_by_database:  # the history row will name this context
             self.app.state_backend.store_runner_context(runner_ctx)  # once per process
         record = self._atomic_status_transition(
@@ -488,8 +512,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             if status.is_final():
                 self.release_waiters(invocation_id)
             self.app.state_backend.add_history(invocation_id, record, runner_ctx)
-        self.app.trigger.report_tasks_status([invocation_id], status)
-        self.app.logger.info(f"invocation:{invocation_id} status:{status.value}")
+        return record
 
     @retry_transient
     def _atomic_status_transition(

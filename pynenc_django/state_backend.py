@@ -6,8 +6,10 @@ inside methods and Django is only set up when the backend is built.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from functools import cached_property
@@ -130,6 +132,7 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
         self._invocation_cache: BoundedCache[str, tuple[InvocationDTO, CallDTO]] = BoundedCache(
             INVOCATION_CACHE_SIZE
         )
+        self._local = threading.local()
 
     @cached_property
     def conf(self) -> ConfigStateBackendDjango:
@@ -198,8 +201,23 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
 
     # ------------------------------------------------------------------ invocations
 
+    @contextlib.contextmanager
+    def registration_pending(self) -> Iterator[None]:
+        """Skip the store pynenc does as it creates each invocation of a batch: the
+        registration that follows stores them all in one statement instead of one each."""
+        self._local.pending = True
+        try:
+            yield
+        finally:
+            self._local.pending = False
+
+    def end_registration_pending(self) -> None:
+        self._local.pending = False
+
     def _upsert_invocations(self, entries: list[tuple[InvocationDTO, CallDTO]]) -> None:
         """One bulk upsert of what this process has not already stored as it is."""
+        if getattr(self._local, "pending", False):
+            return  # see registration_pending
         changed = [
             (inv_dto, call_dto)
             for inv_dto, call_dto in entries

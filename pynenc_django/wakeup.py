@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pynenc_django.db import get_connection
-from pynenc_django.utils import sha256_hex
+from pynenc_django.utils import BoundedCache, sha256_hex
 
 if TYPE_CHECKING:
     from threading import Event as ThreadEvent
@@ -192,39 +192,49 @@ class ResultWaiter:
     pynenc sleeps ``invocation_wait_results_sleep_time_sec`` (0.1 s) between looks, which
     is most of a short task's round trip. Here a wait returns as soon as the database
     announces that one of the awaited invocations is final (PostgreSQL: one ``LISTEN``
-    connection per process, used by one waiting thread at a time), or else after a
-    doubling sleep from 2 ms up to ``max_wait``: a short task is seen within
-    milliseconds, a long one costs no more looks than pynenc's own loop.
+    connection per process, used by one waiting thread at a time; announcements for
+    other invocations are remembered for their own waits), or else after a doubling
+    sleep from 2 ms up to ``max_wait``: a short task is seen within milliseconds, a long
+    one costs no more looks than pynenc's own loop. A group's wait (many ids, each look
+    a query over all of them) gathers completions for ``GROUP_WAIT`` first.
     """
 
     MIN_WAIT = 0.002
+    GROUP_WAIT = 0.02
+    REMEMBERED = 50_000
 
     def __init__(self, alias: str, max_wait: float, listen: bool) -> None:
         self.alias = alias
-        self.max_wait = max(self.MIN_WAIT, max_wait)
+        self.max_wait = max(self.GROUP_WAIT, max_wait)
         self.listen = listen and get_connection(alias).vendor == "postgresql"
         self._conn: Any = None
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._announced: BoundedCache[str, bool] = BoundedCache(self.REMEMBERED)
 
     def wait(self, invocation_ids: list[str]) -> None:
-        key = tuple(invocation_ids)
-        if getattr(self._local, "key", None) != key:
-            self._local.key, self._local.next = key, self.MIN_WAIT
+        shortest = self.MIN_WAIT if len(invocation_ids) == 1 else self.GROUP_WAIT
+        awaited = set(invocation_ids)
+        if awaited != getattr(self._local, "awaited", None):
+            self._local.next = shortest  # a new wait, or progress on a group's
+        self._local.awaited = awaited
         timeout = self._local.next
         self._local.next = min(self.max_wait, timeout * 2)
+        if any(self._announced.get(i) for i in invocation_ids):
+            return
         if self.listen and self._lock.acquire(blocking=False):
             try:
-                if self._wait_notified(set(invocation_ids), self.max_wait):
+                if self._wait_notified(awaited, shortest):
                     return
             finally:
                 self._lock.release()
         time.sleep(timeout)
 
-    def _wait_notified(self, awaited: set[str], timeout: float) -> bool:
-        """Wait for a notification naming one of ``awaited``, at most ``timeout``.
+    def _wait_notified(self, awaited: set[str], gather: float) -> bool:
+        """Wait up to ``max_wait`` for an announcement naming one of ``awaited``, then
+        ``gather`` longer for more (a group's).
 
-        True when the caller should look at the statuses now: notified, timed out, or
+        True when the caller should look at the statuses now: announced, timed out, or
         just subscribed (a final status may have been announced before). False when the
         connection failed; the caller sleeps instead.
         """
@@ -234,11 +244,14 @@ class ResultWaiter:
             if self._conn is None:
                 self._conn = listen_connection(self.alias, FINAL_CHANNEL)
                 return True
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + self.max_wait
+            found = False
             while (remaining := deadline - time.monotonic()) > 0:
                 for notify in self._conn.notifies(timeout=remaining, stop_after=1):
-                    if notify.payload in awaited:
-                        return True
+                    self._announced.put(notify.payload, True)
+                    if notify.payload in awaited and not found:
+                        found = True
+                        deadline = time.monotonic() + (gather if len(awaited) > 1 else 0)
             return True
         except psycopg.Error as exc:
             logger.warning("pynenc_django: lost the result LISTEN connection (%s)", exc)

@@ -155,13 +155,7 @@ def cancel_check(inv: Invocation) -> tuple[bool, str]:
 
 def _transition(app: Any, inv: Invocation, status: S, ctx: RunnerContext) -> None:
     """pynenc's ``set_invocation_status`` without the trigger report (see module doc)."""
-    record: InvocationStatusRecord = app.orchestrator._atomic_status_transition(
-        inv.invocation_id, status, ctx.runner_id
-    )
-    if status.is_final():
-        app.orchestrator.release_waiters(inv.invocation_id)
-        app.orchestrator.set_up_invocation_auto_purge(inv.invocation_id)
-    app.state_backend.add_history(inv.invocation_id, record, ctx)
+    app.orchestrator.record_status_change(inv.invocation_id, status, ctx)
 
 
 def cancel(invocations: list[Invocation], user: Any) -> list[Outcome]:
