@@ -154,24 +154,51 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
     def _pop_returning(self, queue: str) -> InvocationId | None:
         """Pop the head of ``queue`` in one statement (inside the claim's transaction or
         its own). PostgreSQL skips heads other workers are popping."""
-        from pynenc_django.models import BrokerMessage
 
-        ops = self.connection.ops
-        table = ops.quote_name(BrokerMessage._meta.db_table)
-        lock = " FOR UPDATE SKIP LOCKED" if self.connection.vendor == "postgresql" else ""
-        sql = (
-            f"DELETE FROM {table} WHERE id = (SELECT id FROM {table} "
-            "WHERE app_id = %s AND queue = %s ORDER BY priority DESC, id LIMIT 1"
-            f"{lock}) RETURNING invocation_id"
-        )
         in_caller_transaction = self.connection.in_atomic_block
         with (
             nullcontext() if in_caller_transaction else self.write_transaction(),
             self.connection.cursor() as cursor,
         ):
-            cursor.execute(sql, [self.app.app_id, queue])
+            sql = self._pop_sql
+            params = [self.app.app_id, queue]
+            if sql.startswith("WITH"):
+                params.append(self.app.app_id)
+            cursor.execute(sql, params)
             row = cursor.fetchone()
-        return InvocationId(row[0]) if row else None
+        if row is None:
+            return None
+        if len(row) > 1 and row[1] is not None:
+            self.app.state_backend.remember_invocation_row(row[1:])  # type: ignore[attr-defined]
+        return InvocationId(row[0])
+
+    @cached_property
+    def _pop_sql(self) -> str:
+        """``DELETE ... RETURNING`` of the queue's head. On PostgreSQL, with the state
+        backend's row of the invocation joined in, which the claim reads next."""
+        from pynenc_django.models import BrokerMessage, StateInvocation
+        from pynenc_django.state_backend import INVOCATION_FIELDS, DjangoStateBackend
+
+        table = self._table(BrokerMessage)
+        postgresql = self.connection.vendor == "postgresql"
+        delete = (
+            f"DELETE FROM {table} WHERE id = (SELECT id FROM {table} "
+            "WHERE app_id = %s AND queue = %s ORDER BY priority DESC, id LIMIT 1"
+            f"{' FOR UPDATE SKIP LOCKED' if postgresql else ''}) RETURNING invocation_id"
+        )
+        backend = self.app.state_backend
+        if not (
+            postgresql
+            and isinstance(backend, DjangoStateBackend)
+            and backend.db_alias == self.db_alias
+        ):
+            return delete
+        columns = ", ".join(f"s.{field}" for field in INVOCATION_FIELDS)
+        return (
+            f"WITH popped AS ({delete}) SELECT p.invocation_id, {columns} FROM popped p "
+            f"LEFT JOIN {self._table(StateInvocation)} s "
+            "ON s.app_id = %s AND s.invocation_id = p.invocation_id"
+        )
 
     @cached_property
     def _look_sql(self) -> str:

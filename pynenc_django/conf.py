@@ -86,6 +86,10 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
         How long a worker keeps trying to reroute an invocation it could not finish
         because the database was unreachable. After that, pynenc's recovery services
         (which also need the database) take over.
+    :cvar ConfigField[float] django_blocking_check_interval_sec:
+        pynenc looks for invocations that others wait on before every claim, to run them
+        first. A busy worker looks at most this often after finding none (they stay
+        queued in order meanwhile); 0 looks before every claim.
     """
 
     django_idle_wait_max_sec = ConfigField(1.0)
@@ -93,3 +97,4 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
     django_heartbeat_interval_sec = ConfigField(5.0)
     django_shutdown_grace_sec = ConfigField(0.0)
     django_reroute_timeout_sec = ConfigField(300.0)
+    django_blocking_check_interval_sec = ConfigField(0.1)

@@ -8,6 +8,7 @@ invocation from the same status, on any database and any isolation level.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cache, cached_property
@@ -39,7 +40,14 @@ from pynenc_django.db import (
     raw_delete,
     retry_transient,
 )
-from pynenc_django.utils import IN_CHUNK, chunked, from_db_time, now_utc, sha256_hex
+from pynenc_django.utils import (
+    IN_CHUNK,
+    BoundedCache,
+    chunked,
+    from_db_time,
+    now_utc,
+    sha256_hex,
+)
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -55,6 +63,8 @@ RUNNING = AtomicServiceExecutionStatus.RUNNING
 BLOCKED = AtomicServiceExecutionStatus.BLOCKED
 ABANDONED = AtomicServiceExecutionStatus.ABANDONED
 OWNED_STATUSES = (InvocationStatus.PENDING, InvocationStatus.RUNNING, InvocationStatus.PAUSED)
+FINAL_CACHE_SIZE = 50_000
+_FINAL = sorted(s.value for s in InvocationStatus.get_final_statuses())
 _AVAILABLE = sorted(s.value for s in InvocationStatus.get_available_for_run_statuses())
 
 
@@ -171,6 +181,10 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         super().__init__(app)
         ensure_django()
         self._blocking_control = DjangoBlockingControl(self)
+        # Final statuses never change: once seen, a waiting client need not read them again.
+        self._final_records: BoundedCache[str, InvocationStatusRecord] = BoundedCache(
+            FINAL_CACHE_SIZE
+        )
 
     @cached_property
     def conf(self) -> ConfigOrchestratorDjango:
@@ -186,6 +200,35 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         from pynenc_django.models import Invocation
 
         return Invocation.objects.using(self.db_alias).for_app(self.app.app_id)
+
+    #: Seconds a claim skips pynenc's look for blocking invocations after one found none;
+    #: 0 (pynenc's behaviour) looks every time. Set by the runner's workers
+    #: (``django_blocking_check_interval_sec``).
+    blocking_check_interval = 0.0
+    _no_blocking_until = 0.0
+
+    def get_blocking_invocations_to_run(
+        self,
+        max_num_invocations: int,
+        blocking_invocation_ids: set[InvocationId],
+        runner_ctx: RunnerContext,
+    ) -> Iterator[InvocationId]:
+        if self.blocking_check_interval <= 0:
+            yield from super().get_blocking_invocations_to_run(
+                max_num_invocations, blocking_invocation_ids, runner_ctx
+            )
+            return
+        now = time.monotonic()
+        if now < self._no_blocking_until:
+            return
+        found = False
+        for invocation_id in super().get_blocking_invocations_to_run(
+            max_num_invocations, blocking_invocation_ids, runner_ctx
+        ):
+            found = True
+            yield invocation_id
+        if not found:
+            self._no_blocking_until = now + self.blocking_check_interval
 
     @cached_property
     def history_by_database(self) -> bool:
@@ -357,14 +400,49 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             f"FROM {self._table(Invocation)} WHERE app_id = %s AND invocation_id = %s"
         )
 
-    @retry_transient
     def get_invocation_status_record(self, invocation_id: str) -> InvocationStatusRecord:
-        """Every status look of every waiting client: fixed SQL."""
+        """Every status look of every waiting client: fixed SQL, and none for a status
+        this process has seen final."""
+        return self._final_records.get(invocation_id) or self._read_status_record(invocation_id)
+
+    @retry_transient
+    def _read_status_record(self, invocation_id: str) -> InvocationStatusRecord:
         rows = self._fetch(self._status_sql, [self.app.app_id, invocation_id])
         if not rows:
             raise KeyError(f"Invocation ID {invocation_id} not found")
         status, runner_id, timestamp = rows[0]
-        return InvocationStatusRecord(InvocationStatus(status), runner_id, from_db_time(timestamp))
+        record = InvocationStatusRecord(
+            InvocationStatus(status), runner_id, from_db_time(timestamp)
+        )
+        if record.status.is_final():
+            self._final_records.put(invocation_id, record)
+        return record
+
+    def filter_final(self, invocation_ids: list[InvocationId]) -> list[InvocationId]:
+        """Which are final (a group's results loop asks this between waits): the ones this
+        process has seen final, and one query per chunk for the rest, remembering them."""
+        unknown = [i for i in dict.fromkeys(invocation_ids) if self._final_records.get(i) is None]
+        for chunk in chunked(unknown):
+            self._remember_final(chunk)
+        return [i for i in invocation_ids if self._final_records.get(i) is not None]
+
+    @retry_transient
+    def _remember_final(self, invocation_ids: Sequence[str]) -> None:
+        from pynenc_django.models import Invocation
+
+        sql = (
+            "SELECT invocation_id, status, status_runner_id, status_timestamp "
+            f"FROM {self._table(Invocation)} WHERE app_id = %s "
+            f"AND invocation_id IN ({', '.join(['%s'] * len(invocation_ids))}) "
+            f"AND status IN ({', '.join(['%s'] * len(_FINAL))})"
+        )
+        for invocation_id, status, runner_id, timestamp in self._fetch(
+            sql, [self.app.app_id, *invocation_ids, *_FINAL]
+        ):
+            record = InvocationStatusRecord(
+                InvocationStatus(status), runner_id, from_db_time(timestamp)
+            )
+            self._final_records.put(invocation_id, record)
 
     @retry_transient
     def filter_by_status(
@@ -496,8 +574,27 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         self.app.trigger.report_tasks_status([invocation_id], status)
         self.app.logger.info(f"invocation:{invocation_id} status:{status.value}")
 
+    def set_invocation_result(
+        self, invocation: DistributedInvocation, result: Any, runner_ctx: RunnerContext
+    ) -> None:
+        """pynenc's (store the result, then SUCCESS, then the trigger reports); on
+        PostgreSQL the result and the status are written by one statement."""
+        if not (self.history_by_database and self.vendor == "postgresql"):
+            super().set_invocation_result(invocation, result, runner_ctx)
+            return
+        invocation_id = invocation.invocation_id
+        serialized = self.app.client_data_store.serialize(result)
+        self.record_status_change(invocation_id, InvocationStatus.SUCCESS, runner_ctx, serialized)
+        self.app.trigger.report_tasks_status([invocation_id], InvocationStatus.SUCCESS)
+        self.app.logger.info(f"invocation:{invocation_id} status:success")
+        self.app.trigger.report_invocation_result(invocation, result)
+
     def record_status_change(
-        self, invocation_id: InvocationId, status: InvocationStatus, runner_ctx: RunnerContext
+        self,
+        invocation_id: InvocationId,
+        status: InvocationStatus,
+        runner_ctx: RunnerContext,
+        result: str | None = None,
     ) -> InvocationStatusRecord:
         """Every write of a status change, without pynenc's trigger report (the admin's
         entry point): the transition, with a final status's purge time in the same
@@ -506,7 +603,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         if self.history_by_database:  # the history row will name this context
             self.app.state_backend.store_runner_context(runner_ctx)  # once per process
         record = self._atomic_status_transition(
-            invocation_id, status, runner_ctx.runner_id, final=status.is_final()
+            invocation_id, status, runner_ctx.runner_id, final=status.is_final(), result=result
         )
         if not self.history_by_database:
             if status.is_final():
@@ -521,6 +618,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         status: InvocationStatus,
         runner_id: str | None = None,
         final: bool = False,
+        result: str | None = None,
     ) -> InvocationStatusRecord:
         """Validate with pynenc's state machine and write, as one unit.
 
@@ -531,8 +629,12 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         written with an UPDATE that also matches the status it read. Either way a
         concurrent writer can only ever make this call fail, never be silently overwritten.
         ``final`` also stamps ``auto_purge_at``, saving pynenc's separate UPDATE.
-        ``status_context_id`` names the changer for the history trigger.
+        ``status_context_id`` names the changer for the history trigger. ``result`` (a
+        serialized result, PostgreSQL only) is stored by the same statement, before the
+        status changes, as pynenc's ``set_invocation_result`` stores it.
         """
+        if result is not None and self.vendor != "postgresql":
+            raise ValueError("storing a result with the transition needs PostgreSQL")
         purge_at = now_utc() if final else None
         extra: dict[str, Any] = {"status_context_id": runner_id}
         if final:
@@ -541,8 +643,11 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         if plan is not None:
             free, owned, caller_owns = plan
             record = InvocationStatusRecord(status, runner_id if caller_owns else None)
-            sql = self._transition_sql(len(free), len(owned), runner_id is None, final)
-            params: list[Any] = [
+            sql = self._transition_sql(
+                len(free), len(owned), runner_id is None, final, result is not None
+            )
+            params: list[Any] = [] if result is None else [self.app.app_id, invocation_id, result]
+            params += [
                 status.value,
                 record.runner_id,
                 self._db_time(record.timestamp),
@@ -555,6 +660,8 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                 params.append(runner_id)
             if self._execute(sql, params) == 1:
                 return record
+        elif result is not None:
+            self.app.state_backend._set_result(invocation_id, result)
         with self.write_transaction():
             row = (
                 self._invocations()
@@ -582,9 +689,11 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         return new_record
 
     @cache  # noqa: B019 (a handful of shapes per orchestrator, which lives as long as its app)
-    def _transition_sql(self, free: int, owned: int, no_owner: bool, final: bool) -> str:
+    def _transition_sql(
+        self, free: int, owned: int, no_owner: bool, final: bool, with_result: bool
+    ) -> str:
         """The UPDATE of :meth:`_atomic_status_transition`'s fast path, for one shape."""
-        from pynenc_django.models import Invocation
+        from pynenc_django.models import Invocation, InvocationResult
 
         allowed = []
         if free:
@@ -593,8 +702,16 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             owner = "status_runner_id IS NULL" if no_owner else "status_runner_id = %s"
             allowed.append(f"(status IN ({', '.join(['%s'] * owned)}) AND {owner})")
         purge = ", auto_purge_at = %s" if final else ""
+        # A data-modifying CTE runs whatever the UPDATE matches, like pynenc's set_result.
+        store = (
+            f"WITH stored AS (INSERT INTO {self._table(InvocationResult)} "
+            "(app_id, invocation_id, result) VALUES (%s, %s, %s) "
+            "ON CONFLICT (app_id, invocation_id) DO UPDATE SET result = EXCLUDED.result) "
+            if with_result
+            else ""
+        )
         return (
-            f"UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
+            f"{store}UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
             f"status_timestamp = %s, status_context_id = %s{purge} "
             f"WHERE app_id = %s AND invocation_id = %s AND ({' OR '.join(allowed) or '1 = 0'})"
         )
@@ -652,6 +769,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         """Delete every orchestrator row of this app (testing and resets only)."""
         from pynenc_django import models
 
+        self._final_records.clear()
         with self.write_transaction():
             for model in (
                 models.Invocation,

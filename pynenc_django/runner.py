@@ -162,6 +162,11 @@ class _Worker:
             listen=bool(self.conf.django_listen_notify),
         )
         try:
+            orchestrator = self.app.orchestrator
+            if hasattr(orchestrator, "blocking_check_interval"):
+                orchestrator.blocking_check_interval = float(
+                    self.conf.django_blocking_check_interval_sec
+                )
             self._with_db_retries(lambda: self.runner._register_new_child_runner_context(self.ctx))
             context.set_runner_context(self.app.app_id, self.ctx)
             self.app.logger.info(f"Persistent process worker started with pid:{os.getpid()}")

@@ -10,7 +10,7 @@ import contextlib
 import json
 import logging
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -56,7 +56,7 @@ _HISTORY_FIELDS = (
     "runner_context_id",
     "registered_by_inv_id",
 )
-_INVOCATION_FIELDS = (
+INVOCATION_FIELDS = (
     "invocation_id",
     "call_id_key",
     "serialized_arguments",
@@ -115,6 +115,32 @@ def _workflow_identity(
         workflow_type=TaskId.from_key(workflow_type_key),
         parent_workflow_id=InvocationId(parent_workflow_id) if parent_workflow_id else None,
     )
+
+
+def _dtos_from_row(row: Sequence[Any]) -> tuple[InvocationDTO, CallDTO]:
+    """The DTOs of a state-invocation row, columns in ``INVOCATION_FIELDS`` order."""
+    (
+        inv_id,
+        call_id_key,
+        serialized_arguments,
+        parent_inv_id,
+        parent_event_id,
+        wf_id,
+        wf_type_key,
+        wf_parent_id,
+    ) = row
+    call_id = CallId.from_key(call_id_key)
+    workflow = (
+        _workflow_identity(wf_id, wf_type_key, wf_parent_id) if wf_id and wf_type_key else None
+    )
+    inv_dto = InvocationDTO(
+        invocation_id=InvocationId(inv_id),
+        call_id=call_id,
+        workflow=workflow,
+        parent_invocation_id=InvocationId(parent_inv_id) if parent_inv_id else None,
+        parent_event_id=parent_event_id or None,
+    )
+    return inv_dto, CallDTO(call_id=call_id, serialized_arguments=json.loads(serialized_arguments))
 
 
 class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
@@ -288,39 +314,20 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
         from pynenc_django.models import StateInvocation
 
         return (
-            f"SELECT {', '.join(_INVOCATION_FIELDS)} FROM {self._table(StateInvocation)} "
+            f"SELECT {', '.join(INVOCATION_FIELDS)} FROM {self._table(StateInvocation)} "
             "WHERE app_id = %s AND invocation_id = %s"
         )
 
     @retry_transient
     def _read_invocation(self, invocation_id: InvocationId) -> tuple[InvocationDTO, CallDTO] | None:
         rows = self._fetch(self._invocation_sql, [self.app.app_id, invocation_id])
-        if not rows:
-            return None
-        (
-            inv_id,
-            call_id_key,
-            serialized_arguments,
-            parent_inv_id,
-            parent_event_id,
-            wf_id,
-            wf_type_key,
-            wf_parent_id,
-        ) = rows[0]
-        call_id = CallId.from_key(call_id_key)
-        workflow = (
-            _workflow_identity(wf_id, wf_type_key, wf_parent_id) if wf_id and wf_type_key else None
-        )
-        inv_dto = InvocationDTO(
-            invocation_id=InvocationId(inv_id),
-            call_id=call_id,
-            workflow=workflow,
-            parent_invocation_id=InvocationId(parent_inv_id) if parent_inv_id else None,
-            parent_event_id=parent_event_id or None,
-        )
-        return inv_dto, CallDTO(
-            call_id=call_id, serialized_arguments=json.loads(serialized_arguments)
-        )
+        return _dtos_from_row(rows[0]) if rows else None
+
+    def remember_invocation_row(self, row: Sequence[Any]) -> None:
+        """Cache an invocation read by someone else's query (columns ``INVOCATION_FIELDS``):
+        the broker's pop returns the popped invocation's row with it on PostgreSQL."""
+        dtos = _dtos_from_row(row)
+        self._invocation_cache.put(dtos[0].invocation_id, dtos)
 
     def get_child_invocations(self, parent_invocation_id: InvocationId) -> Iterator[InvocationId]:
         return self._iter_ids(

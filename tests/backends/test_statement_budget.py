@@ -21,11 +21,11 @@ from pynenc.invocation.status import InvocationStatus
 from pynenc.runner.runner_context import RunnerContext
 
 #: Statements per lifecycle by vendor, pinned where they are now (issue 6's budget is 15).
-#: PostgreSQL pops without a look first (idle workers LISTEN); SQLite counts the
-#: ``BEGIN IMMEDIATE`` of the claim, which other drivers send themselves; MariaDB/MySQL
-#: writes history and releases waiters itself (no triggers, see migration 0003) and
-#: pops in two statements.
-BUDGET = {"postgresql": 13, "sqlite": 15, "mysql": 20}
+#: PostgreSQL pops without a look first (idle workers LISTEN), reads the invocation with
+#: the pop, and stores the result with SUCCESS; SQLite counts the ``BEGIN IMMEDIATE`` of
+#: the claim, which other drivers send themselves; MariaDB/MySQL writes history and
+#: releases waiters itself (no triggers, see migration 0003) and pops in two statements.
+BUDGET = {"postgresql": 11, "sqlite": 15, "mysql": 20}
 
 
 def add(x: int, y: int) -> int:
