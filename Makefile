@@ -5,6 +5,8 @@
 #   make lint                      ruff, migrations drift
 #   make bench-runner              idle cost and wake-up latency of the runner, 3 databases
 #   make bench-admin               admin page query counts and server times at 1M invocations
+#   make bench                     throughput, latency, SQL cost vs the peers; bench/results/<date>.md
+#                                  (BENCH_ARGS='--quick --runs 1' for a quick look; --help for more)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -34,6 +36,11 @@ $(VENV)/.installed-mysql: $(VENV)/.installed
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# make bench: the peers (procrastinate, django-tasks-db, celery) and matplotlib.
+$(VENV)/.installed-bench: $(VENV)/.installed-mysql
+	$(PY) -m pip install --quiet -e '.[bench,mysql]'
+	@touch $@
 
 # The admin's browser test drives Debian's Chromium through Playwright (no browser download).
 $(VENV)/.installed-browser: $(VENV)/.installed
@@ -67,6 +74,11 @@ bench-runner: $(VENV)/.installed-mysql
 
 bench-admin: $(VENV)/.installed
 	$(PY) bench/admin_pages.py
+
+# bench/ is a directory: without .PHONY, make would call the target up to date.
+.PHONY: bench
+bench: $(VENV)/.installed-bench
+	$(PY) -m bench.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .test-dbs .pytest_cache

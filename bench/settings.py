@@ -3,7 +3,9 @@
 ``BENCH_DATABASE_URL`` picks a server database (its NAME is used as is, e.g.
 ``postgres://postgres@127.0.0.1:5432/pynenc_django_bench``); without it, SQLite at
 ``BENCH_SQLITE_PATH``. ``BENCH_CONN_MAX_AGE`` sets ``CONN_MAX_AGE`` (default 0, Django's).
-Everything else is pynenc-django's defaults.
+``BENCH_PYNENC_LOG_LEVEL`` sets pynenc's ``logging_level`` (default: pynenc's, ``info``), so
+throughput runs are not dominated by per-task INFO lines. Everything else is pynenc-django's
+defaults.
 """
 
 import os
@@ -50,3 +52,5 @@ PYNENC = {
     "app_id": "pynenc-django-bench",
     "print_arguments": False,
 }
+if _log_level := os.environ.get("BENCH_PYNENC_LOG_LEVEL", "").strip().lower():
+    PYNENC["logging_level"] = _log_level
