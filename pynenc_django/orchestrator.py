@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from functools import cache, cached_property
 from typing import TYPE_CHECKING, Any
@@ -603,12 +604,25 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         entry point): the transition, with a final status's purge time in the same
         UPDATE; its history and, on final statuses, the waiters' release, done by the
         database where it can (:attr:`history_by_database`)."""
-        if self.history_by_database:  # the history row will name this context
-            self.app.state_backend.store_runner_context(runner_ctx)  # once per process
-        record = self._atomic_status_transition(
-            invocation_id, status, runner_ctx.runner_id, final=status.is_final(), result=result
-        )
-        if not self.history_by_database:
+        # The history row names this context: stored first, once per process.
+        self.app.state_backend.store_runner_context(runner_ctx)
+        if self.history_by_database:
+            return self._atomic_status_transition(
+                invocation_id, status, runner_ctx.runner_id, final=status.is_final(), result=result
+            )
+        return self._change_with_history(invocation_id, status, runner_ctx)
+
+    @retry_transient
+    def _change_with_history(
+        self, invocation_id: InvocationId, status: InvocationStatus, runner_ctx: RunnerContext
+    ) -> InvocationStatusRecord:
+        """Without the database's triggers: the transition, the waiters' release and the
+        history row commit together, so nobody sees a status before its history (inside a
+        caller's transaction, such as the claim, with it: no savepoint needed)."""
+        with nullcontext() if self.connection.in_atomic_block else self.write_transaction():
+            record = self._atomic_status_transition(
+                invocation_id, status, runner_ctx.runner_id, final=status.is_final()
+            )
             if status.is_final():
                 self.release_waiters(invocation_id)
             self.app.state_backend.add_history(invocation_id, record, runner_ctx)
