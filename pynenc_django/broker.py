@@ -160,11 +160,10 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
             nullcontext() if in_caller_transaction else self.write_transaction(),
             self.connection.cursor() as cursor,
         ):
-            sql = self._pop_sql
             params = [self.app.app_id, queue]
-            if sql.startswith("WITH"):
+            if self._pop_joins_invocation:
                 params.append(self.app.app_id)
-            cursor.execute(sql, params)
+            cursor.execute(self._pop_sql, params)
             row = cursor.fetchone()
         if row is None:
             return None
@@ -173,11 +172,24 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         return InvocationId(row[0])
 
     @cached_property
+    def _pop_joins_invocation(self) -> bool:
+        """PostgreSQL with our state backend on the same database: the pop also returns
+        the invocation's row, which the claim reads next."""
+        from pynenc_django.state_backend import DjangoStateBackend
+
+        backend = self.app.state_backend
+        return (
+            self.connection.vendor == "postgresql"
+            and isinstance(backend, DjangoStateBackend)
+            and backend.db_alias == self.db_alias
+        )
+
+    @cached_property
     def _pop_sql(self) -> str:
         """``DELETE ... RETURNING`` of the queue's head. On PostgreSQL, with the state
         backend's row of the invocation joined in, which the claim reads next."""
         from pynenc_django.models import BrokerMessage, StateInvocation
-        from pynenc_django.state_backend import INVOCATION_FIELDS, DjangoStateBackend
+        from pynenc_django.state_backend import INVOCATION_FIELDS
 
         table = self._table(BrokerMessage)
         postgresql = self.connection.vendor == "postgresql"
@@ -186,12 +198,7 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
             "WHERE app_id = %s AND queue = %s ORDER BY priority DESC, id LIMIT 1"
             f"{' FOR UPDATE SKIP LOCKED' if postgresql else ''}) RETURNING invocation_id"
         )
-        backend = self.app.state_backend
-        if not (
-            postgresql
-            and isinstance(backend, DjangoStateBackend)
-            and backend.db_alias == self.db_alias
-        ):
+        if not self._pop_joins_invocation:
             return delete
         columns = ", ".join(f"s.{field}" for field in INVOCATION_FIELDS)
         return (

@@ -383,7 +383,7 @@ class DjangoBackendMixin:
         unique_fields: list[str],
         update_fields: list[str],
     ) -> None:
-        bulk_upsert(self.db_alias, model, rows, unique_fields, update_fields)
+        insert_rows(self.db_alias, model, rows, unique_fields, update_fields)
 
 
 def _drop_inherited_connections() -> None:
@@ -448,17 +448,6 @@ def size_batches[M](rows: Sequence[M]) -> Iterator[list[M]]:
         size += chars
     if batch:
         yield batch
-
-
-def bulk_upsert(
-    alias: str,
-    model: type[Model],
-    rows: Sequence[Model],
-    unique_fields: list[str],
-    update_fields: list[str],
-) -> None:
-    """Insert rows, or update ``update_fields`` of the rows they collide with."""
-    insert_rows(alias, model, rows, unique_fields, update_fields)
 
 
 def insert_rows(
