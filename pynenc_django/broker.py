@@ -106,7 +106,7 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                 params: list[Any] = []
                 for invocation_id in chunk:
                     params += [self.app.app_id, queue_name, priority, invocation_id, now]
-                with self.connection.cursor() as cursor:
+                with self._cursor(prepare=len(chunk) == 1) as cursor:
                     cursor.execute(
                         f"WITH inserted AS (INSERT INTO {table} "
                         "(app_id, queue, priority, invocation_id, created_at) "
@@ -158,7 +158,7 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         in_caller_transaction = self.connection.in_atomic_block
         with (
             nullcontext() if in_caller_transaction else self.write_transaction(),
-            self.connection.cursor() as cursor,
+            self._cursor() as cursor,
         ):
             params = [self.app.app_id, queue]
             if self._pop_joins_invocation:

@@ -28,15 +28,32 @@ class ConfigDjango(ConfigPynencBase):
         On PostgreSQL, enqueueing sends ``NOTIFY`` and idle workers ``LISTEN``, so they
         wake at once instead of polling. Turn off behind a transaction-mode pooler
         (PgBouncer), which cannot carry ``LISTEN``; workers then back off instead.
+    :cvar ConfigField[bool] django_prepared_statements:
+        On PostgreSQL (psycopg 3), the fixed SQL run several times per invocation is
+        prepared on the server once per connection, sparing its parsing and planning.
+        Turn off behind a transaction-mode pooler without prepared-statement support
+        (PgBouncer before 1.21, or ``max_prepared_statements = 0``).
     """
 
     django_db_alias = ConfigField("default")
     django_transient_retries = ConfigField(8)
     django_listen_notify = ConfigField(True)
+    django_prepared_statements = ConfigField(True)
 
 
 class ConfigOrchestratorDjango(ConfigOrchestrator, ConfigDjango):
-    """Orchestrator settings for :class:`~pynenc_django.orchestrator.DjangoOrchestrator`."""
+    """Orchestrator settings for :class:`~pynenc_django.orchestrator.DjangoOrchestrator`.
+
+    :cvar ConfigField[bool] django_async_running_commit:
+        On PostgreSQL, the RUNNING status commits without waiting for the WAL flush
+        (``synchronous_commit`` off for that one transaction): a trivial invocation then
+        waits for two disk flushes instead of three. The SUCCESS or failure that follows
+        flushes it anyway; a database crash that forgets it leaves the invocation PENDING,
+        and pynenc's recovery runs it again, as after a worker crash. Claims and final
+        statuses are always durable. Set False to flush RUNNING too.
+    """
+
+    django_async_running_commit = ConfigField(True)
 
 
 class ConfigBrokerDjango(ConfigBroker, ConfigDjango):

@@ -287,6 +287,58 @@ def close_when_thread_ends(alias: str, connection: BaseDatabaseWrapper) -> None:
         closers[alias] = _ThreadConnectionCloser(connection)
 
 
+def hot_cursor(connection: BaseDatabaseWrapper, prepare: bool) -> Any:
+    """A cursor for fixed hot-path SQL (several statements per invocation).
+
+    With ``prepare`` on PostgreSQL and psycopg 3, its statements are prepared on the
+    server, once per connection and SQL text: parsing and planning them again was a
+    fifth of the server's CPU per invocation. Django never prepares by default
+    (``prepare_threshold`` None), for transaction-mode poolers, which cannot carry
+    prepared statements; the ``django_prepared_statements`` setting turns this off for
+    them. Statements still pass Django's ``execute_wrapper``\\s, as on any cursor.
+    """
+    cursor_class = (
+        _prepared_cursor_class() if prepare and connection.vendor == "postgresql" else None
+    )
+    if cursor_class is None:
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            # None disables preparing on the connection; a threshold never reached
+            # enables it for explicit requests only (the ORM's queries stay unprepared).
+            raw.prepare_threshold = NEVER_BY_COUNT
+        cursor = cursor_class(raw)
+        # As Django's create_cursor: timestamps in the connection's time zone.
+        from django.db.backends.postgresql.psycopg_any import register_tzloader
+        from psycopg.pq import Format
+
+        timestamptz = raw.adapters.types["timestamptz"].oid
+        if connection.timezone != raw.adapters.get_loader(timestamptz, Format.TEXT).timezone:  # type: ignore[attr-defined]
+            register_tzloader(connection.timezone, cursor)
+    return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]
+
+
+NEVER_BY_COUNT = 2**31 - 1
+
+
+@functools.cache
+def _prepared_cursor_class() -> type | None:
+    """Django's server-binding psycopg 3 cursor, preparing every statement it runs."""
+    try:
+        from django.db.backends.postgresql.base import ServerBindingCursor  # type: ignore[attr-defined]
+    except ImportError:  # psycopg 2: no server-side binding
+        return None
+
+    class PreparedCursor(ServerBindingCursor):  # type: ignore[misc, valid-type]
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            return super().execute(query, params, **{**kwargs, "prepare": True})
+
+    return PreparedCursor
+
+
 def raw_delete(queryset: Any) -> int:
     """DELETE matching rows in one statement, for models nothing else references.
 
@@ -361,14 +413,25 @@ class DjangoBackendMixin:
     def _table(self, model: type[Model]) -> str:
         return self.connection.ops.quote_name(model._meta.db_table)
 
-    def _fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-        with self.connection.cursor() as cursor:
+    @property
+    def prepares(self) -> bool:
+        """Whether fixed SQL is prepared on the server (see :func:`hot_cursor`)."""
+        return bool(self.conf.django_prepared_statements)
+
+    def _cursor(self, prepare: bool = True) -> Any:
+        """A cursor for SQL of a fixed shape (``prepare``) or of varying shape."""
+        return hot_cursor(self.connection, prepare and self.prepares)
+
+    def _fetch(
+        self, sql: str, params: Sequence[Any], prepare: bool = True
+    ) -> list[tuple[Any, ...]]:
+        with self._cursor(prepare) as cursor:
             cursor.execute(sql, params)
             return list(cursor.fetchall())
 
     def _execute(self, sql: str, params: Sequence[Any]) -> int:
-        """Run a write; its row count."""
-        with self.connection.cursor() as cursor:
+        """Run a write of a fixed shape; its row count."""
+        with self._cursor() as cursor:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
 
@@ -383,7 +446,7 @@ class DjangoBackendMixin:
         unique_fields: list[str],
         update_fields: list[str],
     ) -> None:
-        insert_rows(self.db_alias, model, rows, unique_fields, update_fields)
+        insert_rows(self.db_alias, model, rows, unique_fields, update_fields, self.prepares)
 
 
 def _drop_inherited_connections() -> None:
@@ -456,6 +519,7 @@ def insert_rows(
     rows: Sequence[Model],
     unique_fields: Sequence[str] = (),
     update_fields: Sequence[str] | None = None,
+    prepare: bool = False,
 ) -> None:
     """INSERT model instances with fixed SQL: what ``bulk_create`` sends, at a fraction of
     its CPU (it compiles a new query every call; these run several times per invocation).
@@ -464,7 +528,8 @@ def insert_rows(
     skipped if there are none. MariaDB/MySQL's ``ON DUPLICATE KEY`` names no key; every
     model we write this way has exactly one unique key, which makes the two equivalent.
     Values are prepared by each field, as the ORM does. Batches beyond one statement
-    share a transaction.
+    share a transaction. ``prepare``: a single row's INSERT (one shape per model) is
+    prepared, as :func:`hot_cursor` says.
     """
     if not rows:
         return
@@ -488,7 +553,7 @@ def insert_rows(
                 for row in batch
                 for field in fields
             ]
-            with connection.cursor() as cursor:
+            with hot_cursor(connection, prepare and len(batch) == 1) as cursor:
                 cursor.execute(sql, params)
 
 

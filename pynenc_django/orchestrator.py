@@ -311,6 +311,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                 for invocation in invocations
             ],
             unique_fields=["app_id", "invocation_id"],
+            prepare=self.prepares,
         )
         return record
 
@@ -400,9 +401,47 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         from pynenc_django.models import Invocation
 
         return (
-            "SELECT status, status_runner_id, status_timestamp "
-            f"FROM {self._table(Invocation)} WHERE app_id = %s AND invocation_id = %s"
+            f"SELECT i.status, i.status_runner_id, i.status_timestamp{self._result_column} "
+            f"FROM {self._table(Invocation)} i{self._result_join} "
+            "WHERE i.app_id = %s AND i.invocation_id = %s"
         )
+
+    @cached_property
+    def _fetches_results(self) -> bool:
+        """Whether status reads also fetch a SUCCESS invocation's (small) result, for the
+        ``get_result`` a waiting client makes next: our state backend, same database."""
+        from pynenc_django.state_backend import DjangoStateBackend
+
+        backend = self.app.state_backend
+        return isinstance(backend, DjangoStateBackend) and backend.db_alias == self.db_alias
+
+    @cached_property
+    def _result_column(self) -> str:
+        return ", r.result" if self._fetches_results else ""
+
+    @cached_property
+    def _result_join(self) -> str:
+        """The LEFT JOIN of :attr:`_result_column`: results of at most
+        ``PREFETCH_RESULT_BYTES``, so a status look never drags a large one along."""
+        if not self._fetches_results:
+            return ""
+        from pynenc_django.models import InvocationResult
+        from pynenc_django.state_backend import PREFETCH_RESULT_BYTES
+
+        size = {  # in bytes everywhere (SQLite's length() counts characters)
+            "postgresql": "octet_length(r.result)",
+            "mysql": "LENGTH(r.result)",
+        }.get(self.vendor, "length(CAST(r.result AS BLOB))")
+        return (
+            f" LEFT JOIN {self._table(InvocationResult)} r ON r.app_id = i.app_id "
+            "AND r.invocation_id = i.invocation_id "
+            f"AND i.status = '{InvocationStatus.SUCCESS.value}' AND {size} <= {PREFETCH_RESULT_BYTES}"
+        )
+
+    def _keep_result(self, invocation_id: str, row: Sequence[Any]) -> None:
+        """Hand a result fetched by :attr:`_result_join` to the state backend."""
+        if len(row) > 3 and row[3] is not None:
+            self.app.state_backend.remember_result(invocation_id, row[3])  # type: ignore[attr-defined]
 
     def get_invocation_status_record(self, invocation_id: str) -> InvocationStatusRecord:
         """Every status look of every waiting client: fixed SQL, and none for a status
@@ -414,12 +453,13 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         rows = self._fetch(self._status_sql, [self.app.app_id, invocation_id])
         if not rows:
             raise KeyError(f"Invocation ID {invocation_id} not found")
-        status, runner_id, timestamp = rows[0]
+        status, runner_id, timestamp = rows[0][:3]
         record = InvocationStatusRecord(
             InvocationStatus(status), runner_id, from_db_time(timestamp)
         )
         if record.status.is_final():
             self._final_records.put(invocation_id, record)
+            self._keep_result(invocation_id, rows[0])
         return record
 
     def filter_final(self, invocation_ids: list[InvocationId]) -> list[InvocationId]:
@@ -435,18 +475,23 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         from pynenc_django.models import Invocation
 
         sql = (
-            "SELECT invocation_id, status, status_runner_id, status_timestamp "
-            f"FROM {self._table(Invocation)} WHERE app_id = %s "
-            f"AND invocation_id IN ({', '.join(['%s'] * len(invocation_ids))}) "
-            f"AND status IN ({', '.join(['%s'] * len(_FINAL))})"
+            "SELECT i.status, i.status_runner_id, i.status_timestamp"
+            f"{self._result_column}, i.invocation_id "
+            f"FROM {self._table(Invocation)} i{self._result_join} WHERE i.app_id = %s "
+            f"AND i.invocation_id IN ({', '.join(['%s'] * len(invocation_ids))}) "
+            f"AND i.status IN ({', '.join(['%s'] * len(_FINAL))})"
         )
-        for invocation_id, status, runner_id, timestamp in self._fetch(
-            sql, [self.app.app_id, *invocation_ids, *_FINAL]
+        for row in self._fetch(
+            sql,
+            [self.app.app_id, *invocation_ids, *_FINAL],
+            prepare=False,  # shape varies
         ):
+            invocation_id, (status, runner_id, timestamp) = row[-1], row[:3]
             record = InvocationStatusRecord(
                 InvocationStatus(status), runner_id, from_db_time(timestamp)
             )
             self._final_records.put(invocation_id, record)
+            self._keep_result(invocation_id, row[:-1])
 
     @retry_transient
     def filter_by_status(
@@ -661,7 +706,12 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             free, owned, caller_owns = plan
             record = InvocationStatusRecord(status, runner_id if caller_owns else None)
             sql = self._transition_sql(
-                len(free), len(owned), runner_id is None, final, result is not None
+                len(free),
+                len(owned),
+                runner_id is None,
+                final,
+                result is not None,
+                status == InvocationStatus.RUNNING and self._commits_running_async,
             )
             params: list[Any] = [] if result is None else [self.app.app_id, invocation_id, result]
             params += [
@@ -705,11 +755,37 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                 raise RuntimeError(f"Concurrent status change on invocation {invocation_id}")
         return new_record
 
+    @property
+    def _commits_running_async(self) -> bool:
+        """Whether RUNNING is committed without waiting for PostgreSQL's WAL flush.
+
+        Each synchronous commit waits for a disk flush; a trivial invocation makes three
+        (claim, RUNNING, SUCCESS) and the flushes, not the CPU, bound a worker. RUNNING
+        alone can do without: the SUCCESS or failure that follows flushes it anyway, and
+        a database *crash* (not a restart) that forgets it leaves the invocation PENDING,
+        which pynenc's recovery reruns exactly as after a worker crash. The claim and
+        every final status stay durable. Only in a statement of its own (autocommit): in
+        a caller's transaction, the setting would apply to the caller's commit.
+        """
+        return (
+            self.vendor == "postgresql"
+            and bool(self.conf.django_async_running_commit)
+            and not self.connection.in_atomic_block
+        )
+
     @cache  # noqa: B019 (a handful of shapes per orchestrator, which lives as long as its app)
     def _transition_sql(
-        self, free: int, owned: int, no_owner: bool, final: bool, with_result: bool
+        self,
+        free: int,
+        owned: int,
+        no_owner: bool,
+        final: bool,
+        with_result: bool,
+        async_commit: bool = False,
     ) -> str:
-        """The UPDATE of :meth:`_atomic_status_transition`'s fast path, for one shape."""
+        """The UPDATE of :meth:`_atomic_status_transition`'s fast path, for one shape.
+        ``async_commit``: its own transaction commits without waiting for the WAL flush
+        (see :attr:`_commits_running_async`)."""
         from pynenc_django.models import Invocation, InvocationResult
 
         allowed = []
@@ -727,10 +803,16 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             if with_result
             else ""
         )
+        no_flush = (
+            " AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
+            if async_commit
+            else ""
+        )
         return (
             f"{store}UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
             f"status_timestamp = %s, status_context_id = %s{purge} "
             f"WHERE app_id = %s AND invocation_id = %s AND ({' OR '.join(allowed) or '1 = 0'})"
+            f"{no_flush}"
         )
 
     @retry_transient

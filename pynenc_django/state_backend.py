@@ -46,6 +46,10 @@ INSERT_BATCH_SIZE = 500
 # Invocations this process wrote or read. Their stored fields never change after
 # registration, so the cache needs no invalidation beyond purge.
 INVOCATION_CACHE_SIZE = 10_000
+# Results fetched with their SUCCESS status, awaiting their read; only results up to
+# PREFETCH_RESULT_BYTES are fetched that way, so this holds at most about 32 MB.
+FETCHED_RESULTS_SIZE = 2_000
+PREFETCH_RESULT_BYTES = 16_384
 
 _HISTORY_FIELDS = (
     "invocation_id",
@@ -159,6 +163,8 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
             INVOCATION_CACHE_SIZE
         )
         self._local = threading.local()
+        # Results read with their final status (see ``remember_result``), each until read.
+        self._fetched_results: BoundedCache[str, str] = BoundedCache(FETCHED_RESULTS_SIZE)
 
     @cached_property
     def conf(self) -> ConfigStateBackendDjango:
@@ -224,6 +230,7 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
         # Otherwise this process would never re-store contexts it cached before the purge.
         self._runner_context_cache.clear()
         self._invocation_cache.clear()
+        self._fetched_results.clear()
 
     # ------------------------------------------------------------------ invocations
 
@@ -500,10 +507,18 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
         )
         self._upsert(InvocationResult, [row], ["app_id", "invocation_id"], ["result"])
 
+    def remember_result(self, invocation_id: str, serialized_result: str) -> None:
+        """Keep a result the orchestrator read together with its SUCCESS status, for the
+        ``get_result`` that follows (a waiting client's next step): one query fewer per
+        invocation. Kept until read once; a result is immutable once it is SUCCESS."""
+        self._fetched_results.put(invocation_id, serialized_result)
+
     @retry_transient
     def _get_result(self, invocation_id: InvocationId) -> str:
         from pynenc_django.models import InvocationResult
 
+        if (fetched := self._fetched_results.pop(invocation_id)) is not None:
+            return fetched
         return self._get_text(InvocationResult, "result", invocation_id)
 
     @retry_transient

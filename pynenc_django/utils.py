@@ -62,5 +62,8 @@ class BoundedCache[K, V]:
         while len(self._data) > self.size:
             self._data.popitem(last=False)
 
+    def pop(self, key: K) -> V | None:
+        return self._data.pop(key, None)
+
     def clear(self) -> None:
         self._data.clear()
