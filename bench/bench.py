@@ -162,7 +162,13 @@ def server_version(key: str, server: Server) -> str:
                 dbname="postgres",
                 connect_timeout=5,
             ) as conn:
-                return f"PostgreSQL {conn.execute('SHOW server_version').fetchone()[0]}"
+                version = conn.execute("SHOW server_version").fetchone()[0]
+                # What bounds a queue's throughput and what its tables become over a run.
+                settings = ", ".join(
+                    f"{name} {conn.execute(f'SHOW {name}').fetchone()[0]}"
+                    for name in ("fsync", "synchronous_commit", "autovacuum")
+                )
+                return f"PostgreSQL {version} ({settings})"
         if key == "mariadb":
             import MySQLdb
 
@@ -171,8 +177,9 @@ def server_version(key: str, server: Server) -> str:
             )
             try:
                 cursor = conn.cursor()
-                cursor.execute("SELECT VERSION()")
-                return f"MariaDB {cursor.fetchone()[0]}"
+                cursor.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
+                version, flush = cursor.fetchone()
+                return f"MariaDB {version} (innodb_flush_log_at_trx_commit {flush})"
             finally:
                 conn.close()
         if key == "redis":

@@ -289,6 +289,9 @@ class DjangoSystem(System):
         from django.db import connections
 
         connections.close_all()
+        # The client's result LISTEN connection too: the database is about to be dropped.
+        if (waiter := vars(self.task.app.runner).get("_result_waiter")) is not None:
+            waiter.close()
         recreate_database(self.vendor, self.url, self.sqlite_path)
         self._migrate()
 
@@ -793,6 +796,11 @@ def method_notes(system: System, args: argparse.Namespace) -> list[str]:
         "measurements: a few microseconds per statement",
     ]
     if system.kind == "pynenc-django":
+        notes.append(
+            "pynenc-django's defaults: on PostgreSQL the hot statements are prepared on the "
+            "server and RUNNING commits without waiting for the WAL flush "
+            "(django_async_running_commit; the claim and the final status wait for theirs)"
+        )
         notes.append(
             "statements: every execute through a Django connection (ORM and raw cursors, "
             "savepoints, SQLite's BEGIN IMMEDIATE); not the driver's own BEGIN/COMMIT around "

@@ -20,7 +20,13 @@ from pynenc.broker.base_broker import BaseBroker
 from pynenc.identifiers.invocation_id import InvocationId
 
 from pynenc_django.conf import ConfigBrokerDjango
-from pynenc_django.db import DjangoBackendMixin, ensure_django, insert_rows, retry_transient
+from pynenc_django.db import (
+    NO_FLUSH_CONDITION,
+    DjangoBackendMixin,
+    ensure_django,
+    insert_rows,
+    retry_transient,
+)
 from pynenc_django.utils import chunked
 from pynenc_django.wakeup import notify_channel
 
@@ -121,19 +127,36 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         self._validate_queue_names((queue,))
         if self._pops_with_returning:
             return self._pop_returning(queue)
-        head = self._messages().filter(queue=queue).order_by("-priority", "id")
-        if self.connection.features.has_select_for_update_skip_locked:
-            head = head.select_for_update(skip_locked=True)
+        head_sql, delete_sql = self._head_and_delete_sql
         # Inside a caller's transaction (the orchestrator's claim) no savepoint is needed:
         # nothing between here and the caller can fail and be caught.
         in_caller_transaction = self.connection.in_atomic_block
         while True:
             with nullcontext() if in_caller_transaction else self.write_transaction():
-                row = head.values_list("id", "invocation_id").first()
-                if row is None:
+                rows = self._fetch(head_sql, [self.app.app_id, queue])
+                if not rows:
                     return None
-                if self._messages().filter(id=row[0]).delete()[0] == 1:
-                    return InvocationId(row[1])
+                message_id, invocation_id = rows[0]
+                if self._execute(delete_sql, [self.app.app_id, message_id]) == 1:
+                    return InvocationId(invocation_id)
+
+    @cached_property
+    def _head_and_delete_sql(self) -> tuple[str, str]:
+        """The two-statement pop (MariaDB/MySQL, old SQLite): lock the head (skipping
+        heads other workers hold, where the database can), then delete it by id."""
+        from pynenc_django.models import BrokerMessage
+
+        table = self._table(BrokerMessage)
+        skip = (
+            " FOR UPDATE SKIP LOCKED"
+            if self.connection.features.has_select_for_update_skip_locked
+            else ""
+        )
+        return (
+            f"SELECT id, invocation_id FROM {table} WHERE app_id = %s AND queue = %s "
+            f"ORDER BY priority DESC, id LIMIT 1{skip}",
+            f"DELETE FROM {table} WHERE app_id = %s AND id = %s",
+        )
 
     @cached_property
     def _pops_with_returning(self) -> bool:
@@ -193,10 +216,14 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
 
         table = self._table(BrokerMessage)
         postgresql = self.connection.vendor == "postgresql"
+        # The claim's transaction (or the pop's own) may skip the WAL flush: a crash that
+        # forgets it puts the message back (``django_async_claim_commits``).
+        no_flush = NO_FLUSH_CONDITION if self.commits_claims_async else ""
         delete = (
             f"DELETE FROM {table} WHERE id = (SELECT id FROM {table} "
             "WHERE app_id = %s AND queue = %s ORDER BY priority DESC, id LIMIT 1"
-            f"{' FOR UPDATE SKIP LOCKED' if postgresql else ''}) RETURNING invocation_id"
+            f"{' FOR UPDATE SKIP LOCKED' if postgresql else ''}){no_flush} "
+            "RETURNING invocation_id"
         )
         if not self._pop_joins_invocation:
             return delete

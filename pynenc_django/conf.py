@@ -33,27 +33,25 @@ class ConfigDjango(ConfigPynencBase):
         prepared on the server once per connection, sparing its parsing and planning.
         Turn off behind a transaction-mode pooler without prepared-statement support
         (PgBouncer before 1.21, or ``max_prepared_statements = 0``).
+    :cvar ConfigField[bool] django_async_claim_commits:
+        On PostgreSQL, a worker's claim (the queue pop and PENDING) and RUNNING commit
+        without waiting for the WAL flush (``synchronous_commit`` off for those
+        transactions only): a trivial invocation then waits for one disk flush, its final
+        status, instead of three. Submissions, final statuses and results always wait
+        for theirs. A database crash (not a restart) can forget a claim or a RUNNING from
+        its last moments: the invocation is then queued or PENDING again, and runs again,
+        as after a worker crash; nothing is lost. Set False to flush every commit.
     """
 
     django_db_alias = ConfigField("default")
     django_transient_retries = ConfigField(8)
     django_listen_notify = ConfigField(True)
     django_prepared_statements = ConfigField(True)
+    django_async_claim_commits = ConfigField(True)
 
 
 class ConfigOrchestratorDjango(ConfigOrchestrator, ConfigDjango):
-    """Orchestrator settings for :class:`~pynenc_django.orchestrator.DjangoOrchestrator`.
-
-    :cvar ConfigField[bool] django_async_running_commit:
-        On PostgreSQL, the RUNNING status commits without waiting for the WAL flush
-        (``synchronous_commit`` off for that one transaction): a trivial invocation then
-        waits for two disk flushes instead of three. The SUCCESS or failure that follows
-        flushes it anyway; a database crash that forgets it leaves the invocation PENDING,
-        and pynenc's recovery runs it again, as after a worker crash. Claims and final
-        statuses are always durable. Set False to flush RUNNING too.
-    """
-
-    django_async_running_commit = ConfigField(True)
+    """Orchestrator settings for :class:`~pynenc_django.orchestrator.DjangoOrchestrator`."""
 
 
 class ConfigBrokerDjango(ConfigBroker, ConfigDjango):

@@ -323,6 +323,10 @@ def hot_cursor(connection: BaseDatabaseWrapper, prepare: bool) -> Any:
 
 NEVER_BY_COUNT = 2**31 - 1
 
+#: Appended to a PostgreSQL statement's WHERE clause: its transaction commits without
+#: waiting for the WAL flush (``django_async_claim_commits``); reverts when it ends.
+NO_FLUSH_CONDITION = " AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
+
 
 @functools.cache
 def _prepared_cursor_class() -> type | None:
@@ -434,6 +438,11 @@ class DjangoBackendMixin:
         with self._cursor() as cursor:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
+
+    @property
+    def commits_claims_async(self) -> bool:
+        """Whether claims and RUNNING skip the WAL flush (``django_async_claim_commits``)."""
+        return self.vendor == "postgresql" and bool(self.conf.django_async_claim_commits)
 
     def _db_time(self, value: datetime) -> Any:
         """A datetime as the ORM would send it (MySQL and SQLite want naive UTC strings)."""

@@ -38,8 +38,10 @@ from pynenc.orchestrator.base_orchestrator import BaseBlockingControl, BaseOrche
 from pynenc_django.broker import DjangoBroker
 from pynenc_django.conf import ConfigOrchestratorDjango
 from pynenc_django.db import (
+    NO_FLUSH_CONDITION,
     DjangoBackendMixin,
     ensure_django,
+    get_connection,
     insert_rows,
     raw_delete,
     retry_transient,
@@ -102,6 +104,22 @@ def _transition_plan(
     else:
         return None
     return tuple(s.value for s in free), tuple(s.value for s in owned), caller_owns
+
+
+def mysql_history_triggers(alias: str) -> bool:
+    """Whether migration 0004 could install its triggers on this MariaDB/MySQL schema."""
+    import importlib
+
+    names = importlib.import_module(
+        "pynenc_django.migrations.0004_mysql_status_history_triggers"
+    ).MYSQL_TRIGGERS
+    with get_connection(alias).cursor() as cursor:
+        cursor.execute(
+            "SELECT COUNT(*) FROM information_schema.TRIGGERS "
+            f"WHERE TRIGGER_SCHEMA = DATABASE() AND TRIGGER_NAME IN ({', '.join(['%s'] * len(names))})",
+            list(names),
+        )
+        return int(cursor.fetchone()[0]) == len(names)
 
 
 class DjangoBlockingControl(BaseBlockingControl):
@@ -238,15 +256,29 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
     def history_by_database(self) -> bool:
         """Whether the database itself records each status change in the state history
         and releases waiters on final statuses (triggers of migration 0003, PostgreSQL
-        and SQLite), so neither costs a statement of its own."""
+        and SQLite; of 0004 on MariaDB/MySQL where the server allowed them), so neither
+        costs a statement of its own."""
         from pynenc_django.state_backend import DjangoStateBackend
 
         backend = self.app.state_backend
-        return (
-            self.vendor in ("postgresql", "sqlite")
-            and isinstance(backend, DjangoStateBackend)
-            and backend.db_alias == self.db_alias
-        )
+        if not (isinstance(backend, DjangoStateBackend) and backend.db_alias == self.db_alias):
+            return False
+        if self.vendor == "mysql":
+            return mysql_history_triggers(self.db_alias)
+        return self.vendor in ("postgresql", "sqlite")
+
+    def route_call(self, call: Any) -> DistributedInvocation:
+        """pynenc's routing of one call; the new invocation is stored by its registration
+        (one transaction with its queueing, :meth:`_store_register_and_route`), not also
+        as pynenc creates it."""
+        from pynenc_django.state_backend import DjangoStateBackend
+
+        backend = self.app.state_backend
+        new_every_time = call.task.conf.registration_concurrency == ConcurrencyControlType.DISABLED
+        if not (new_every_time and isinstance(backend, DjangoStateBackend)):
+            return super().route_call(call)  # may reuse (and update) a stored invocation
+        with backend.registration_pending():
+            return super().route_call(call)
 
     def route_calls(self, calls: list[Any]) -> list[DistributedInvocation]:
         """pynenc's batch routing (``task.parallelize``), storing the new invocations in
@@ -269,12 +301,10 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             super().register_new_invocations(invocations)
             return
         runner_ctx = context.get_or_create_runner_context(self.app.app_id)
-        self.app.state_backend.upsert_invocations(invocations)
         self.app.state_backend.store_runner_context(runner_ctx)
-        record = self._register_new_invocations(invocations, runner_ctx.runner_id)
+        record = self._store_register_and_route(invocations, runner_ctx.runner_id)
         invocation_ids = [invocation.invocation_id for invocation in invocations]
         self.app.trigger.report_tasks_status(invocation_ids, record.status)
-        self.route_invocations(invocations)
         for invocation in invocations:
             self.app.logger.info(
                 f"NEW task:{invocation.call.task.task_id.key} "
@@ -282,6 +312,31 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             )
 
     # ------------------------------------------------------------------ registration
+
+    @retry_transient
+    def _store_register_and_route(
+        self, invocations: list[DistributedInvocation], runner_id: str
+    ) -> InvocationStatusRecord:
+        """Store, register and queue new invocations in one transaction (the state
+        backend and the broker share this database where :attr:`history_by_database`):
+        a caller that dies half-way leaves no REGISTERED invocation that nothing will
+        ever run, and a single call costs one commit (one disk flush) instead of three."""
+        backend = self.app.state_backend
+        try:
+            with self.write_transaction() if self._routes_here else nullcontext():
+                backend.upsert_invocations(invocations)
+                record = self._register_new_invocations(invocations, runner_id)
+                self.route_invocations(invocations)
+        except BaseException:
+            # Rolled back: the state backend must not believe them stored.
+            backend.forget_invocations([i.invocation_id for i in invocations])  # type: ignore[attr-defined]
+            raise
+        return record
+
+    @cached_property
+    def _routes_here(self) -> bool:
+        broker = self.app.broker
+        return isinstance(broker, DjangoBroker) and broker.db_alias == self.db_alias
 
     @retry_transient
     def _register_new_invocations(
@@ -757,21 +812,11 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
 
     @property
     def _commits_running_async(self) -> bool:
-        """Whether RUNNING is committed without waiting for PostgreSQL's WAL flush.
-
-        Each synchronous commit waits for a disk flush; a trivial invocation makes three
-        (claim, RUNNING, SUCCESS) and the flushes, not the CPU, bound a worker. RUNNING
-        alone can do without: the SUCCESS or failure that follows flushes it anyway, and
-        a database *crash* (not a restart) that forgets it leaves the invocation PENDING,
-        which pynenc's recovery reruns exactly as after a worker crash. The claim and
-        every final status stay durable. Only in a statement of its own (autocommit): in
-        a caller's transaction, the setting would apply to the caller's commit.
-        """
-        return (
-            self.vendor == "postgresql"
-            and bool(self.conf.django_async_running_commit)
-            and not self.connection.in_atomic_block
-        )
+        """Whether RUNNING commits without waiting for the WAL flush
+        (``django_async_claim_commits``; the SUCCESS or failure that follows flushes it
+        anyway). Only in a statement of its own: in a caller's transaction the setting
+        would apply to the caller's commit."""
+        return self.commits_claims_async and not self.connection.in_atomic_block
 
     @cache  # noqa: B019 (a handful of shapes per orchestrator, which lives as long as its app)
     def _transition_sql(
@@ -788,12 +833,22 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         (see :attr:`_commits_running_async`)."""
         from pynenc_django.models import Invocation, InvocationResult
 
+        # On PostgreSQL the state machine's columns are compared as expressions, which no
+        # index can serve: the row is then always found through the unique key. Without
+        # statistics (autovacuum off, a young table) the planner may otherwise walk an
+        # (app_id, status_runner_id, status) or (app_id, status, ...) index, every dead
+        # version of every PENDING row included, and the cost grows with the table.
+        status, runner = (
+            ("status || ''", "status_runner_id || ''")
+            if self.vendor == "postgresql"
+            else ("status", "status_runner_id")
+        )
         allowed = []
         if free:
-            allowed.append(f"status IN ({', '.join(['%s'] * free)})")
+            allowed.append(f"{status} IN ({', '.join(['%s'] * free)})")
         if owned:
-            owner = "status_runner_id IS NULL" if no_owner else "status_runner_id = %s"
-            allowed.append(f"(status IN ({', '.join(['%s'] * owned)}) AND {owner})")
+            owner = "status_runner_id IS NULL" if no_owner else f"{runner} = %s"
+            allowed.append(f"({status} IN ({', '.join(['%s'] * owned)}) AND {owner})")
         purge = ", auto_purge_at = %s" if final else ""
         # A data-modifying CTE runs whatever the UPDATE matches, like pynenc's set_result.
         store = (
@@ -803,11 +858,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             if with_result
             else ""
         )
-        no_flush = (
-            " AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
-            if async_commit
-            else ""
-        )
+        no_flush = NO_FLUSH_CONDITION if async_commit else ""
         return (
             f"{store}UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
             f"status_timestamp = %s, status_context_id = %s{purge} "

@@ -41,6 +41,7 @@ from pynenc.runner.persistent_process_runner import PersistentProcessRunner
 from pynenc.runner.runner_context import RunnerContext
 
 from pynenc_django.conf import ConfigDjangoPersistentProcessRunner
+from pynenc_django.planner import FirstAnalyze
 from pynenc_django.wakeup import ResultWaiter
 
 if TYPE_CHECKING:
@@ -318,6 +319,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
         self._unrecovered: set[str] = set()
         self._spawned: set[str] = set()
         super().__init__(app, runner_cache, runner_context)
+        self._first_analyze = FirstAnalyze(self.db_alias)
 
     @cached_property
     def conf(self) -> ConfigDjangoPersistentProcessRunner:  # type: ignore[override]
@@ -390,7 +392,8 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
         return child_runner_id
 
     def runner_loop_iteration(self) -> None:
-        """Reap dead workers (rerouting what they held), respawn, retry pending recoveries."""
+        """Reap dead workers (rerouting what they held), respawn, retry pending recoveries;
+        give new tables their first statistics (:mod:`pynenc_django.planner`)."""
         for runner_id, process in list(self.child_runner_ids.items()):
             if process.is_alive():
                 continue
@@ -403,6 +406,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
             self._recover_workers()
         while self.running and len(self.child_runner_ids) < self.num_processes:
             self._spawn_persistent_process()
+        self._first_analyze.tick()
 
     def _recover_workers(self) -> None:
         """Reroute every invocation still held by workers that are gone."""

@@ -247,6 +247,11 @@ class DjangoStateBackend(DjangoBackendMixin, BaseStateBackend[Params, Result]):
     def end_registration_pending(self) -> None:
         self._local.pending = False
 
+    def forget_invocations(self, invocation_ids: Sequence[str]) -> None:
+        """Drop cached invocations whose store was rolled back, so the next upsert writes."""
+        for invocation_id in invocation_ids:
+            self._invocation_cache.pop(invocation_id)
+
     def _upsert_invocations(self, entries: list[tuple[InvocationDTO, CallDTO]]) -> None:
         """One bulk upsert of what this process has not already stored as it is."""
         if getattr(self._local, "pending", False):

@@ -27,3 +27,21 @@ def test_every_index_and_constraint_leads_with_app_id() -> None:
             assert index.fields[0].lstrip("-") == "app_id", (model.__name__, index.name)
         for constraint in model._meta.constraints:
             assert constraint.fields[0] == "app_id", (model.__name__, constraint.name)
+
+
+def test_mysql_triggers_migration_reverses_and_reapplies() -> None:
+    """0004 installs the history triggers on MariaDB/MySQL and removes them going back
+    (a no-op elsewhere, where 0003's triggers stay)."""
+    from django.db import connection
+
+    from pynenc_django.orchestrator import mysql_history_triggers
+
+    mysql = connection.vendor == "mysql"
+    call_command("migrate", "pynenc_django", "0003", verbosity=0)
+    try:
+        if mysql:
+            assert not mysql_history_triggers("default")
+    finally:
+        call_command("migrate", "pynenc_django", verbosity=0)
+    if mysql:
+        assert mysql_history_triggers("default")

@@ -1,6 +1,6 @@
-"""On PostgreSQL, RUNNING commits without waiting for the WAL flush; nothing else does, and
-the setting never outlives that one transaction (see
-``DjangoOrchestrator._commits_running_async``)."""
+"""On PostgreSQL a worker's claim and RUNNING commit without waiting for the WAL flush;
+submissions and final statuses always wait, and the setting never outlives the one
+transaction it was made for (``django_async_claim_commits``)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ def app(app_instance_builder: Any) -> Iterator[Pynenc]:
 
 @pytest.fixture
 def durable_app(app_instance_builder: Any) -> Iterator[Pynenc]:
-    yield from build(app_instance_builder, django_async_running_commit=False)
+    yield from build(app_instance_builder, django_async_claim_commits=False)
 
 
 def synchronous_commit() -> str:
@@ -60,6 +60,20 @@ def lifecycle_statements(app: Pynenc) -> dict[InvocationStatus, list[str]]:
         statements[status] = sent
         assert app.orchestrator.get_invocation_status(invocation.invocation_id) == status
     return statements
+
+
+def claim_statements(app: Pynenc) -> list[str]:
+    app.task(noop)()
+    with counted() as sent:
+        [claimed] = list(app.orchestrator.get_invocations_to_run(1, CTX))
+    assert app.orchestrator.get_invocation_status(claimed.invocation_id).value == "pending"
+    return sent
+
+
+def test_the_claim_skips_the_flush_and_the_setting_does_not_leak(app: Pynenc) -> None:
+    sent = claim_statements(app)
+    assert [ASYNC in sql for sql in sent if "DELETE" in sql] == [True]
+    assert synchronous_commit() == "on"  # local to the claim's transaction
 
 
 def test_only_running_skips_the_flush_and_the_setting_does_not_leak(app: Pynenc) -> None:
@@ -82,6 +96,7 @@ def test_running_inside_a_callers_transaction_stays_durable(app: Pynenc) -> None
     assert synchronous_commit() == "on"
 
 
-def test_setting_off_flushes_running_too(durable_app: Pynenc) -> None:
+def test_setting_off_flushes_every_commit(durable_app: Pynenc) -> None:
     statements = lifecycle_statements(durable_app)
     assert not any(ASYNC in sql for sent in statements.values() for sql in sent)
+    assert not any(ASYNC in sql for sql in claim_statements(durable_app))
