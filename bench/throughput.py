@@ -798,8 +798,10 @@ def method_notes(system: System, args: argparse.Namespace) -> list[str]:
     if system.kind == "pynenc-django":
         notes.append(
             "pynenc-django's defaults: on PostgreSQL the hot statements are prepared on the "
-            "server and RUNNING commits without waiting for the WAL flush "
-            "(django_async_running_commit; the claim and the final status wait for theirs)"
+            "server; a worker's claim and RUNNING commit without waiting for the WAL flush "
+            "(django_async_claim_commits; submissions and final statuses wait for theirs); "
+            "the runner gives hot tables never analyzed a first ANALYZE once they have rows "
+            "(pynenc_django.planner)"
         )
         notes.append(
             "statements: every execute through a Django connection (ORM and raw cursors, "

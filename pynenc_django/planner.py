@@ -43,8 +43,9 @@ class FirstAnalyze:
     LATE_INTERVAL = 60.0
     MIN_ROWS = 100
 
-    def __init__(self, alias: str) -> None:
+    def __init__(self, alias: str, tables: tuple[str, ...] = HOT_TABLES) -> None:
         self.alias = alias
+        self.tables = tables
         self.done = False
         self._started = time.monotonic()
         self._next = 0.0
@@ -72,7 +73,7 @@ class FirstAnalyze:
                 "SELECT relname, n_live_tup + n_dead_tup FROM pg_stat_user_tables "
                 "WHERE relname = ANY(%s) AND schemaname = ANY(current_schemas(false)) "
                 "AND last_analyze IS NULL AND last_autoanalyze IS NULL",
-                [list(HOT_TABLES)],
+                [list(self.tables)],
             )
             pending = cursor.fetchall()
             for table, rows in pending:

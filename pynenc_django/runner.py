@@ -42,7 +42,7 @@ from pynenc.runner.runner_context import RunnerContext
 
 from pynenc_django.conf import ConfigDjangoPersistentProcessRunner
 from pynenc_django.planner import FirstAnalyze
-from pynenc_django.wakeup import ResultWaiter
+from pynenc_django.wakeup import ResultWaiter, result_waiter
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -348,7 +348,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner):
 
     @cached_property
     def _result_waiter(self) -> ResultWaiter:
-        return ResultWaiter(
+        return result_waiter(
             self.db_alias,
             max_wait=float(self.conf.invocation_wait_results_sleep_time_sec),
             listen=bool(self.conf.django_listen_notify),

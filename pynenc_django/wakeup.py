@@ -211,6 +211,16 @@ class ResultWaiter:
         self._lock = threading.Lock()
         self._local = threading.local()
         self._announced: BoundedCache[str, bool] = BoundedCache(self.REMEMBERED)
+        #: Bumped at every (re)subscription: announcements are complete from then on.
+        self.epoch = 0
+
+    @property
+    def listening(self) -> bool:
+        """Subscribed now: every final status from :attr:`epoch` on will be announced."""
+        return self._conn is not None
+
+    def announced(self, invocation_id: str) -> bool:
+        return bool(self._announced.get(invocation_id))
 
     def wait(self, invocation_ids: list[str]) -> None:
         shortest = self.MIN_WAIT if len(invocation_ids) == 1 else self.GROUP_WAIT
@@ -243,6 +253,7 @@ class ResultWaiter:
         try:
             if self._conn is None:
                 self._conn = listen_connection(self.alias, FINAL_CHANNEL)
+                self.epoch += 1
                 return True
             deadline = time.monotonic() + self.max_wait
             found = False
@@ -263,3 +274,19 @@ class ResultWaiter:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+
+
+_result_waiters: dict[str, ResultWaiter] = {}
+_result_waiters_lock = threading.Lock()
+
+
+def result_waiter(alias: str, max_wait: float, listen: bool) -> ResultWaiter:
+    """The process's :class:`ResultWaiter` for ``alias`` (one ``LISTEN`` connection each)."""
+    with _result_waiters_lock:
+        if alias not in _result_waiters:
+            _result_waiters[alias] = ResultWaiter(alias, max_wait, listen)
+        return _result_waiters[alias]
+
+
+def existing_result_waiter(alias: str) -> ResultWaiter | None:
+    return _result_waiters.get(alias)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -163,6 +163,22 @@ def app_instance(app_instance_builder: PynencBuilder) -> Generator[Pynenc, None,
     app = app_instance_builder.build()
     yield app
     app.purge()
+
+
+@pytest.fixture
+def configured_app(
+    app_instance_builder: PynencBuilder,
+) -> Generator[Callable[..., Pynenc], None, None]:
+    """Builds this test's app with extra config values; purged at the end."""
+    built: list[Pynenc] = []
+
+    def build(**config: Any) -> Pynenc:
+        built.append(app_instance_builder.custom_config(**config).build())
+        return built[-1]
+
+    yield build
+    for app in built:
+        app.purge()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -4,7 +4,6 @@ transaction it was made for (``django_async_claim_commits``)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,20 +28,14 @@ def postgresql_only() -> None:
         pytest.skip("synchronous_commit is PostgreSQL's")
 
 
-def build(app_instance_builder: Any, **config: Any) -> Iterator[Pynenc]:
-    built = app_instance_builder.custom_config(**config).build()
-    yield built
-    built.purge()
+@pytest.fixture
+def app(configured_app: Any) -> Pynenc:
+    return configured_app()
 
 
 @pytest.fixture
-def app(app_instance_builder: Any) -> Iterator[Pynenc]:
-    yield from build(app_instance_builder)
-
-
-@pytest.fixture
-def durable_app(app_instance_builder: Any) -> Iterator[Pynenc]:
-    yield from build(app_instance_builder, django_async_claim_commits=False)
+def durable_app(configured_app: Any) -> Pynenc:
+    return configured_app(django_async_claim_commits=False)
 
 
 def synchronous_commit() -> str:

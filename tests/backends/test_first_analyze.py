@@ -1,11 +1,10 @@
-"""The runner parent gives hot tables that never had statistics their first ANALYZE, after
-which a status change finds its row through the unique key, not an ``app_id`` scan
-(:mod:`pynenc_django.planner`)."""
+"""The runner parent gives tables that never had statistics their first ANALYZE once they
+have rows, after which a status change finds its row through the unique key, not an
+``app_id`` scan (:mod:`pynenc_django.planner`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from django.db import connection
@@ -13,28 +12,36 @@ from pynenc import Pynenc
 
 from pynenc_django.planner import HOT_TABLES, FirstAnalyze
 
+PRIVATE = "pynenc_test_first_analyze"
+
 
 def noop(i: int) -> int:
     return i
 
 
-@pytest.fixture
-def app(app_instance_builder: Any) -> Iterator[Pynenc]:
+@pytest.fixture(autouse=True)
+def postgresql_only() -> None:
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL's planner statistics")
-    built = app_instance_builder.build()
-    yield built
-    built.purge()
 
 
-def analyzed() -> dict[str, bool]:
+@pytest.fixture
+def private_table() -> Iterator[str]:
+    """A table nothing else writes: its counters are ours alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {PRIVATE}")
+        cursor.execute(f"CREATE TABLE {PRIVATE} (id integer)")
+    yield PRIVATE
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {PRIVATE}")
+
+
+def analyzed(table: str) -> bool:
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT relname, last_analyze IS NOT NULL FROM pg_stat_user_tables "
-            "WHERE relname = ANY(%s)",
-            [list(HOT_TABLES)],
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = %s", [table]
         )
-        return dict(cursor.fetchall())
+        return bool(cursor.fetchone()[0])
 
 
 def flush_statistics() -> None:
@@ -43,25 +50,33 @@ def flush_statistics() -> None:
     connection.close()  # a backend flushes its counters when it goes idle, or exits
 
 
-def test_hot_tables_get_their_first_analyze_once_they_have_rows(app: Pynenc) -> None:
-    with connection.cursor() as cursor:  # as if never analyzed (counters only)
-        for table in HOT_TABLES:
-            cursor.execute("SELECT pg_stat_reset_single_table_counters(%s::regclass)", [table])
-    assert not any(analyzed().values())
-
-    first = FirstAnalyze("default")
-    first.tick()  # empty tables: nothing worth analyzing yet
-    assert not any(analyzed().values()) and not first.done
-
-    # Enough rows that reading them all is no longer the cheap plan.
-    app.task(noop).parallelize([(i,) for i in range(max(2000, FirstAnalyze.MIN_ROWS))])
-    flush_statistics()
-    first._next = 0.0  # its next look is due
+def test_a_table_is_analyzed_once_it_has_rows(private_table: str) -> None:
+    first = FirstAnalyze("default", tables=(private_table,))
     first.tick()
-    done = analyzed()
-    for table in ("pynenc_invocation", "pynenc_broker_message", "pynenc_state_invocation"):
-        assert done[table], done
-    assert not done["pynenc_state_result"] and not first.done  # no results yet: later
+    assert not analyzed(private_table) and not first.done  # empty: nothing to learn yet
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {private_table} SELECT generate_series(1, %s)", [200])
+    flush_statistics()
+    first.tick()  # not due yet: looks are spaced
+    assert not analyzed(private_table)
+    first._next = 0.0
+    first.tick()
+    assert analyzed(private_table) and not first.done  # done at the next look, which
+    first._next = 0.0  # finds nothing left to analyze
+    first.tick()
+    assert first.done
+
+
+def test_after_it_a_status_change_uses_the_unique_key(app_instance: Pynenc) -> None:
+    with connection.cursor() as cursor:  # as if never analyzed (counters only)
+        cursor.execute("SELECT pg_stat_reset_single_table_counters('pynenc_invocation'::regclass)")
+    # Enough rows that reading them all is no longer the cheap plan.
+    app_instance.task(noop).parallelize([(i,) for i in range(2000)])
+    flush_statistics()
+    FirstAnalyze("default").tick()
+    assert analyzed("pynenc_invocation")
+    assert "pynenc_invocation" in HOT_TABLES
 
     with connection.cursor() as cursor:
         cursor.execute("SET plan_cache_mode = force_generic_plan")

@@ -30,20 +30,14 @@ def postgresql_only() -> Iterator[None]:
     connection.close()
 
 
-def build(app_instance_builder: Any, **config: Any) -> Iterator[Pynenc]:
-    built = app_instance_builder.custom_config(**config).build()
-    yield built
-    built.purge()
+@pytest.fixture
+def app(configured_app: Any) -> Pynenc:
+    return configured_app()
 
 
 @pytest.fixture
-def app(app_instance_builder: Any) -> Iterator[Pynenc]:
-    yield from build(app_instance_builder)
-
-
-@pytest.fixture
-def unprepared_app(app_instance_builder: Any) -> Iterator[Pynenc]:
-    yield from build(app_instance_builder, django_prepared_statements=False)
+def unprepared_app(configured_app: Any) -> Pynenc:
+    return configured_app(django_prepared_statements=False)
 
 
 def lifecycles(app: Pynenc, count: int) -> None:

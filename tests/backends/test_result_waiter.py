@@ -14,7 +14,8 @@ from pynenc import Pynenc
 from pynenc.invocation.status import InvocationStatus
 from pynenc.runner.runner_context import RunnerContext
 
-from pynenc_django.wakeup import ResultWaiter
+from pynenc_django.wakeup import ResultWaiter, result_waiter
+from tests.backends.test_statement_budget import counted
 
 MAX_WAIT = 30.0
 
@@ -25,24 +26,29 @@ def noop() -> None:
 
 @pytest.fixture
 def waiter() -> Iterator[ResultWaiter]:
+    """The process's waiter, as the runner uses it (``filter_final`` consults it too)."""
     if connection.vendor != "postgresql":
         pytest.skip("results are announced on PostgreSQL only; elsewhere clients back off")
-    result_waiter = ResultWaiter("default", max_wait=MAX_WAIT, listen=True)
-    yield result_waiter
-    result_waiter.close()
+    result_waiter_ = result_waiter("default", max_wait=MAX_WAIT, listen=True)
+    yield result_waiter_
+    result_waiter_.close()
+
+
+def finish(app: Pynenc, invocation_ids: list[str]) -> None:
+    ctx = RunnerContext("W", runner_id="finisher")
+    for invocation_id in invocation_ids:
+        for status in (InvocationStatus.PENDING, InvocationStatus.RUNNING):
+            app.orchestrator.set_invocation_status(invocation_id, status, ctx)
+        app.orchestrator.set_invocation_status(invocation_id, InvocationStatus.SUCCESS, ctx)
 
 
 def finish_later(app: Pynenc, invocation_ids: list[str], delay: float) -> threading.Thread:
-    def finish() -> None:
+    def finish_them() -> None:
         time.sleep(delay)
-        ctx = RunnerContext("W", runner_id="finisher")
-        for invocation_id in invocation_ids:
-            for status in (InvocationStatus.PENDING, InvocationStatus.RUNNING):
-                app.orchestrator.set_invocation_status(invocation_id, status, ctx)
-            app.orchestrator.set_invocation_status(invocation_id, InvocationStatus.SUCCESS, ctx)
+        finish(app, invocation_ids)
         connections.close_all()
 
-    thread = threading.Thread(target=finish)
+    thread = threading.Thread(target=finish_them)
     thread.start()
     return thread
 
@@ -76,3 +82,42 @@ def test_announcements_for_other_invocations_are_remembered(
     assert timed_wait(waiter, [a.invocation_id]) < MAX_WAIT / 2
     thread.join()
     assert timed_wait(waiter, [b.invocation_id]) < MAX_WAIT / 2
+
+
+def looked_up(statements: list[str]) -> int:
+    """Invocation ids in the status look(s) among ``statements``."""
+    return sum(sql.count("%s") - 4 for sql in statements if "i.status IN" in sql)
+
+
+def test_group_looks_query_only_announced_invocations(
+    app_instance: Pynenc, waiter: ResultWaiter
+) -> None:
+    ids = [inv.invocation_id for inv in app_instance.task(noop).parallelize([()] * 30).invocations]
+    orchestrator = app_instance.orchestrator
+    waiter.wait(ids)  # subscribe
+    with counted() as sent:
+        assert orchestrator.filter_final(ids) == []
+    assert looked_up(sent) == 30  # the first look after subscribing covers them all
+
+    finish(app_instance, ids[:3])
+    waiter.wait(ids)  # returns on the announcements
+    with counted() as sent:
+        assert orchestrator.filter_final(ids) == ids[:3]
+    assert looked_up(sent) == 3  # only what was announced
+
+    orchestrator._local.covered = None  # as after FULL_LOOK_SEC, or another group
+    with counted() as sent:
+        assert orchestrator.filter_final(ids[3:]) == []
+    assert looked_up(sent) == 27
+
+
+def test_group_looks_are_full_while_not_subscribed(app_instance: Pynenc) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("results are announced on PostgreSQL only")
+    waiter = result_waiter("default", max_wait=MAX_WAIT, listen=True)
+    waiter.close()  # e.g. the LISTEN connection was lost
+    ids = [inv.invocation_id for inv in app_instance.task(noop).parallelize([()] * 5).invocations]
+    for _ in range(2):
+        with counted() as sent:
+            app_instance.orchestrator.filter_final(ids)
+        assert looked_up(sent) == 5
