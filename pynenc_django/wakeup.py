@@ -276,17 +276,23 @@ class ResultWaiter:
             self._conn = None
 
 
-_result_waiters: dict[str, ResultWaiter] = {}
+_result_waiters: dict[tuple[str, float, bool], ResultWaiter] = {}
 _result_waiters_lock = threading.Lock()
 
 
 def result_waiter(alias: str, max_wait: float, listen: bool) -> ResultWaiter:
-    """The process's :class:`ResultWaiter` for ``alias`` (one ``LISTEN`` connection each)."""
+    """The process's :class:`ResultWaiter` for ``alias`` and these settings (apps with other
+    settings in the same process get their own), so ``filter_final`` can find it."""
+    key = (alias, max_wait, listen)
     with _result_waiters_lock:
-        if alias not in _result_waiters:
-            _result_waiters[alias] = ResultWaiter(alias, max_wait, listen)
-        return _result_waiters[alias]
+        if key not in _result_waiters:
+            _result_waiters[key] = ResultWaiter(alias, max_wait, listen)
+        return _result_waiters[key]
 
 
 def existing_result_waiter(alias: str) -> ResultWaiter | None:
-    return _result_waiters.get(alias)
+    """A waiter of this process subscribed to ``alias``'s announcements, if any."""
+    for (waiter_alias, _, _), waiter in list(_result_waiters.items()):
+        if waiter_alias == alias and waiter.listening:
+            return waiter
+    return None

@@ -121,3 +121,12 @@ def test_group_looks_are_full_while_not_subscribed(app_instance: Pynenc) -> None
         with counted() as sent:
             app_instance.orchestrator.filter_final(ids)
         assert looked_up(sent) == 5
+
+
+def test_each_configuration_gets_its_own_waiter() -> None:
+    """Apps in one process with different wait settings never share (and so never
+    inherit each other's) result waiters."""
+    short = result_waiter("default", max_wait=0.1, listen=False)
+    assert result_waiter("default", max_wait=0.1, listen=False) is short
+    long = result_waiter("default", max_wait=5.0, listen=False)
+    assert long is not short and long.max_wait == 5.0 and short.max_wait == 0.1
