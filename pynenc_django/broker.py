@@ -198,14 +198,7 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
     def _pop_joins_invocation(self) -> bool:
         """PostgreSQL with our state backend on the same database: the pop also returns
         the invocation's row, which the claim reads next."""
-        from pynenc_django.state_backend import DjangoStateBackend
-
-        backend = self.app.state_backend
-        return (
-            self.connection.vendor == "postgresql"
-            and isinstance(backend, DjangoStateBackend)
-            and backend.db_alias == self.db_alias
-        )
+        return self.vendor == "postgresql" and self.shares_database(self.app.state_backend)
 
     @cached_property
     def _pop_sql(self) -> str:

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -417,7 +418,12 @@ class DjangoBackendMixin:
     def _table(self, model: type[Model]) -> str:
         return self.connection.ops.quote_name(model._meta.db_table)
 
-    @property
+    def shares_database(self, component: object) -> bool:
+        """Whether another pynenc component is one of ours on this same database, so one
+        statement or transaction may span both."""
+        return isinstance(component, DjangoBackendMixin) and component.db_alias == self.db_alias
+
+    @cached_property
     def prepares(self) -> bool:
         """Whether fixed SQL is prepared on the server (see :func:`hot_cursor`)."""
         return bool(self.conf.django_prepared_statements)
@@ -439,7 +445,7 @@ class DjangoBackendMixin:
             cursor.execute(sql, params)
             return int(cursor.rowcount)
 
-    @property
+    @cached_property
     def commits_claims_async(self) -> bool:
         """Whether claims and RUNNING skip the WAL flush (``django_async_claim_commits``)."""
         return self.vendor == "postgresql" and bool(self.conf.django_async_claim_commits)

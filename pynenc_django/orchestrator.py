@@ -264,10 +264,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         and releases waiters on final statuses (triggers of migration 0003, PostgreSQL
         and SQLite; of 0004 on MariaDB/MySQL where the server allowed them), so neither
         costs a statement of its own."""
-        from pynenc_django.state_backend import DjangoStateBackend
-
-        backend = self.app.state_backend
-        if not (isinstance(backend, DjangoStateBackend) and backend.db_alias == self.db_alias):
+        if not self.shares_database(self.app.state_backend):
             return False
         if self.vendor == "mysql":
             return self._mysql_history_triggers()
@@ -345,8 +342,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
 
     @cached_property
     def _routes_here(self) -> bool:
-        broker = self.app.broker
-        return isinstance(broker, DjangoBroker) and broker.db_alias == self.db_alias
+        return self.shares_database(self.app.broker)
 
     @retry_transient
     def _register_new_invocations(
@@ -475,10 +471,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
     def _fetches_results(self) -> bool:
         """Whether status reads also fetch a SUCCESS invocation's (small) result, for the
         ``get_result`` a waiting client makes next: our state backend, same database."""
-        from pynenc_django.state_backend import DjangoStateBackend
-
-        backend = self.app.state_backend
-        return isinstance(backend, DjangoStateBackend) and backend.db_alias == self.db_alias
+        return self.shares_database(self.app.state_backend)
 
     @cached_property
     def _result_column(self) -> str:
@@ -609,8 +602,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         Needs the broker on the same database alias; otherwise pynenc's own two-step
         loop runs unchanged.
         """
-        broker = self.app.broker
-        if not isinstance(broker, DjangoBroker) or broker.db_alias != self.db_alias:
+        if not self._routes_here:
             yield from super().get_additional_invocations_to_run(
                 missing_invocations,
                 blocking_invocation_ids,
