@@ -797,11 +797,13 @@ def method_notes(system: System, args: argparse.Namespace) -> list[str]:
     ]
     if system.kind == "pynenc-django":
         notes.append(
-            "pynenc-django's defaults: on PostgreSQL the hot statements are prepared on the "
-            "server; a worker's claim and RUNNING commit without waiting for the WAL flush "
-            "(django_async_claim_commits; submissions and final statuses wait for theirs); "
-            "the runner gives hot tables never analyzed a first ANALYZE once they have rows "
-            "(pynenc_django.planner)"
+            "pynenc-django's defaults: on PostgreSQL a submit is one statement and so is a "
+            "claim, the hot statements are prepared on the server, and a worker's claim and "
+            "RUNNING commit without waiting for the WAL flush (django_async_claim_commits; "
+            "submissions and final statuses wait for theirs); the runner gives hot tables "
+            "never analyzed a first ANALYZE once they have rows (pynenc_django.planner); on "
+            "SQLite idle workers and waiting clients watch signal files (inotify) instead of "
+            "backing off"
         )
         notes.append(
             "statements: every execute through a Django connection (ORM and raw cursors, "

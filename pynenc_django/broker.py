@@ -23,12 +23,15 @@ from pynenc_django.conf import ConfigBrokerDjango
 from pynenc_django.db import (
     NO_FLUSH_CONDITION,
     DjangoBackendMixin,
+    StatementPart,
+    combine_parts,
     ensure_django,
+    gathered,
     insert_rows,
     retry_transient,
 )
 from pynenc_django.utils import chunked
-from pynenc_django.wakeup import notify_channel
+from pynenc_django.wakeup import notify_channel, signal_after_commit, signal_path, work_signal
 
 # Rows per INSERT ... NOTIFY statement: 5 parameters each, far below PostgreSQL's 65,535.
 NOTIFY_INSERT_CHUNK = 1000
@@ -86,6 +89,14 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                 for invocation_id in invocation_ids
             ],
         )
+        signal_after_commit(self.db_alias, self._work_signal)
+
+    @cached_property
+    def _work_signal(self) -> str | None:
+        """SQLite: the file idle workers watch for new messages (:mod:`.wakeup`)."""
+        if not self.conf.django_listen_notify:
+            return None
+        return signal_path(self.db_alias, work_signal(self.app.app_id))
 
     def _insert_and_notify(
         self,
@@ -106,20 +117,27 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         table = self.connection.ops.quote_name(BrokerMessage._meta.db_table)
         channel = notify_channel(self.app.app_id)
         chunks = list(chunked(list(invocation_ids), NOTIFY_INSERT_CHUNK))
+        parts = gathered(self.db_alias) if len(chunks) == 1 else None
         with transaction.atomic(using=self.db_alias) if len(chunks) > 1 else nullcontext():
             for chunk in chunks:
                 values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
                 params: list[Any] = []
                 for invocation_id in chunk:
                     params += [self.app.app_id, queue_name, priority, invocation_id, now]
-                with self._cursor(prepare=len(chunk) == 1) as cursor:
-                    cursor.execute(
-                        f"WITH inserted AS (INSERT INTO {table} "
-                        "(app_id, queue, priority, invocation_id, created_at) "
-                        f"VALUES {values} RETURNING 1) "
-                        "SELECT pg_notify(%s, %s) FROM (SELECT count(*) FROM inserted) AS n",
-                        [*params, channel, queue_name],
-                    )
+                part = StatementPart(
+                    f"INSERT INTO {table} (app_id, queue, priority, invocation_id, created_at) "
+                    f"VALUES {values} RETURNING 1",
+                    params,
+                    len(chunk) == 1 and self.prepares,
+                    "SELECT pg_notify(%s, %s) FROM (SELECT count(*) FROM {cte}) AS n",
+                    [channel, queue_name],
+                )
+                if parts is not None:  # the submit's one statement (db.one_statement)
+                    parts.append(part)
+                    continue
+                sql, all_params = combine_parts([part])
+                with self._cursor(prepare=part.prepare) as cursor:
+                    cursor.execute(sql, all_params)
 
     @retry_transient
     def retrieve_invocation(self, queue_name: str | None = None) -> InvocationId | None:
@@ -136,15 +154,20 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                 rows = self._fetch(head_sql, [self.app.app_id, queue])
                 if not rows:
                     return None
-                message_id, invocation_id = rows[0]
+                message_id, invocation_id, *state_row = rows[0]
                 if self._execute(delete_sql, [self.app.app_id, message_id]) == 1:
+                    if state_row and state_row[0] is not None:
+                        self.app.state_backend.remember_invocation_row(state_row)  # type: ignore[attr-defined]
                     return InvocationId(invocation_id)
 
     @cached_property
     def _head_and_delete_sql(self) -> tuple[str, str]:
         """The two-statement pop (MariaDB/MySQL, old SQLite): lock the head (skipping
-        heads other workers hold, where the database can), then delete it by id."""
-        from pynenc_django.models import BrokerMessage
+        heads other workers hold, where the database can), then delete it by id. With our
+        state backend on the same database, the head brings the invocation's row along,
+        which the claim reads next."""
+        from pynenc_django.models import BrokerMessage, StateInvocation
+        from pynenc_django.state_backend import INVOCATION_FIELDS
 
         table = self._table(BrokerMessage)
         skip = (
@@ -152,9 +175,16 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
             if self.connection.features.has_select_for_update_skip_locked
             else ""
         )
+        columns, join = "", ""
+        if self.shares_database(self.app.state_backend):
+            columns = "".join(f", s.{field}" for field in INVOCATION_FIELDS)
+            join = (
+                f" LEFT JOIN {self._table(StateInvocation)} s "
+                "ON s.app_id = b.app_id AND s.invocation_id = b.invocation_id"
+            )
         return (
-            f"SELECT id, invocation_id FROM {table} WHERE app_id = %s AND queue = %s "
-            f"ORDER BY priority DESC, id LIMIT 1{skip}",
+            f"SELECT b.id, b.invocation_id{columns} FROM {table} b{join} "
+            f"WHERE b.app_id = %s AND b.queue = %s ORDER BY b.priority DESC, b.id LIMIT 1{skip}",
             f"DELETE FROM {table} WHERE app_id = %s AND id = %s",
         )
 

@@ -27,7 +27,9 @@ class ConfigDjango(ConfigPynencBase):
     :cvar ConfigField[bool] django_listen_notify:
         On PostgreSQL, enqueueing sends ``NOTIFY`` and idle workers ``LISTEN``, so they
         wake at once instead of polling. Turn off behind a transaction-mode pooler
-        (PgBouncer), which cannot carry ``LISTEN``; workers then back off instead.
+        (PgBouncer), which cannot carry ``LISTEN``; workers then back off instead. On
+        SQLite (Linux), enqueues and final statuses touch signal files beside the
+        database file, which idle workers and waiting clients watch with inotify.
     :cvar ConfigField[bool] django_prepared_statements:
         On PostgreSQL (psycopg 3), the fixed SQL run several times per invocation is
         prepared on the server once per connection, sparing its parsing and planning.
@@ -87,9 +89,9 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
         cannot notify it (SQLite, MariaDB/MySQL): it bounds the wake-up latency. A look
         costs two or three statements, so 1.0 keeps an idle worker under 5 per second.
     :cvar ConfigField[float] django_notify_safety_poll_sec:
-        With LISTEN/NOTIFY (PostgreSQL), how often an idle worker polls anyway. Every
-        enqueue notifies, so this only matters for work enqueued by a process that has
-        ``django_listen_notify`` off.
+        With LISTEN/NOTIFY (PostgreSQL) or signal files (SQLite), how often an idle
+        worker polls anyway. Every enqueue notifies, so this only matters for work
+        enqueued by a process that has ``django_listen_notify`` off.
     :cvar ConfigField[float] django_heartbeat_interval_sec:
         How often the runner refreshes its workers' heartbeats. pynenc considers a
         runner dead after ``runner_considered_dead_after_minutes`` without one.

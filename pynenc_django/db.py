@@ -528,6 +528,78 @@ def size_batches[M](rows: Sequence[M]) -> Iterator[list[M]]:
         yield batch
 
 
+class StatementPart:
+    """One gathered write of :func:`one_statement`: the body of a WITH item, and an
+    optional final SELECT over it (``{cte}`` names the item)."""
+
+    __slots__ = ("body", "params", "tail", "tail_params", "prepare")
+
+    def __init__(
+        self,
+        body: str,
+        params: Sequence[Any],
+        prepare: bool,
+        tail: str | None = None,
+        tail_params: Sequence[Any] = (),
+    ) -> None:
+        self.body, self.params, self.prepare = body, list(params), prepare
+        self.tail, self.tail_params = tail, list(tail_params)
+
+
+_gathering = threading.local()
+
+
+@contextmanager
+def one_statement(alias: str, enabled: bool = True) -> Iterator[None]:
+    """PostgreSQL: the INSERTs made inside (:func:`insert_rows`, the broker's
+    insert-and-notify) on ``alias`` run at the end as one data-modifying ``WITH``
+    statement. One statement is atomic on its own, so a submit's state row, REGISTERED
+    row and queue message need no transaction: one round trip instead of five (BEGIN,
+    three INSERTs, COMMIT). Only writes whose results nobody reads before the end may be
+    gathered; an exception inside discards them. Elsewhere, or nested, a no-op.
+    """
+    if not enabled or get_connection(alias).vendor != "postgresql" or gathered(alias) is not None:
+        yield
+        return
+    parts: list[StatementPart] = []
+    by_alias = getattr(_gathering, "by_alias", None)
+    if by_alias is None:
+        by_alias = _gathering.by_alias = {}
+    by_alias[alias] = parts
+    try:
+        yield
+    finally:
+        del by_alias[alias]
+    if parts:
+        sql, params = combine_parts(parts)
+        with hot_cursor(get_connection(alias), all(part.prepare for part in parts)) as cursor:
+            cursor.execute(sql, params)
+
+
+def gathered(alias: str) -> list[StatementPart] | None:
+    """The writes :func:`one_statement` is gathering on ``alias``, if it is."""
+    by_alias = getattr(_gathering, "by_alias", None)
+    return None if by_alias is None else by_alias.get(alias)
+
+
+def combine_parts(parts: Sequence[StatementPart]) -> tuple[str, list[Any]]:
+    """``WITH p0 AS (...), p1 AS (...) <tails or SELECT 1>``. PostgreSQL runs every
+    data-modifying WITH item exactly once, referenced or not."""
+    if len(parts) == 1 and parts[0].tail is None:
+        return parts[0].body, parts[0].params
+    items, tails, params, tail_params = [], [], [], []
+    for n, part in enumerate(parts):
+        items.append(f"p{n} AS ({part.body})")
+        params += part.params
+        if part.tail is not None:
+            tails.append(part.tail.format(cte=f"p{n}"))
+            tail_params += part.tail_params
+    return (
+        f"WITH {', '.join(items)} {' UNION ALL '.join(tails) or 'SELECT 1'}",
+        params + tail_params,
+    )
+
+
 def insert_rows(
     alias: str,
     model: type[Model],
@@ -553,6 +625,7 @@ def insert_rows(
     connection = get_connection(alias)
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]  # type: ignore[attr-defined]
     batches = list(size_batches(rows))
+    parts = gathered(alias) if len(batches) == 1 else None
     with transaction.atomic(using=alias) if len(batches) > 1 else contextlib.nullcontext():
         for batch in batches:
             sql = _insert_sql(
@@ -568,6 +641,9 @@ def insert_rows(
                 for row in batch
                 for field in fields
             ]
+            if parts is not None:
+                parts.append(StatementPart(sql, params, prepare and len(batch) == 1))
+                continue
             with hot_cursor(connection, prepare and len(batch) == 1) as cursor:
                 cursor.execute(sql, params)
 

@@ -44,6 +44,7 @@ from pynenc_django.db import (
     ensure_django,
     get_connection,
     insert_rows,
+    one_statement,
     raw_delete,
     retry_transient,
 )
@@ -55,7 +56,12 @@ from pynenc_django.utils import (
     now_utc,
     sha256_hex,
 )
-from pynenc_django.wakeup import existing_result_waiter
+from pynenc_django.wakeup import (
+    FINAL_SIGNAL,
+    existing_result_waiter,
+    signal_after_commit,
+    signal_path,
+)
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
@@ -74,6 +80,8 @@ OWNED_STATUSES = (InvocationStatus.PENDING, InvocationStatus.RUNNING, Invocation
 FINAL_CACHE_SIZE = 50_000
 _FINAL = sorted(s.value for s in InvocationStatus.get_final_statuses())
 _AVAILABLE = sorted(s.value for s in InvocationStatus.get_available_for_run_statuses())
+#: ``_claim_from_queue``: the one-statement claim could not decide; take the general path.
+_SLOW_CLAIM = object()
 
 
 @cache
@@ -106,6 +114,12 @@ def _transition_plan(
     else:
         return None
     return tuple(s.value for s in free), tuple(s.value for s in owned), caller_owns
+
+
+#: A claim's transition (never ``None``: the claimer is a runner).
+_PENDING_PLAN: tuple[tuple[str, ...], tuple[str, ...], bool] = _transition_plan(  # type: ignore[assignment]
+    InvocationStatus.PENDING, True
+)
 
 
 def mysql_history_triggers(alias: str) -> bool:
@@ -258,6 +272,21 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         if not found:
             self._no_blocking_until = now + self.blocking_check_interval
 
+    def waiting_for_results(
+        self, caller_invocation_id: InvocationId | None, result_invocation_ids: list[InvocationId]
+    ) -> None:
+        """pynenc's; for a client (no caller invocation) under our runner, also its first
+        wait. pynenc's result loop calls this after a status look found nothing final,
+        then looks again before its own first wait: a look that could find nothing new."""
+        super().waiting_for_results(caller_invocation_id, result_invocation_ids)
+        runner = self.app.runner
+        if (
+            caller_invocation_id is None
+            and result_invocation_ids
+            and hasattr(runner, "_result_waiter")
+        ):
+            runner.waiting_for_results(None, result_invocation_ids)
+
     @cached_property
     def history_by_database(self) -> bool:
         """Whether the database itself records each status change in the state history
@@ -327,10 +356,17 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         """Store, register and queue new invocations in one transaction (the state
         backend and the broker share this database where :attr:`history_by_database`):
         a caller that dies half-way leaves no REGISTERED invocation that nothing will
-        ever run, and a single call costs one commit (one disk flush) instead of three."""
+        ever run, and a single call costs one commit (one disk flush) instead of three.
+        On PostgreSQL the three INSERTs are one statement (:func:`one_statement`), which
+        for a single invocation needs no transaction around it."""
         backend = self.app.state_backend
+        # One invocation on PostgreSQL: its three INSERTs are one statement, atomic alone.
+        alone = len(invocations) == 1 and self.vendor == "postgresql"
         try:
-            with self.write_transaction() if self._routes_here else nullcontext():
+            with (
+                self.write_transaction() if self._routes_here and not alone else nullcontext(),
+                one_statement(self.db_alias, self._routes_here),
+            ):
                 backend.upsert_invocations(invocations)
                 record = self._register_new_invocations(invocations, runner_id)
                 self.route_invocations(invocations)
@@ -642,6 +678,10 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         already claimed, final, or held back by concurrency control) is consumed, as in
         pynenc's own loop.
         """
+        if self._claims_in_one_statement:
+            claim = self._claim_in_one_statement(queue_name, blocking_invocation_ids, runner_ctx)
+            if claim is not _SLOW_CLAIM:
+                return claim  # type: ignore[return-value]
         broker: DjangoBroker = self.app.broker  # type: ignore[assignment]
         if broker.pop_takes_locks and not broker.has_invocations(queue_name):
             return None  # an idle worker looks before it takes the write lock
@@ -673,6 +713,102 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                 self.app.logger.debug(f"Skipping invocation:{invocation_id}: {ex}")
                 return None, None
             return invocation, None
+
+    @cached_property
+    def _claims_in_one_statement(self) -> bool:
+        """PostgreSQL, with the broker and the state backend here and the history written
+        by the database: the usual claim is one statement (:meth:`_claim_in_one_statement`)."""
+        return (
+            self.vendor == "postgresql"
+            and self._routes_here
+            and self.history_by_database
+            and bool(getattr(self.app.broker, "_pop_joins_invocation", False))
+        )
+
+    def _claim_in_one_statement(
+        self,
+        queue_name: str,
+        blocking_invocation_ids: set[InvocationId],
+        runner_ctx: RunnerContext,
+    ) -> tuple[DistributedInvocation, None] | None | object:
+        """Pop the head of the queue and make its invocation PENDING in one autocommit
+        statement (:attr:`_claim_sql`): one round trip instead of BEGIN, pop, UPDATE and
+        COMMIT. Only for the usual case, decided by the database: a task known here to
+        run without concurrency control, an invocation free to become PENDING and not one
+        this worker runs as a blocking one. Otherwise nothing changes and the caller
+        takes the general path (``_SLOW_CLAIM``). ``None``: the queue is empty."""
+        task_keys = self._cc_free_task_keys()
+        if not task_keys:
+            return _SLOW_CLAIM
+        self.app.state_backend.store_runner_context(runner_ctx)  # the history names it
+        record = InvocationStatusRecord(InvocationStatus.PENDING, runner_ctx.runner_id)
+        free, owned, _ = _PENDING_PLAN
+        app_id = self.app.app_id
+        params: list[Any] = [app_id, queue_name, record.status.value, record.runner_id]
+        params += [self._db_time(record.timestamp), runner_ctx.runner_id, app_id]
+        params += [task_keys, sorted(blocking_invocation_ids), *free, *owned]
+        if owned:
+            params.append(runner_ctx.runner_id)
+        rows = self._fetch(self._claim_sql, [*params, app_id])
+        if not rows:
+            return None
+        invocation_id, claimed, *state_row = rows[0]
+        if not claimed:
+            return _SLOW_CLAIM
+        if state_row[0] is not None:
+            self.app.state_backend.remember_invocation_row(state_row)  # type: ignore[attr-defined]
+        invocation_id = InvocationId(invocation_id)
+        self.app.trigger.report_tasks_status([invocation_id], InvocationStatus.PENDING)
+        self.app.logger.info(f"invocation:{invocation_id} status:pending")
+        invocation = self.app.state_backend.get_invocation(invocation_id)
+        return invocation, None  # type: ignore[return-value]
+
+    def _cc_free_task_keys(self) -> list[str]:
+        """Keys of this process's known tasks that run without concurrency control."""
+        tasks = self.app.tasks
+        if len(tasks) != self._cc_free_known:
+            self._cc_free = sorted(
+                task_id.key
+                for task_id, task in list(tasks.items())
+                if task.conf.running_concurrency == ConcurrencyControlType.DISABLED
+            )
+            self._cc_free_known = len(tasks)
+        return self._cc_free
+
+    _cc_free: list[str] = []
+    _cc_free_known = -1
+
+    @cached_property
+    def _claim_sql(self) -> str:
+        """The head (skipping heads other workers hold), PENDING for its invocation where
+        allowed, and the DELETE only if that happened: the transition is the proof of
+        ownership, and a message the fast path may not take stays queued. Returns the
+        head's invocation id, whether it was claimed, and its state backend row."""
+        from pynenc_django.models import BrokerMessage, Invocation, StateInvocation
+        from pynenc_django.state_backend import INVOCATION_FIELDS
+
+        free, owned, _ = _PENDING_PLAN
+        messages = self._table(BrokerMessage)
+        no_flush = NO_FLUSH_CONDITION if self.commits_claims_async else ""
+        columns = ", ".join(f"s.{field}" for field in INVOCATION_FIELDS)
+        return (
+            f"WITH head AS (SELECT id, invocation_id FROM {messages} "
+            f"WHERE app_id = %s AND queue = %s{no_flush} "
+            "ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED), "
+            f"pend AS (UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
+            # The time is taken before the statement finds the message: never before the
+            # status it replaces, so the history stays in order.
+            "status_timestamp = GREATEST(%s::timestamptz, status_timestamp + interval '1 microsecond'), "
+            "status_context_id = %s "
+            "WHERE app_id = %s AND invocation_id = (SELECT invocation_id FROM head) "
+            "AND task_id_key = ANY(%s::text[]) AND invocation_id <> ALL(%s::text[]) "
+            f"AND {self._allowed_sql(len(free), len(owned), False)} RETURNING 1), "
+            f"popped AS (DELETE FROM {messages} WHERE id = (SELECT id FROM head) "
+            "AND EXISTS (SELECT 1 FROM pend) RETURNING 1) "
+            f"SELECT h.invocation_id, EXISTS (SELECT 1 FROM popped), {columns} FROM head h "
+            f"LEFT JOIN {self._table(StateInvocation)} s "
+            "ON s.app_id = %s AND s.invocation_id = h.invocation_id"
+        )
 
     @retry_transient
     def get_owned_invocation_ids(
@@ -727,10 +863,19 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         # The history row names this context: stored first, once per process.
         self.app.state_backend.store_runner_context(runner_ctx)
         if self.history_by_database:
-            return self._atomic_status_transition(
+            record = self._atomic_status_transition(
                 invocation_id, status, runner_ctx.runner_id, final=status.is_final(), result=result
             )
-        return self._change_with_history(invocation_id, status, runner_ctx)
+        else:
+            record = self._change_with_history(invocation_id, status, runner_ctx)
+        if status.is_final():
+            signal_after_commit(self.db_alias, self._final_signal)
+        return record
+
+    @cached_property
+    def _final_signal(self) -> str | None:
+        """SQLite: the file waiting clients watch for final statuses (:mod:`.wakeup`)."""
+        return signal_path(self.db_alias, FINAL_SIGNAL) if self.conf.django_listen_notify else None
 
     @retry_transient
     def _change_with_history(
@@ -853,6 +998,26 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         (see :attr:`_commits_running_async`)."""
         from pynenc_django.models import Invocation, InvocationResult
 
+        purge = ", auto_purge_at = %s" if final else ""
+        # A data-modifying CTE runs whatever the UPDATE matches, like pynenc's set_result.
+        store = (
+            f"WITH stored AS (INSERT INTO {self._table(InvocationResult)} "
+            "(app_id, invocation_id, result) VALUES (%s, %s, %s) "
+            "ON CONFLICT (app_id, invocation_id) DO UPDATE SET result = EXCLUDED.result) "
+            if with_result
+            else ""
+        )
+        no_flush = NO_FLUSH_CONDITION if async_commit else ""
+        return (
+            f"{store}UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
+            f"status_timestamp = %s, status_context_id = %s{purge} "
+            f"WHERE app_id = %s AND invocation_id = %s AND {self._allowed_sql(free, owned, no_owner)}"
+            f"{no_flush}"
+        )
+
+    def _allowed_sql(self, free: int, owned: int, no_owner: bool) -> str:
+        """The state machine's part of a transition's WHERE clause (its parameters: the
+        ``free`` statuses, the ``owned`` ones, then the owner unless ``no_owner``)."""
         # On PostgreSQL the state machine's columns are compared as expressions, which no
         # index can serve: the row is then always found through the unique key. Without
         # statistics (autovacuum off, a young table) the planner may otherwise walk an
@@ -869,22 +1034,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         if owned:
             owner = "status_runner_id IS NULL" if no_owner else f"{runner} = %s"
             allowed.append(f"({status} IN ({', '.join(['%s'] * owned)}) AND {owner})")
-        purge = ", auto_purge_at = %s" if final else ""
-        # A data-modifying CTE runs whatever the UPDATE matches, like pynenc's set_result.
-        store = (
-            f"WITH stored AS (INSERT INTO {self._table(InvocationResult)} "
-            "(app_id, invocation_id, result) VALUES (%s, %s, %s) "
-            "ON CONFLICT (app_id, invocation_id) DO UPDATE SET result = EXCLUDED.result) "
-            if with_result
-            else ""
-        )
-        no_flush = NO_FLUSH_CONDITION if async_commit else ""
-        return (
-            f"{store}UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
-            f"status_timestamp = %s, status_context_id = %s{purge} "
-            f"WHERE app_id = %s AND invocation_id = %s AND ({' OR '.join(allowed) or '1 = 0'})"
-            f"{no_flush}"
-        )
+        return f"({' OR '.join(allowed) or '1 = 0'})"
 
     @retry_transient
     def increment_invocation_retries(self, invocation_id: str) -> None:

@@ -7,7 +7,12 @@ pynenc's own persistent workers re-query the broker as fast as they can when it 
   enqueues, and each worker ``LISTEN``\\s on a dedicated autocommit connection. A worker
   wakes within milliseconds of a commit; otherwise it only polls every
   ``notified_max_wait`` seconds, a safety net for work enqueued with notifications off.
-* **SQLite, MariaDB/MySQL** (no notifications) and PostgreSQL behind a transaction-mode
+* **SQLite** (one host by nature): whoever commits an enqueue or a final status touches
+  a signal file beside the database file (:func:`signal_after_commit`), and waiters block
+  on it with Linux's inotify: woken within a millisecond, no statement and no CPU while
+  idle, the same ``notified_max_wait`` safety poll. Elsewhere (no inotify, a database in
+  memory) it falls back to the backoff below.
+* **MariaDB/MySQL** (no notifications) and PostgreSQL behind a transaction-mode
   pooler (set ``django_listen_notify = False``): exponential backoff from the runner's
   loop sleep up to ``max_wait``, reset whenever work is found.
 
@@ -17,7 +22,12 @@ Both wait on the runner's stop event, so a stop request interrupts an idle wait 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
 import logging
+import os
+import select
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,6 +61,117 @@ def listen_connection(alias: str, channel: str) -> Any:
     conn = psycopg.connect(**params, autocommit=True)
     conn.execute(f'LISTEN "{channel}"')
     return conn
+
+
+def signal_path(alias: str, signal: str) -> str | None:
+    """SQLite: the file beside the database that ``signal`` touches; ``None`` for other
+    databases and for databases in memory (one process: nobody to signal)."""
+    connection = get_connection(alias)
+    if connection.vendor != "sqlite" or connection.is_in_memory_db():  # type: ignore[attr-defined]
+        return None
+    name = str(connection.settings_dict["NAME"])
+    if name.startswith("file:"):
+        name = name.removeprefix("file:").split("?", 1)[0]
+    return f"{name}-pynenc-{signal}"
+
+
+def work_signal(app_id: str) -> str:
+    """The signal of new queue messages for an app (cf. :func:`notify_channel`)."""
+    return f"work-{sha256_hex(app_id)[:16]}"
+
+
+#: The signal of final statuses, any app's (cf. :data:`FINAL_CHANNEL`).
+FINAL_SIGNAL = "final"
+
+
+def touch(path: str) -> None:
+    """Signal ``path``'s waiters: a new modification time wakes their inotify watch."""
+    try:
+        os.utime(path)
+    except FileNotFoundError:
+        with contextlib.suppress(OSError):
+            open(path, "a").close()  # noqa: SIM115 - create it; waiters watch it from now
+    except OSError as exc:  # a signal only saves waiting: the safety poll still looks
+        logger.debug("pynenc_django: cannot touch %s (%s)", path, exc)
+
+
+def signal_after_commit(alias: str, path: str | None) -> None:
+    """Touch ``path`` once the current transaction commits (at once outside one), so a
+    woken waiter always finds what it was woken for."""
+    if path is None:
+        return
+    from django.db import transaction
+
+    transaction.on_commit(functools.partial(touch, path), using=alias)
+
+
+# Linux inotify (<sys/inotify.h>): a file's content or attributes changed, or it went.
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_IGNORED = 0x400, 0x800, 0x8000
+_IN_MASK = _IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_DELETE_SELF | _IN_MOVE_SELF
+_EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
+
+
+@functools.cache
+def _libc() -> Any:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.inotify_init1  # noqa: B018 - AttributeError where there is no inotify
+    return libc
+
+
+class FileWatch:
+    """An inotify watch on one signal file (created if missing): :meth:`wait` returns
+    True once it was touched since the last wait. Raises ``OSError`` (or
+    ``AttributeError``) where inotify is unavailable; callers then poll instead."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        libc = _libc()
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            raise OSError(ctypes.get_errno(), "inotify_init1 failed")
+        try:
+            self._watch()
+        except OSError:
+            os.close(self.fd)
+            raise
+
+    def _watch(self) -> None:
+        if not os.path.exists(self.path):
+            touch(self.path)
+        if _libc().inotify_add_watch(self.fd, os.fsencode(self.path), _IN_MASK) < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch failed on {self.path}")
+
+    def wait(self, timeout: float) -> bool:
+        ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
+        if not ready:
+            return False
+        gone = False
+        with contextlib.suppress(BlockingIOError):
+            while data := os.read(self.fd, 4096):  # drain: a burst wakes once
+                for offset in range(0, len(data), _EVENT.size):
+                    if offset + _EVENT.size > len(data):
+                        break
+                    gone |= bool(_EVENT.unpack_from(data, offset)[1] & _IN_IGNORED)
+        if gone:  # the file was removed or replaced: watch the new one
+            with contextlib.suppress(OSError):
+                self._watch()
+        return True
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.close(self.fd)
+
+
+def file_watch(path: str | None) -> FileWatch | None:
+    """A :class:`FileWatch` on ``path``, or ``None`` (no path, or no inotify here)."""
+    if path is None:
+        return None
+    try:
+        return FileWatch(path)
+    except (OSError, AttributeError) as exc:
+        logger.info("pynenc_django: cannot watch %s (%s); polling instead", path, exc)
+        return None
 
 
 class StopEvent(Protocol):
@@ -162,6 +283,49 @@ class PostgresListener:
             self._conn = None
 
 
+class FileSignalWaiter:
+    """SQLite: block on the app's work signal file (:class:`FileWatch`); backs off where
+    it cannot be watched."""
+
+    STOP_CHECK_SEC = PostgresListener.STOP_CHECK_SEC
+
+    def __init__(
+        self,
+        path: str,
+        stop_event: StopEvent,
+        min_wait: float,
+        max_wait: float,
+        notified_max_wait: float,
+    ) -> None:
+        self.path = path
+        self.stop_event = stop_event
+        self.max_wait = notified_max_wait
+        self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
+        self._watch: FileWatch | None = None
+
+    def start(self) -> None:
+        self._watch = file_watch(self.path)
+
+    def found_work(self) -> None:
+        self._fallback.found_work()
+
+    def wait(self) -> None:
+        if self._watch is None:
+            self._fallback.wait()
+            return
+        remaining = self.max_wait
+        while remaining > 0 and not self.stop_event.is_set():
+            step = min(self.STOP_CHECK_SEC, remaining)
+            if self._watch.wait(step):
+                return
+            remaining -= step
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+
 def make_waiter(
     alias: str,
     app_id: str,
@@ -183,6 +347,8 @@ def make_waiter(
                 )
         except ImportError:
             logger.info("pynenc_django: psycopg 3 is not installed; idle workers back off")
+    if listen and (path := signal_path(alias, work_signal(app_id))) is not None:
+        return FileSignalWaiter(path, stop_event, min_wait, max_wait, notified_max_wait)
     return BackoffWaiter(stop_event, min_wait, max_wait)
 
 
@@ -207,6 +373,9 @@ class ResultWaiter:
         self.alias = alias
         self.max_wait = max(self.GROUP_WAIT, max_wait)
         self.listen = listen and get_connection(alias).vendor == "postgresql"
+        # SQLite: the final statuses' signal file instead (see FileWatch).
+        self._signal = signal_path(alias, FINAL_SIGNAL) if listen else None
+        self._watch: FileWatch | None = None
         self._conn: Any = None
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -232,13 +401,29 @@ class ResultWaiter:
         self._local.next = min(self.max_wait, timeout * 2)
         if any(self._announced.get(i) for i in invocation_ids):
             return
-        if self.listen and self._lock.acquire(blocking=False):
+        if (self.listen or self._signal is not None) and self._lock.acquire(blocking=False):
             try:
-                if self._wait_notified(awaited, shortest):
+                if self.listen and self._wait_notified(awaited, shortest):
+                    return
+                if self._signal is not None and self._wait_signalled(len(awaited) > 1):
                     return
             finally:
                 self._lock.release()
         time.sleep(timeout)
+
+    def _wait_signalled(self, group: bool) -> bool:
+        """SQLite: wait up to ``max_wait`` for any final status to be signalled (then,
+        for a group, ``GROUP_WAIT`` longer for more). True when the caller should look
+        now; False where the file cannot be watched (the caller sleeps instead)."""
+        if self._watch is None:
+            self._watch = file_watch(self._signal)
+            if self._watch is None:
+                self._signal = None  # cannot watch here: back off from now on
+                return False
+            return True  # watching from now: a final status may have been signalled before
+        if self._watch.wait(self.max_wait) and group:
+            time.sleep(self.GROUP_WAIT)
+        return True
 
     def _wait_notified(self, awaited: set[str], gather: float) -> bool:
         """Wait up to ``max_wait`` for an announcement naming one of ``awaited``, then
@@ -274,6 +459,9 @@ class ResultWaiter:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
 
 
 _result_waiters: dict[tuple[str, float, bool], ResultWaiter] = {}

@@ -70,3 +70,30 @@ def claim_and_hang(app_id: str, ready: Any) -> None:
 
     app.state_backend.get_invocation = hang  # type: ignore[method-assign]  # read after the pop
     list(app.orchestrator.get_invocations_to_run(1, RunnerContext("Racer", runner_id="doomed")))
+
+
+def claim_all(app_id: str, runner_id: str, barrier: Any, results: Any) -> None:
+    """Claim invocations of ``noop`` until the queue is empty; report them, and whether
+    every claim statement was the one-statement claim."""
+    from django.db import connection
+    from pynenc.runner.runner_context import RunnerContext
+
+    app = _app(app_id)
+    from tests.backends.test_one_statement_claim import noop  # after Django's setup
+
+    app.task(noop)  # known here: the fast path may claim it
+    worker = RunnerContext("Racer", runner_id=runner_id)
+    statements: list[str] = []
+
+    def count(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    claimed = []
+    barrier.wait()
+    with connection.execute_wrapper(count):
+        while found := list(app.orchestrator.get_invocations_to_run(1, worker)):
+            claimed += [str(invocation.invocation_id) for invocation in found]
+    pops = [sql for sql in statements if "pynenc_broker_message" in sql]
+    fast = bool(pops) and all(sql.startswith("WITH head AS") for sql in pops)
+    results.put((runner_id, claimed, fast))

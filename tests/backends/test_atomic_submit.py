@@ -5,15 +5,17 @@ failure is retried as a whole."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import OperationalError
+from django.db import DatabaseError, OperationalError, connection
 from pynenc import Pynenc
 from pynenc.runner.runner_context import RunnerContext
 
 import pynenc_django.db
 from pynenc_django.models import BrokerMessage, Invocation, StateInvocation
+from tests.backends.test_statement_budget import counted
 
 WORKER = RunnerContext("DjangoPersistentProcessRunner", runner_id="submit-worker")
 
@@ -75,3 +77,67 @@ def test_a_transient_failure_is_retried_whole(app: Pynenc, monkeypatch: pytest.M
     app.state_backend._invocation_cache.clear()  # read it back from the table
     claimed.run(WORKER)
     assert invocation.result == 3
+
+
+@contextmanager
+def queue_refused_by_the_database() -> Iterator[None]:
+    """A trigger that makes the database itself refuse every queue insert."""
+    refuse = {
+        "postgresql": [
+            "CREATE FUNCTION pynenc_test_refuse() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN RAISE EXCEPTION 'queue down'; END $$",
+            "CREATE TRIGGER pynenc_test_refuse BEFORE INSERT ON pynenc_broker_message "
+            "FOR EACH ROW EXECUTE FUNCTION pynenc_test_refuse()",
+        ],
+        "sqlite": [
+            "CREATE TRIGGER pynenc_test_refuse BEFORE INSERT ON pynenc_broker_message "
+            "BEGIN SELECT RAISE(ABORT, 'queue down'); END"
+        ],
+        "mysql": [
+            "CREATE TRIGGER pynenc_test_refuse BEFORE INSERT ON pynenc_broker_message "
+            "FOR EACH ROW SIGNAL SQLSTATE '45000' SET MESSAGE_TEXT = 'queue down'"
+        ],
+    }[connection.vendor]
+    with connection.cursor() as cursor:
+        for sql in refuse:
+            cursor.execute(sql)
+    try:
+        yield
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DROP TRIGGER pynenc_test_refuse"
+                + (" ON pynenc_broker_message" if connection.vendor == "postgresql" else "")
+            )
+            if connection.vendor == "postgresql":
+                cursor.execute("DROP FUNCTION pynenc_test_refuse()")
+
+
+@pytest.mark.parametrize("calls", [1, 3])
+def test_a_queue_insert_the_database_refuses_leaves_nothing(app: Pynenc, calls: int) -> None:
+    """Refused inside the database, after the state and REGISTERED rows were written by
+    the same statement (PostgreSQL) or transaction: none of them stays."""
+    task = app.task(add)
+    with queue_refused_by_the_database(), pytest.raises(DatabaseError, match="queue down"):
+        if calls == 1:
+            task(1, 2)
+        else:
+            task.parallelize([(i, i) for i in range(calls)])
+    assert rows(app) == (0, 0, 0)
+    invocation = task(1, 2)  # the state backend's cache forgot the rolled-back rows
+    assert rows(app) == (1, 1, 1)
+    [claimed] = list(app.orchestrator.get_invocations_to_run(1, WORKER))
+    app.state_backend._invocation_cache.clear()
+    claimed.run(WORKER)
+    assert invocation.result == 3
+
+
+def test_a_submit_is_one_statement_on_postgresql(app: Pynenc) -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("a data-modifying WITH is PostgreSQL's")
+    task = app.task(add)
+    task(0, 0)  # the client's runner context is stored once per process
+    with counted() as statements:
+        task(1, 2)
+    assert len(statements) == 1 and statements[0].startswith("WITH p0 AS"), statements
+    assert rows(app) == (2, 2, 2)

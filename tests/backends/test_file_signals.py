@@ -1,0 +1,161 @@
+"""SQLite has no LISTEN/NOTIFY: enqueues and final statuses touch signal files beside the
+database file, after their commit, and idle workers and waiting clients block on them
+with inotify instead of polling the database."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from django.db import connection, transaction
+from pynenc import Pynenc
+from pynenc.invocation.status import InvocationStatus
+from pynenc.runner.runner_context import RunnerContext
+
+from pynenc_django.wakeup import (
+    FINAL_SIGNAL,
+    FileSignalWaiter,
+    FileWatch,
+    ResultWaiter,
+    make_waiter,
+    signal_path,
+    work_signal,
+)
+from tests.backends.test_statement_budget import counted
+
+pytestmark = pytest.mark.skipif(
+    connection.vendor != "sqlite", reason="signal files are SQLite's notifications"
+)
+WORKER = RunnerContext("DjangoPersistentProcessRunner", runner_id="signal-worker")
+#: Far longer than any wake-up: a wait that returns before it was woken, not timed out.
+LONG = 30.0
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@pytest.fixture
+def app(app_instance_builder: Any) -> Iterator[Pynenc]:
+    built = app_instance_builder.build()
+    yield built
+    built.purge()
+
+
+def mtime(path: str) -> int:
+    return os.stat(path).st_mtime_ns if os.path.exists(path) else 0
+
+
+def touch_later(path: str, delay: float) -> None:
+    time.sleep(delay)
+    os.utime(path)
+
+
+def test_signal_files_sit_beside_the_database(app: Pynenc) -> None:
+    path = signal_path("default", work_signal(app.app_id))
+    assert path is not None
+    assert path.startswith(str(connection.settings_dict["NAME"]) + "-pynenc-work-")
+
+
+def test_an_enqueue_signals_after_its_commit(app: Pynenc) -> None:
+    path = signal_path("default", work_signal(app.app_id))
+    assert path is not None
+    task = app.task(add)
+    task(0, 0)
+    with transaction.atomic():
+        before = mtime(path)
+        task(1, 2)
+        time.sleep(0.01)
+        assert mtime(path) == before, "not before the commit: a woken worker must find it"
+    assert mtime(path) > before
+
+
+def test_a_final_status_signals_and_other_statuses_do_not(app: Pynenc) -> None:
+    path = signal_path("default", FINAL_SIGNAL)
+    assert path is not None
+    invocation = app.task(add)(1, 2)
+    [claimed] = list(app.orchestrator.get_invocations_to_run(1, WORKER))
+    before = mtime(path)
+    app.orchestrator.set_invocation_status(claimed.invocation_id, InvocationStatus.RUNNING, WORKER)
+    assert mtime(path) == before
+    time.sleep(0.01)
+    app.orchestrator.set_invocation_status(claimed.invocation_id, InvocationStatus.FAILED, WORKER)
+    assert mtime(path) > before
+    assert invocation.status == InvocationStatus.FAILED
+
+
+def test_a_watch_wakes_on_a_touch_from_another_process(tmp_path: Any) -> None:
+    path = str(tmp_path / "signal")
+    watch = FileWatch(path)
+    try:
+        assert watch.wait(0.05) is False, "nothing touched it"
+        proc = multiprocessing.get_context("spawn").Process(target=touch_later, args=(path, 0.2))
+        proc.start()
+        started = time.monotonic()
+        assert watch.wait(LONG) is True
+        assert time.monotonic() - started < LONG / 2
+        proc.join(30)
+        assert watch.wait(0.05) is False, "one touch wakes once"
+        os.remove(path)  # replaced (a new database): the watch follows the new file
+        open(path, "a").close()
+        assert watch.wait(1.0) is True
+        os.utime(path)
+        assert watch.wait(1.0) is True
+    finally:
+        watch.close()
+
+
+def test_an_idle_worker_waits_on_its_signal_and_wakes_at_an_enqueue(app: Pynenc) -> None:
+    stop = threading.Event()
+    waiter = make_waiter(
+        "default",
+        app.app_id,
+        stop,
+        min_wait=0.01,
+        max_wait=LONG,
+        notified_max_wait=LONG,
+        listen=True,
+    )
+    assert isinstance(waiter, FileSignalWaiter)
+    waiter.start()
+    try:
+        timer = threading.Timer(0.2, lambda: app.task(add)(1, 2))
+        timer.start()
+        started = time.monotonic()
+        with counted() as statements:
+            waiter.wait()
+        assert time.monotonic() - started < LONG / 2, "woken by the enqueue"
+        timer.join()
+        assert statements == [], "waiting costs no statement"
+    finally:
+        waiter.close()
+
+
+def test_a_waiting_client_is_woken_by_a_final_status(app: Pynenc) -> None:
+    invocation = app.task(add)(1, 2)
+    waiter = ResultWaiter("default", max_wait=LONG, listen=True)
+    try:
+        waiter.wait([invocation.invocation_id])  # first: starts watching, returns to look
+        [claimed] = list(app.orchestrator.get_invocations_to_run(1, WORKER))
+        timer = threading.Timer(0.2, claimed.run, args=(WORKER,))
+        timer.start()
+        started = time.monotonic()
+        waiter.wait([invocation.invocation_id])
+        assert time.monotonic() - started < LONG / 2, "woken by the final status"
+        timer.join()
+        assert invocation.result == 3
+    finally:
+        waiter.close()
+
+
+def test_without_notifications_nothing_is_watched(app: Pynenc) -> None:
+    stop = threading.Event()
+    waiter = make_waiter(
+        "default", app.app_id, stop, min_wait=0.01, max_wait=1, notified_max_wait=1, listen=False
+    )
+    assert not isinstance(waiter, FileSignalWaiter)
