@@ -262,13 +262,22 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         from pynenc_django.models import BrokerMessage
 
         return (
-            f"SELECT 1 FROM {self._table(BrokerMessage)} WHERE app_id = %s AND queue = %s LIMIT 1"
+            f"SELECT count(*) FROM (SELECT 1 FROM {self._table(BrokerMessage)} "
+            "WHERE app_id = %s AND queue = %s LIMIT 2) AS head"
         )
+
+    #: What the last :meth:`has_invocations` saw: 0, 1, or 2 (two or more messages).
+    last_look = 0
 
     @retry_transient
     def has_invocations(self, queue_name: str) -> bool:
-        """A lock-free look at one queue, so idle workers need not take write locks."""
-        return bool(self._fetch(self._look_sql, [self.app.app_id, queue_name]))
+        """A lock-free look at one queue, so idle workers need not take write locks. It
+        also tells (:attr:`last_look`) whether the queue held a single message: a worker
+        with notifications that claims it then waits for the next announcement instead of
+        looking again."""
+        rows = self._fetch(self._look_sql, [self.app.app_id, queue_name])
+        self.last_look = int(rows[0][0]) if rows else 0
+        return self.last_look > 0
 
     @retry_transient
     def count_invocations(self, queue_names: Sequence[str] | None = None) -> int:

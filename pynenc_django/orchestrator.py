@@ -649,7 +649,8 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             )
             return
         while missing_invocations > 0:
-            for queue_name in queue_provider():
+            queues = queue_provider()
+            for queue_name in queues:
                 claim = self._claim_from_queue(queue_name, blocking_invocation_ids, runner_ctx)
                 if claim is None:
                     continue  # queue empty
@@ -659,10 +660,17 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                     invocations_to_reroute.add(reroute)
                 if invocation is not None:
                     missing_invocations -= 1
+                    self.claimed_the_last_message = len(queues) == 1 and self._queue_look == 1
                     yield invocation
                 break
             else:
                 return  # every queue was empty
+
+    #: The last claim took the only message its (single) queue held, as the claim
+    #: statement or the broker's look before it saw the queue; reset by the worker.
+    claimed_the_last_message = False
+    #: How many messages (0, 1, 2 or more; 0: unknown) the last claim saw in its queue.
+    _queue_look = 0
 
     @retry_transient
     def _claim_from_queue(
@@ -683,8 +691,11 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             if claim is not _SLOW_CLAIM:
                 return claim  # type: ignore[return-value]
         broker: DjangoBroker = self.app.broker  # type: ignore[assignment]
-        if broker.pop_takes_locks and not broker.has_invocations(queue_name):
-            return None  # an idle worker looks before it takes the write lock
+        self._queue_look = 0  # unknown
+        if broker.pop_takes_locks:
+            if not broker.has_invocations(queue_name):
+                return None  # an idle worker looks before it takes the write lock
+            self._queue_look = broker.last_look
         with self.write_transaction():
             invocation_id = broker.retrieve_invocation(queue_name)
             if invocation_id is None:
@@ -749,12 +760,13 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         params += [task_keys, sorted(blocking_invocation_ids), *free, *owned]
         if owned:
             params.append(runner_ctx.runner_id)
-        rows = self._fetch(self._claim_sql, [*params, app_id])
+        rows = self._fetch(self._claim_sql, [*params, app_id, queue_name, app_id])
         if not rows:
             return None
-        invocation_id, claimed, *state_row = rows[0]
+        invocation_id, claimed, queued, *state_row = rows[0]
         if not claimed:
             return _SLOW_CLAIM
+        self._queue_look = int(queued)  # the statement's snapshot still holds its head
         if state_row[0] is not None:
             self.app.state_backend.remember_invocation_row(state_row)  # type: ignore[attr-defined]
         invocation_id = InvocationId(invocation_id)
@@ -783,7 +795,8 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         """The head (skipping heads other workers hold), PENDING for its invocation where
         allowed, and the DELETE only if that happened: the transition is the proof of
         ownership, and a message the fast path may not take stays queued. Returns the
-        head's invocation id, whether it was claimed, and its state backend row."""
+        head's invocation id, whether it was claimed, the queue's length up to 2 (before
+        the claim), and the invocation's state backend row."""
         from pynenc_django.models import BrokerMessage, Invocation, StateInvocation
         from pynenc_django.state_backend import INVOCATION_FIELDS
 
@@ -805,7 +818,9 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
             f"AND {self._allowed_sql(len(free), len(owned), False)} RETURNING 1), "
             f"popped AS (DELETE FROM {messages} WHERE id = (SELECT id FROM head) "
             "AND EXISTS (SELECT 1 FROM pend) RETURNING 1) "
-            f"SELECT h.invocation_id, EXISTS (SELECT 1 FROM popped), {columns} FROM head h "
+            f"SELECT h.invocation_id, EXISTS (SELECT 1 FROM popped), "
+            f"(SELECT count(*) FROM (SELECT 1 FROM {messages} WHERE app_id = %s AND queue = %s "
+            f"LIMIT 2) AS q), {columns} FROM head h "
             f"LEFT JOIN {self._table(StateInvocation)} s "
             "ON s.app_id = %s AND s.invocation_id = h.invocation_id"
         )

@@ -179,7 +179,12 @@ class _Worker:
                     waiter.wait()
                     continue
                 waiter.found_work()
+                drained = getattr(self.app.orchestrator, "claimed_the_last_message", False)
                 self._run(invocation)
+                if drained and waiter.notified:
+                    # It was the queue's only message: anything enqueued since has been
+                    # announced (the wait returns at once), so look only when woken.
+                    waiter.wait()
         except KeyboardInterrupt:
             self.app.logger.info(f"worker:{self.ctx.runner_id} interrupted, exiting")
         finally:
@@ -204,6 +209,7 @@ class _Worker:
             raise KeyboardInterrupt
 
     def _claim(self) -> DistributedInvocation | None:
+        self.app.orchestrator.claimed_the_last_message = False  # type: ignore[attr-defined]
         try:
             found = list(
                 self.app.orchestrator.get_invocations_to_run(

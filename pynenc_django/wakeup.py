@@ -189,6 +189,10 @@ class Waiter(Protocol):
     def wait(self) -> None:
         """Block until there may be new work, the stop event is set, or a timeout."""
 
+    @property
+    def notified(self) -> bool:
+        """Whether every enqueue since :meth:`start` wakes :meth:`wait` (else it polls)."""
+
     def close(self) -> None: ...
 
 
@@ -210,6 +214,8 @@ class BackoffWaiter:
     def wait(self) -> None:
         self.stop_event.wait(self._next)
         self._next = min(self.max_wait, self._next * 2)
+
+    notified = False
 
     def close(self) -> None:
         pass
@@ -253,6 +259,10 @@ class PostgresListener:
 
     def found_work(self) -> None:
         self._fallback.found_work()
+
+    @property
+    def notified(self) -> bool:
+        return self._conn is not None
 
     def wait(self) -> None:
         import psycopg
@@ -308,6 +318,10 @@ class FileSignalWaiter:
 
     def found_work(self) -> None:
         self._fallback.found_work()
+
+    @property
+    def notified(self) -> bool:
+        return self._watch is not None
 
     def wait(self) -> None:
         if self._watch is None:

@@ -1,0 +1,44 @@
+"""A worker with notifications (PostgreSQL's LISTEN, SQLite's signal files) that took its
+queue's only message does not look again when the invocation ends: it waits for the next
+announcement. Work enqueued while it ran was announced then, so it is picked up at once,
+not at the next safety poll."""
+
+from __future__ import annotations
+
+import uuid
+from types import ModuleType
+
+from pynenc import Pynenc
+
+from tests.runner.conftest import RUNNING, SUCCESS, Runners, describe, statuses, wait_until
+
+#: Far beyond the test's deadline: a stranded message would show.
+SAFETY_POLL_SEC = "600"
+
+
+def test_work_enqueued_while_the_only_message_runs_is_not_stranded(
+    app: Pynenc, tasks: ModuleType, runners: Runners
+) -> None:
+    runners.start(processes=1, env={"PYNENC__DJANGO_NOTIFY_SAFETY_POLL_SEC": SAFETY_POLL_SEC})
+    tag = uuid.uuid4().hex
+    first = tasks.sleep_task(1.0, f"{tag}-first")
+    wait_until(
+        lambda: statuses(app, [first.invocation_id]).get(first.invocation_id) == RUNNING,
+        60,
+        lambda: f"the first never ran:\n{describe(app, [first.invocation_id])}\n{runners.diag()}",
+    )
+    second = tasks.add(2, 3)  # queued while the only worker runs the queue's only message
+    ids = [first.invocation_id, second.invocation_id]
+    wait_until(
+        lambda: set(statuses(app, ids).values()) == {SUCCESS},
+        60,
+        lambda: f"not both done:\n{describe(app, ids)}\n{runners.diag()}",
+    )
+    assert second.result == 5
+    # Idle again, with both messages gone: the next enqueue still wakes the worker.
+    third = tasks.add(3, 4)
+    wait_until(
+        lambda: statuses(app, [third.invocation_id]).get(third.invocation_id) == SUCCESS,
+        60,
+        lambda: f"the third never ran:\n{describe(app, [third.invocation_id])}\n{runners.diag()}",
+    )
