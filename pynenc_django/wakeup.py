@@ -30,6 +30,7 @@ import select
 import struct
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from pynenc_django.db import get_connection
@@ -221,11 +222,37 @@ class BackoffWaiter:
         pass
 
 
-class PostgresListener:
-    """``LISTEN`` on a dedicated connection; falls back to backoff while it is down."""
+class _AnnouncedWaiter:
+    """A waiter woken by announcements; it looks at the stop event every
+    ``STOP_CHECK_SEC`` and polls anyway after ``notified_max_wait``, and backs off like
+    :class:`BackoffWaiter` while it cannot be woken."""
 
     # How often a blocked wait looks at the stop event (no database traffic).
     STOP_CHECK_SEC = 0.25
+
+    def __init__(
+        self, stop_event: StopEvent, min_wait: float, max_wait: float, notified_max_wait: float
+    ) -> None:
+        self.stop_event = stop_event
+        self.max_wait = notified_max_wait
+        self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
+
+    def found_work(self) -> None:
+        self._fallback.found_work()
+
+    def _wait_announced(self, announced_within: Callable[[float], bool]) -> None:
+        """Until ``announced_within(seconds)`` says something was announced, the stop
+        event is set, or ``notified_max_wait`` has passed."""
+        remaining = self.max_wait
+        while remaining > 0 and not self.stop_event.is_set():
+            step = min(self.STOP_CHECK_SEC, remaining)
+            if announced_within(step):
+                return
+            remaining -= step
+
+
+class PostgresListener(_AnnouncedWaiter):
+    """``LISTEN`` on a dedicated connection; falls back to backoff while it is down."""
 
     def __init__(
         self,
@@ -236,11 +263,9 @@ class PostgresListener:
         max_wait: float,
         notified_max_wait: float,
     ) -> None:
+        super().__init__(stop_event, min_wait, max_wait, notified_max_wait)
         self.alias = alias
         self.channel = notify_channel(app_id)
-        self.stop_event = stop_event
-        self.max_wait = notified_max_wait
-        self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
         self._conn: Any = None
 
     def _connect(self) -> bool:
@@ -257,9 +282,6 @@ class PostgresListener:
         if self._conn is None:
             self._connect()
 
-    def found_work(self) -> None:
-        self._fallback.found_work()
-
     @property
     def notified(self) -> bool:
         return self._conn is not None
@@ -272,19 +294,18 @@ class PostgresListener:
                 self._fallback.wait()
                 return
             return  # (re)subscribed: anything sent while we were down needs a poll
-        remaining = self.max_wait
         try:
-            while remaining > 0 and not self.stop_event.is_set():
-                step = min(self.STOP_CHECK_SEC, remaining)
-                if any(True for _ in self._conn.notifies(timeout=step, stop_after=1)):
-                    # Coalesce a burst of enqueues into one poll.
-                    for _ in self._conn.notifies(timeout=0):
-                        pass
-                    return
-                remaining -= step
+            self._wait_announced(self._notified_within)
         except psycopg.Error as exc:
             logger.warning("pynenc_django: lost the LISTEN connection (%s); reconnecting", exc)
             self.close()
+
+    def _notified_within(self, seconds: float) -> bool:
+        if any(True for _ in self._conn.notifies(timeout=seconds, stop_after=1)):
+            for _ in self._conn.notifies(timeout=0):
+                pass  # coalesce a burst of enqueues into one poll
+            return True
+        return False
 
     def close(self) -> None:
         if self._conn is not None:
@@ -293,11 +314,9 @@ class PostgresListener:
             self._conn = None
 
 
-class FileSignalWaiter:
+class FileSignalWaiter(_AnnouncedWaiter):
     """SQLite: block on the app's work signal file (:class:`FileWatch`); backs off where
     it cannot be watched."""
-
-    STOP_CHECK_SEC = PostgresListener.STOP_CHECK_SEC
 
     def __init__(
         self,
@@ -307,17 +326,12 @@ class FileSignalWaiter:
         max_wait: float,
         notified_max_wait: float,
     ) -> None:
+        super().__init__(stop_event, min_wait, max_wait, notified_max_wait)
         self.path = path
-        self.stop_event = stop_event
-        self.max_wait = notified_max_wait
-        self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
         self._watch: FileWatch | None = None
 
     def start(self) -> None:
         self._watch = file_watch(self.path)
-
-    def found_work(self) -> None:
-        self._fallback.found_work()
 
     @property
     def notified(self) -> bool:
@@ -327,12 +341,7 @@ class FileSignalWaiter:
         if self._watch is None:
             self._fallback.wait()
             return
-        remaining = self.max_wait
-        while remaining > 0 and not self.stop_event.is_set():
-            step = min(self.STOP_CHECK_SEC, remaining)
-            if self._watch.wait(step):
-                return
-            remaining -= step
+        self._wait_announced(self._watch.wait)
 
     def close(self) -> None:
         if self._watch is not None:

@@ -1,6 +1,8 @@
-"""SQLite has no LISTEN/NOTIFY: enqueues and final statuses touch signal files beside the
-database file, after their commit, and idle workers and waiting clients block on them
-with inotify instead of polling the database."""
+"""Idle workers and waiting clients block on announcements instead of polling the database.
+
+PostgreSQL: ``LISTEN``, woken by an enqueue's ``NOTIFY``. SQLite, which has no LISTEN/NOTIFY:
+enqueues and final statuses touch signal files beside the database file after their commit,
+watched with inotify. Where neither is possible, workers back off."""
 
 from __future__ import annotations
 
@@ -19,8 +21,10 @@ from pynenc.runner.runner_context import RunnerContext
 
 from pynenc_django.wakeup import (
     FINAL_SIGNAL,
+    BackoffWaiter,
     FileSignalWaiter,
     FileWatch,
+    PostgresListener,
     ResultWaiter,
     make_waiter,
     signal_path,
@@ -28,8 +32,11 @@ from pynenc_django.wakeup import (
 )
 from tests.backends.test_statement_budget import counted
 
-pytestmark = pytest.mark.skipif(
+sqlite_only = pytest.mark.skipif(
     connection.vendor != "sqlite", reason="signal files are SQLite's notifications"
+)
+postgresql_only = pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="LISTEN/NOTIFY is PostgreSQL's"
 )
 WORKER = RunnerContext("DjangoPersistentProcessRunner", runner_id="signal-worker")
 #: Far longer than any wake-up: a wait that returns before it was woken, not timed out.
@@ -56,12 +63,14 @@ def touch_later(path: str, delay: float) -> None:
     os.utime(path)
 
 
+@sqlite_only
 def test_signal_files_sit_beside_the_database(app: Pynenc) -> None:
     path = signal_path("default", work_signal(app.app_id))
     assert path is not None
     assert path.startswith(str(connection.settings_dict["NAME"]) + "-pynenc-work-")
 
 
+@sqlite_only
 def test_an_enqueue_signals_after_its_commit(app: Pynenc) -> None:
     path = signal_path("default", work_signal(app.app_id))
     assert path is not None
@@ -75,6 +84,7 @@ def test_an_enqueue_signals_after_its_commit(app: Pynenc) -> None:
     assert mtime(path) > before
 
 
+@sqlite_only
 def test_a_final_status_signals_and_other_statuses_do_not(app: Pynenc) -> None:
     path = signal_path("default", FINAL_SIGNAL)
     assert path is not None
@@ -110,6 +120,7 @@ def test_a_watch_wakes_on_a_touch_from_another_process(tmp_path: Any) -> None:
         watch.close()
 
 
+@sqlite_only
 def test_an_idle_worker_waits_on_its_signal_and_wakes_at_an_enqueue(app: Pynenc) -> None:
     stop = threading.Event()
     waiter = make_waiter(
@@ -136,6 +147,7 @@ def test_an_idle_worker_waits_on_its_signal_and_wakes_at_an_enqueue(app: Pynenc)
         waiter.close()
 
 
+@sqlite_only
 def test_a_waiting_client_is_woken_by_a_final_status(app: Pynenc) -> None:
     invocation = app.task(add)(1, 2)
     waiter = ResultWaiter("default", max_wait=LONG, listen=True)
@@ -153,9 +165,51 @@ def test_a_waiting_client_is_woken_by_a_final_status(app: Pynenc) -> None:
         waiter.close()
 
 
-def test_without_notifications_nothing_is_watched(app: Pynenc) -> None:
-    stop = threading.Event()
-    waiter = make_waiter(
-        "default", app.app_id, stop, min_wait=0.01, max_wait=1, notified_max_wait=1, listen=False
+def waiter_for(app: Pynenc, listen: bool) -> Any:
+    return make_waiter(
+        "default",
+        app.app_id,
+        threading.Event(),
+        min_wait=0.01,
+        max_wait=LONG,
+        notified_max_wait=LONG,
+        listen=listen,
     )
-    assert not isinstance(waiter, FileSignalWaiter)
+
+
+@postgresql_only
+def test_an_idle_worker_listens_and_wakes_at_an_enqueue(app: Pynenc) -> None:
+    waiter = waiter_for(app, listen=True)
+    assert isinstance(waiter, PostgresListener)
+    waiter.start()
+    try:
+        assert waiter.notified
+        timer = threading.Timer(0.2, lambda: app.task(add)(1, 2))
+        timer.start()
+        started = time.monotonic()
+        with counted() as statements:
+            waiter.wait()
+        assert time.monotonic() - started < LONG / 2, "woken by the enqueue's NOTIFY"
+        timer.join()
+        assert statements == [], "waiting costs no statement"
+    finally:
+        waiter.close()
+    assert not waiter.notified
+
+
+@postgresql_only
+def test_the_stop_event_ends_a_listening_wait(app: Pynenc) -> None:
+    waiter = waiter_for(app, listen=True)
+    waiter.start()
+    try:
+        threading.Timer(0.2, waiter.stop_event.set).start()
+        started = time.monotonic()
+        waiter.wait()
+        assert time.monotonic() - started < LONG / 2
+    finally:
+        waiter.close()
+
+
+def test_without_notifications_a_worker_backs_off(app: Pynenc) -> None:
+    waiter = waiter_for(app, listen=False)
+    assert isinstance(waiter, BackoffWaiter) and not waiter.notified
