@@ -278,12 +278,14 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         """pynenc's; for a client (no caller invocation) under our runner, also its first
         wait. pynenc's result loop calls this after a status look found nothing final,
         then looks again before its own first wait: a look that could find nothing new."""
+        from pynenc_django.runner import DjangoPersistentProcessRunner
+
         super().waiting_for_results(caller_invocation_id, result_invocation_ids)
         runner = self.app.runner
         if (
             caller_invocation_id is None
             and result_invocation_ids
-            and hasattr(runner, "_result_waiter")
+            and isinstance(runner, DjangoPersistentProcessRunner)
         ):
             runner.waiting_for_results(None, result_invocation_ids)
 
@@ -729,12 +731,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
     def _claims_in_one_statement(self) -> bool:
         """PostgreSQL, with the broker and the state backend here and the history written
         by the database: the usual claim is one statement (:meth:`_claim_in_one_statement`)."""
-        return (
-            self.vendor == "postgresql"
-            and self._routes_here
-            and self.history_by_database
-            and bool(getattr(self.app.broker, "_pop_joins_invocation", False))
-        )
+        return self.vendor == "postgresql" and self._routes_here and self.history_by_database
 
     def _claim_in_one_statement(
         self,
@@ -770,8 +767,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         if state_row[0] is not None:
             self.app.state_backend.remember_invocation_row(state_row)  # type: ignore[attr-defined]
         invocation_id = InvocationId(invocation_id)
-        self.app.trigger.report_tasks_status([invocation_id], InvocationStatus.PENDING)
-        self.app.logger.info(f"invocation:{invocation_id} status:pending")
+        self._report_status(invocation_id, InvocationStatus.PENDING)
         invocation = self.app.state_backend.get_invocation(invocation_id)
         return invocation, None  # type: ignore[return-value]
 
@@ -846,6 +842,10 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
     ) -> None:
         """pynenc's steps (:meth:`record_status_change`, then the trigger report)."""
         self.record_status_change(invocation_id, status, runner_ctx)
+        self._report_status(invocation_id, status)
+
+    def _report_status(self, invocation_id: InvocationId, status: InvocationStatus) -> None:
+        """What pynenc does after writing a status: the trigger report, the log line."""
         self.app.trigger.report_tasks_status([invocation_id], status)
         self.app.logger.info(f"invocation:{invocation_id} status:{status.value}")
 
@@ -860,8 +860,7 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         invocation_id = invocation.invocation_id
         serialized = self.app.client_data_store.serialize(result)
         self.record_status_change(invocation_id, InvocationStatus.SUCCESS, runner_ctx, serialized)
-        self.app.trigger.report_tasks_status([invocation_id], InvocationStatus.SUCCESS)
-        self.app.logger.info(f"invocation:{invocation_id} status:success")
+        self._report_status(invocation_id, InvocationStatus.SUCCESS)
         self.app.trigger.report_invocation_result(invocation, result)
 
     def record_status_change(

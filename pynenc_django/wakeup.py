@@ -150,10 +150,11 @@ class FileWatch:
         gone = False
         with contextlib.suppress(BlockingIOError):
             while data := os.read(self.fd, 4096):  # drain: a burst wakes once
-                for offset in range(0, len(data), _EVENT.size):
-                    if offset + _EVENT.size > len(data):
-                        break
-                    gone |= bool(_EVENT.unpack_from(data, offset)[1] & _IN_IGNORED)
+                offset = 0
+                while offset + _EVENT.size <= len(data):
+                    _, mask, _, name_length = _EVENT.unpack_from(data, offset)
+                    gone |= bool(mask & _IN_IGNORED)
+                    offset += _EVENT.size + name_length
         if gone:  # the file was removed or replaced: watch the new one
             with contextlib.suppress(OSError):
                 self._watch()

@@ -120,21 +120,23 @@ def test_a_watch_wakes_on_a_touch_from_another_process(tmp_path: Any) -> None:
         watch.close()
 
 
-@sqlite_only
-def test_an_idle_worker_waits_on_its_signal_and_wakes_at_an_enqueue(app: Pynenc) -> None:
-    stop = threading.Event()
-    waiter = make_waiter(
+def waiter_for(app: Pynenc, listen: bool) -> Any:
+    return make_waiter(
         "default",
         app.app_id,
-        stop,
+        threading.Event(),
         min_wait=0.01,
         max_wait=LONG,
         notified_max_wait=LONG,
-        listen=True,
+        listen=listen,
     )
-    assert isinstance(waiter, FileSignalWaiter)
+
+
+def wakes_at_an_enqueue(app: Pynenc, waiter: Any) -> None:
+    """An idle ``waiter`` returns soon after an enqueue, and costs no statement waiting."""
     waiter.start()
     try:
+        assert waiter.notified
         timer = threading.Timer(0.2, lambda: app.task(add)(1, 2))
         timer.start()
         started = time.monotonic()
@@ -145,6 +147,14 @@ def test_an_idle_worker_waits_on_its_signal_and_wakes_at_an_enqueue(app: Pynenc)
         assert statements == [], "waiting costs no statement"
     finally:
         waiter.close()
+    assert not waiter.notified
+
+
+@sqlite_only
+def test_an_idle_worker_waits_on_its_signal_and_wakes_at_an_enqueue(app: Pynenc) -> None:
+    waiter = waiter_for(app, listen=True)
+    assert isinstance(waiter, FileSignalWaiter)
+    wakes_at_an_enqueue(app, waiter)
 
 
 @sqlite_only
@@ -165,36 +175,11 @@ def test_a_waiting_client_is_woken_by_a_final_status(app: Pynenc) -> None:
         waiter.close()
 
 
-def waiter_for(app: Pynenc, listen: bool) -> Any:
-    return make_waiter(
-        "default",
-        app.app_id,
-        threading.Event(),
-        min_wait=0.01,
-        max_wait=LONG,
-        notified_max_wait=LONG,
-        listen=listen,
-    )
-
-
 @postgresql_only
 def test_an_idle_worker_listens_and_wakes_at_an_enqueue(app: Pynenc) -> None:
     waiter = waiter_for(app, listen=True)
     assert isinstance(waiter, PostgresListener)
-    waiter.start()
-    try:
-        assert waiter.notified
-        timer = threading.Timer(0.2, lambda: app.task(add)(1, 2))
-        timer.start()
-        started = time.monotonic()
-        with counted() as statements:
-            waiter.wait()
-        assert time.monotonic() - started < LONG / 2, "woken by the enqueue's NOTIFY"
-        timer.join()
-        assert statements == [], "waiting costs no statement"
-    finally:
-        waiter.close()
-    assert not waiter.notified
+    wakes_at_an_enqueue(app, waiter)
 
 
 @postgresql_only
