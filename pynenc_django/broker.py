@@ -120,15 +120,15 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         parts = gathered(self.db_alias) if len(chunks) == 1 else None
         with transaction.atomic(using=self.db_alias) if len(chunks) > 1 else nullcontext():
             for chunk in chunks:
-                values = ", ".join(["(%s, %s, %s, %s, %s)"] * len(chunk))
-                params: list[Any] = []
-                for invocation_id in chunk:
-                    params += [self.app.app_id, queue_name, priority, invocation_id, now]
+                # Several: the ids as one array, so the text is the same for any count.
+                ids = "%s" if len(chunk) == 1 else "unnest(%s::text[])"
+                params = [self.app.app_id, queue_name, priority]
+                params += [chunk[0] if len(chunk) == 1 else list(chunk), now]
                 part = StatementPart(
                     f"INSERT INTO {table} (app_id, queue, priority, invocation_id, created_at) "
-                    f"VALUES {values} RETURNING 1",
+                    f"SELECT %s, %s, %s, {ids}, %s RETURNING 1",
                     params,
-                    len(chunk) == 1 and self.prepares,
+                    self.prepares,
                     "SELECT pg_notify(%s, %s) FROM (SELECT count(*) FROM {cte}) AS n",
                     [channel, queue_name],
                 )

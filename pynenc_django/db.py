@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import cached_property
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -628,24 +629,38 @@ def insert_rows(
     parts = gathered(alias) if len(batches) == 1 else None
     with transaction.atomic(using=alias) if len(batches) > 1 else contextlib.nullcontext():
         for batch in batches:
+            arrays = len(batch) > 1 and _inserts_arrays(connection.vendor, model)
             sql = _insert_sql(
                 connection.alias,
                 connection.vendor,
                 model,
-                len(batch),
+                0 if arrays else len(batch),
                 tuple(unique_fields),
                 tuple(update_fields) if update_fields is not None else None,
             )
-            params = [
-                field.get_db_prep_save(getattr(row, field.attname), connection)
+            values = [
+                [
+                    field.get_db_prep_save(getattr(row, field.attname), connection)
+                    for field in fields
+                ]
                 for row in batch
-                for field in fields
             ]
+            # Arrays: one parameter per column, whatever the rows (see _insert_sql).
+            params = [list(c) for c in zip(*values, strict=True)] if arrays else [*chain(*values)]
             if parts is not None:
-                parts.append(StatementPart(sql, params, prepare and len(batch) == 1))
+                parts.append(StatementPart(sql, params, prepare and (arrays or len(batch) == 1)))
                 continue
-            with hot_cursor(connection, prepare and len(batch) == 1) as cursor:
+            with hot_cursor(connection, prepare and (arrays or len(batch) == 1)) as cursor:
                 cursor.execute(sql, params)
+
+
+@functools.cache
+def _inserts_arrays(vendor: str, model: type[Model]) -> bool:
+    """Whether several rows go in as one array per column (PostgreSQL, plain columns)."""
+    return vendor == "postgresql" and not any(
+        f.get_internal_type() == "JSONField"
+        for f in model._meta.concrete_fields  # type: ignore[attr-defined]
+    )
 
 
 @functools.cache
@@ -661,7 +676,14 @@ def _insert_sql(
     qn = connection.ops.quote_name
     fields = [f for f in model._meta.concrete_fields if not f.primary_key]  # type: ignore[attr-defined]
     columns = ", ".join(qn(f.column) for f in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    if rows:
+        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * rows)
+    else:
+        # PostgreSQL, any number of rows: one array per column, so one text whatever the
+        # batch. psycopg caches its parsing (a long VALUES list is re-parsed every call,
+        # most of a batch submit's CPU) and the server may prepare it.
+        arrays = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
+        source = f"SELECT * FROM unnest({arrays})"
     verb, suffix = "INSERT", ""
     if unique and vendor == "mysql":
         if update:
@@ -679,4 +701,4 @@ def _insert_sql(
         else:
             suffix = f" ON CONFLICT ({target}) DO NOTHING"
     table = qn(model._meta.db_table)  # type: ignore[attr-defined]
-    return f"{verb} INTO {table} ({columns}) VALUES {', '.join([row] * rows)}{suffix}"
+    return f"{verb} INTO {table} ({columns}) {source}{suffix}"

@@ -749,15 +749,19 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         if not task_keys:
             return _SLOW_CLAIM
         self.app.state_backend.store_runner_context(runner_ctx)  # the history names it
-        record = InvocationStatusRecord(InvocationStatus.PENDING, runner_ctx.runner_id)
+        runner_id = runner_ctx.runner_id
+        running = self.claims_run_at_once
         free, owned, _ = _PENDING_PLAN
         app_id = self.app.app_id
-        params: list[Any] = [app_id, queue_name, record.status.value, record.runner_id]
-        params += [self._db_time(record.timestamp), runner_ctx.runner_id, app_id]
+        status = InvocationStatus.RUNNING if running else InvocationStatus.PENDING
+        params: list[Any] = [app_id, queue_name, status.value, runner_id]
+        params += [self._db_time(now_utc()), runner_id, app_id]
         params += [task_keys, sorted(blocking_invocation_ids), *free, *owned]
         if owned:
-            params.append(runner_ctx.runner_id)
-        rows = self._fetch(self._claim_sql, [*params, app_id, queue_name, app_id])
+            params.append(runner_id)
+        if running:
+            params += [InvocationStatus.PENDING.value, runner_id, runner_id]
+        rows = self._fetch(self._claim_sql(running), [*params, app_id, queue_name, app_id])
         if not rows:
             return None
         invocation_id, claimed, queued, *state_row = rows[0]
@@ -767,6 +771,8 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
         if state_row[0] is not None:
             self.app.state_backend.remember_invocation_row(state_row)  # type: ignore[attr-defined]
         invocation_id = InvocationId(invocation_id)
+        if running:
+            self._running_claims[invocation_id] = runner_id
         self._report_status(invocation_id, InvocationStatus.PENDING)
         invocation = self.app.state_backend.get_invocation(invocation_id)
         return invocation, None  # type: ignore[return-value]
@@ -786,32 +792,63 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
     _cc_free: list[str] = []
     _cc_free_known = -1
 
+    #: Set by a caller that runs what it claims at once, in this process (our worker
+    #: loop): the one-statement claim then also makes the invocation RUNNING, and
+    #: pynenc's RUNNING write that follows costs no statement (:meth:`set_invocation_status`).
+    claims_run_at_once = False
+
     @cached_property
-    def _claim_sql(self) -> str:
+    def _running_claims(self) -> dict[InvocationId, str]:
+        """Invocations claimed straight into RUNNING, by runner id, until they run."""
+        return {}
+
+    @cache  # noqa: B019 (two shapes per orchestrator, which lives as long as its app)
+    def _claim_sql(self, running: bool) -> str:
         """The head (skipping heads other workers hold), PENDING for its invocation where
         allowed, and the DELETE only if that happened: the transition is the proof of
         ownership, and a message the fast path may not take stays queued. Returns the
         head's invocation id, whether it was claimed, the queue's length up to 2 (before
-        the claim), and the invocation's state backend row."""
-        from pynenc_django.models import BrokerMessage, Invocation, StateInvocation
+        the claim), and the invocation's state backend row.
+
+        ``running``: the row goes on to RUNNING, 1 µs after PENDING; the trigger records
+        RUNNING and the statement itself the PENDING it passed through."""
+        from pynenc_django.models import (
+            BrokerMessage,
+            Invocation,
+            InvocationHistory,
+            StateInvocation,
+        )
         from pynenc_django.state_backend import INVOCATION_FIELDS
 
         free, owned, _ = _PENDING_PLAN
         messages = self._table(BrokerMessage)
         no_flush = NO_FLUSH_CONDITION if self.commits_claims_async else ""
         columns = ", ".join(f"s.{field}" for field in INVOCATION_FIELDS)
+        # The time is taken before the statement finds the message: never before the
+        # status it replaces, so the history stays in order.
+        status_at = "GREATEST(%s::timestamptz, status_timestamp + interval '1 microsecond')"
+        passed_pending = ""
+        if running:
+            status_at += " + interval '1 microsecond'"
+            pending_at = "status_timestamp - interval '1 microsecond'"
+            passed_pending = (
+                f"passed AS (INSERT INTO {self._table(InvocationHistory)} (app_id, "
+                "invocation_id, timestamp, status, status_runner_id, status_timestamp, "
+                f"runner_context_id) SELECT app_id, invocation_id, {pending_at}, %s, %s, "
+                f"{pending_at}, %s FROM pend ON CONFLICT DO NOTHING), "
+            )
         return (
             f"WITH head AS (SELECT id, invocation_id FROM {messages} "
             f"WHERE app_id = %s AND queue = %s{no_flush} "
             "ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED), "
             f"pend AS (UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
-            # The time is taken before the statement finds the message: never before the
-            # status it replaces, so the history stays in order.
-            "status_timestamp = GREATEST(%s::timestamptz, status_timestamp + interval '1 microsecond'), "
+            f"status_timestamp = {status_at}, "
             "status_context_id = %s "
             "WHERE app_id = %s AND invocation_id = (SELECT invocation_id FROM head) "
             "AND task_id_key = ANY(%s::text[]) AND invocation_id <> ALL(%s::text[]) "
-            f"AND {self._allowed_sql(len(free), len(owned), False)} RETURNING 1), "
+            f"AND {self._allowed_sql(len(free), len(owned), False)} "
+            "RETURNING app_id, invocation_id, status_timestamp), "
+            f"{passed_pending}"
             f"popped AS (DELETE FROM {messages} WHERE id = (SELECT id FROM head) "
             "AND EXISTS (SELECT 1 FROM pend) RETURNING 1) "
             f"SELECT h.invocation_id, EXISTS (SELECT 1 FROM popped), "
@@ -840,8 +877,12 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
     def set_invocation_status(
         self, invocation_id: InvocationId, status: InvocationStatus, runner_ctx: RunnerContext
     ) -> None:
-        """pynenc's steps (:meth:`record_status_change`, then the trigger report)."""
-        self.record_status_change(invocation_id, status, runner_ctx)
+        """pynenc's steps (:meth:`record_status_change`, then the trigger report). RUNNING
+        by the runner that claimed straight into it (:attr:`claims_run_at_once`) is
+        already written."""
+        claimed_by = self._running_claims.pop(invocation_id, None) if self._running_claims else None
+        if status != InvocationStatus.RUNNING or claimed_by != runner_ctx.runner_id:
+            self.record_status_change(invocation_id, status, runner_ctx)
         self._report_status(invocation_id, status)
 
     def _report_status(self, invocation_id: InvocationId, status: InvocationStatus) -> None:

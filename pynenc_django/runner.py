@@ -168,6 +168,8 @@ class _Worker:
                 orchestrator.blocking_check_interval = float(
                     self.conf.django_blocking_check_interval_sec
                 )
+            if hasattr(orchestrator, "claims_run_at_once"):
+                orchestrator.claims_run_at_once = True  # each claim runs at once, here
             self._with_db_retries(lambda: self.runner._register_new_child_runner_context(self.ctx))
             context.set_runner_context(self.app.app_id, self.ctx)
             self.app.logger.info(f"Persistent process worker started with pid:{os.getpid()}")

@@ -72,9 +72,10 @@ def claim_and_hang(app_id: str, ready: Any) -> None:
     list(app.orchestrator.get_invocations_to_run(1, RunnerContext("Racer", runner_id="doomed")))
 
 
-def claim_all(app_id: str, runner_id: str, barrier: Any, results: Any) -> None:
-    """Claim invocations of ``noop`` until the queue is empty; report them, and whether
-    every claim statement was the one-statement claim."""
+def claim_all(app_id: str, runner_id: str, running: bool, barrier: Any, results: Any) -> None:
+    """Claim invocations of ``noop`` until the queue is empty (straight into RUNNING if
+    ``running``); report them, and whether every claim statement was the one-statement
+    claim."""
     from django.db import connection
     from pynenc.runner.runner_context import RunnerContext
 
@@ -82,6 +83,7 @@ def claim_all(app_id: str, runner_id: str, barrier: Any, results: Any) -> None:
     from tests.backends.test_one_statement_claim import noop  # after Django's setup
 
     app.task(noop)  # known here: the fast path may claim it
+    app.orchestrator.claims_run_at_once = running
     worker = RunnerContext("Racer", runner_id=runner_id)
     statements: list[str] = []
 

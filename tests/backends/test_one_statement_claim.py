@@ -1,5 +1,6 @@
 """PostgreSQL claims the usual invocation in one statement: the queue's head popped and
-its invocation made PENDING together, or neither. Everything else (tasks under
+its invocation made PENDING (and RUNNING, for a worker that runs it at once) together,
+or neither. Everything else (tasks under
 concurrency control, tasks this process has not imported, stale messages, invocations a
 worker runs as blocking ones) takes pynenc's general path, unchanged."""
 
@@ -66,6 +67,58 @@ def test_a_known_task_is_claimed_by_one_statement(app: Pynenc) -> None:
         InvocationStatus.PENDING,
     ]
     assert history[-1].runner_context_id == WORKER.runner_id
+
+
+def test_a_worker_that_runs_its_claim_at_once_claims_it_running(app: Pynenc) -> None:
+    """Our worker loop runs what it claims at once: the claim makes the invocation
+    RUNNING too (PENDING recorded on the way), and pynenc's RUNNING write that follows
+    costs no statement but is reported as usual."""
+    reported: list[InvocationStatus] = []
+    report = app.orchestrator._report_status  # type: ignore[attr-defined]
+    app.orchestrator._report_status = lambda i, s: (reported.append(s), report(i, s))  # type: ignore[attr-defined]
+    app.orchestrator.claims_run_at_once = True  # type: ignore[attr-defined]
+    invocation = app.task(noop)()
+    with counted() as statements:
+        claimed, _ = claim(app)
+    assert len(statements) == 1
+    record = app.orchestrator.get_invocation_status_record(invocation.invocation_id)
+    assert (record.status, record.runner_id) == (InvocationStatus.RUNNING, WORKER.runner_id)
+
+    with counted() as statements:
+        claimed.run(WORKER)
+    writes = [sql for sql in statements if '"pynenc_invocation"' in sql]
+    assert len(writes) == 1, "the result and SUCCESS; RUNNING was written by the claim"
+    assert reported == [
+        InvocationStatus.PENDING,
+        InvocationStatus.RUNNING,
+        InvocationStatus.SUCCESS,
+    ]
+    history = app.state_backend.get_history(invocation.invocation_id)
+    assert [(h.status_record.status, h.runner_context_id) for h in history] == [
+        (InvocationStatus.REGISTERED, history[0].runner_context_id),
+        (InvocationStatus.PENDING, WORKER.runner_id),
+        (InvocationStatus.RUNNING, WORKER.runner_id),
+        (InvocationStatus.SUCCESS, WORKER.runner_id),
+    ]
+    times = [h.status_record.timestamp for h in history]
+    assert times == sorted(times) and len(set(times)) == 4
+
+
+def test_only_the_claimer_skips_the_running_write(app: Pynenc) -> None:
+    """Another runner's RUNNING is written, and so refused: the claimer owns it."""
+    from pynenc.exceptions import InvocationStatusError
+
+    app.orchestrator.claims_run_at_once = True  # type: ignore[attr-defined]
+    invocation = app.task(noop)()
+    claim(app)
+    other = RunnerContext("DjangoPersistentProcessRunner", runner_id="other-worker")
+    with pytest.raises(InvocationStatusError):
+        app.orchestrator.set_invocation_status(
+            invocation.invocation_id, InvocationStatus.RUNNING, other
+        )
+    history = app.state_backend.get_history(invocation.invocation_id)
+    assert [h.status_record.status for h in history][-1] == InvocationStatus.RUNNING
+    assert len(history) == 3
 
 
 def test_an_empty_queue_costs_one_statement(app: Pynenc) -> None:
@@ -138,10 +191,12 @@ def test_a_blocking_invocation_is_not_claimed_from_the_queue(app: Pynenc) -> Non
     )
 
 
-def test_racing_processes_claim_each_invocation_exactly_once(app: Pynenc) -> None:
+@pytest.mark.parametrize("running", [False, True], ids=["pending", "running"])
+def test_racing_processes_claim_each_invocation_exactly_once(app: Pynenc, running: bool) -> None:
     task = app.task(noop)
     ids = sorted(invocation.invocation_id for invocation in task.parallelize([()] * 300))
-    outcomes = race(racers.claim_all, [(app.app_id, f"racer-{i}") for i in range(4)])
+    outcomes = race(racers.claim_all, [(app.app_id, f"racer-{i}", running) for i in range(4)])
+    status = InvocationStatus.RUNNING if running else InvocationStatus.PENDING
 
     claimed = sorted(invocation_id for _, batch, _ in outcomes for invocation_id in batch)
     assert claimed == ids, "every invocation claimed exactly once"
@@ -150,7 +205,7 @@ def test_racing_processes_claim_each_invocation_exactly_once(app: Pynenc) -> Non
     for runner_id, batch, _ in outcomes:
         for invocation_id in batch:
             record = app.orchestrator.get_invocation_status_record(invocation_id)
-            assert (record.status, record.runner_id) == (InvocationStatus.PENDING, runner_id)
+            assert (record.status, record.runner_id) == (status, runner_id)
 
 
 def test_the_pending_time_never_precedes_the_registration(app: Pynenc) -> None:
