@@ -151,10 +151,12 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         in_caller_transaction = self.connection.in_atomic_block
         while True:
             with nullcontext() if in_caller_transaction else self.write_transaction():
-                rows = self._fetch(head_sql, [self.app.app_id, queue])
+                rows = self._fetch(head_sql, [self.app.app_id, queue] * 2)
                 if not rows:
+                    self.last_look = 0
                     return None
-                message_id, invocation_id, *state_row = rows[0]
+                message_id, invocation_id, queued, *state_row = rows[0]
+                self.last_look = int(queued)
                 if self._execute(delete_sql, [self.app.app_id, message_id]) == 1:
                     if state_row and state_row[0] is not None:
                         self.app.state_backend.remember_invocation_row(state_row)  # type: ignore[attr-defined]
@@ -163,9 +165,9 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
     @cached_property
     def _head_and_delete_sql(self) -> tuple[str, str]:
         """The two-statement pop (MariaDB/MySQL, old SQLite): lock the head (skipping
-        heads other workers hold, where the database can), then delete it by id. With our
-        state backend on the same database, the head brings the invocation's row along,
-        which the claim reads next."""
+        heads other workers hold, where the database can), then delete it by id. The head
+        also counts the queue up to 2 (:attr:`last_look`); with our state backend on the
+        same database, it brings the invocation's row along, which the claim reads next."""
         from pynenc_django.models import BrokerMessage, StateInvocation
         from pynenc_django.state_backend import INVOCATION_FIELDS
 
@@ -183,10 +185,17 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                 "ON s.app_id = b.app_id AND s.invocation_id = b.invocation_id"
             )
         return (
-            f"SELECT b.id, b.invocation_id{columns} FROM {table} b{join} "
+            f"SELECT b.id, b.invocation_id, ({self._look_sql}){columns} FROM {table} b{join} "
             f"WHERE b.app_id = %s AND b.queue = %s ORDER BY b.priority DESC, b.id LIMIT 1{skip}",
             f"DELETE FROM {table} WHERE app_id = %s AND id = %s",
         )
+
+    @property
+    def pop_looks(self) -> bool:
+        """Whether a pop also tells the queue's length before it (:attr:`last_look`), as
+        the two-statement pop's head does (a plain read: ``FOR UPDATE`` does not reach
+        into subqueries)."""
+        return not self._pops_with_returning
 
     @cached_property
     def _pops_with_returning(self) -> bool:

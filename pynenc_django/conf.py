@@ -29,7 +29,9 @@ class ConfigDjango(ConfigPynencBase):
         wake at once instead of polling. Turn off behind a transaction-mode pooler
         (PgBouncer), which cannot carry ``LISTEN``; workers then back off instead. On
         SQLite (Linux), enqueues and final statuses touch signal files beside the
-        database file, which idle workers and waiting clients watch with inotify.
+        database file, which idle workers and waiting clients watch with inotify; on
+        MariaDB/MySQL the same files, in a private temporary directory, shorten the
+        backoff's sleeps for what this host's processes enqueue and finish.
     :cvar ConfigField[bool] django_prepared_statements:
         On PostgreSQL (psycopg 3), the fixed SQL run several times per invocation is
         prepared on the server once per connection, sparing its parsing and planning.

@@ -671,6 +671,8 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
     #: The last claim took the only message its (single) queue held, as the claim
     #: statement or the broker's look before it saw the queue; reset by the worker.
     claimed_the_last_message = False
+    #: Set by the worker before a claim: its waiter was just woken for new work.
+    work_announced = False
     #: How many messages (0, 1, 2 or more; 0: unknown) the last claim saw in its queue.
     _queue_look = 0
 
@@ -694,12 +696,16 @@ class DjangoOrchestrator(DjangoBackendMixin, BaseOrchestrator):
                 return claim  # type: ignore[return-value]
         broker: DjangoBroker = self.app.broker  # type: ignore[assignment]
         self._queue_look = 0  # unknown
-        if broker.pop_takes_locks:
+        # An idle worker looks before it takes the write lock, unless it was just woken
+        # for new work and the pop tells the queue's length itself.
+        if broker.pop_takes_locks and not (self.work_announced and broker.pop_looks):
             if not broker.has_invocations(queue_name):
-                return None  # an idle worker looks before it takes the write lock
+                return None
             self._queue_look = broker.last_look
         with self.write_transaction():
             invocation_id = broker.retrieve_invocation(queue_name)
+            if broker.pop_looks:
+                self._queue_look = broker.last_look
             if invocation_id is None:
                 return None
             if invocation_id in blocking_invocation_ids:

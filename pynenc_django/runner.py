@@ -174,19 +174,24 @@ class _Worker:
             context.set_runner_context(self.app.app_id, self.ctx)
             self.app.logger.info(f"Persistent process worker started with pid:{os.getpid()}")
             waiter.start()
+            announced = False
             while not self.stopping:
-                invocation = self._claim()
+                invocation = self._claim(announced)
                 if invocation is None:
                     close_stale_connections()
                     waiter.wait()
+                    announced = waiter.woken
                     continue
                 waiter.found_work()
                 drained = getattr(self.app.orchestrator, "claimed_the_last_message", False)
                 self._run(invocation)
-                if drained and waiter.notified:
-                    # It was the queue's only message: anything enqueued since has been
-                    # announced (the wait returns at once), so look only when woken.
+                announced = False
+                if drained and waiter.wakes:
+                    # It was the queue's only message: what was enqueued since has been
+                    # announced (the wait returns at once), so look when woken; or, where
+                    # only this host's enqueues are (MariaDB), after the shortest sleep.
                     waiter.wait()
+                    announced = waiter.woken
         except KeyboardInterrupt:
             self.app.logger.info(f"worker:{self.ctx.runner_id} interrupted, exiting")
         finally:
@@ -210,8 +215,12 @@ class _Worker:
         if self.invocation_id is not None:
             raise KeyboardInterrupt
 
-    def _claim(self) -> DistributedInvocation | None:
-        self.app.orchestrator.claimed_the_last_message = False  # type: ignore[attr-defined]
+    def _claim(self, announced: bool) -> DistributedInvocation | None:
+        """One invocation or none; ``announced``: the waiter was just woken for new work,
+        so the claim may skip its look at the queue."""
+        orchestrator = self.app.orchestrator
+        orchestrator.claimed_the_last_message = False  # type: ignore[attr-defined]
+        orchestrator.work_announced = announced  # type: ignore[attr-defined]
         try:
             found = list(
                 self.app.orchestrator.get_invocations_to_run(

@@ -12,9 +12,13 @@ pynenc's own persistent workers re-query the broker as fast as they can when it 
   on it with Linux's inotify: woken within a millisecond, no statement and no CPU while
   idle, the same ``notified_max_wait`` safety poll. Elsewhere (no inotify, a database in
   memory) it falls back to the backoff below.
-* **MariaDB/MySQL** (no notifications) and PostgreSQL behind a transaction-mode
-  pooler (set ``django_listen_notify = False``): exponential backoff from the runner's
-  loop sleep up to ``max_wait``, reset whenever work is found.
+* **MariaDB/MySQL** (no notifications): exponential backoff from the runner's loop sleep
+  up to ``max_wait``, reset whenever work is found; the same signal files (in a private
+  directory, :func:`signal_dir`) end a sleep early when the enqueue or the final status
+  came from a process of this user on this host. Processes on other hosts are never
+  waited for longer than the backoff: a signal is a hint there, not a promise.
+* PostgreSQL behind a transaction-mode pooler (``django_listen_notify = False``): the
+  backoff alone.
 
 Both wait on the runner's stop event, so a stop request interrupts an idle wait at once.
 """
@@ -65,15 +69,54 @@ def listen_connection(alias: str, channel: str) -> Any:
 
 
 def signal_path(alias: str, signal: str) -> str | None:
-    """SQLite: the file beside the database that ``signal`` touches; ``None`` for other
-    databases and for databases in memory (one process: nobody to signal)."""
+    """The file that ``signal`` touches: beside the database file on SQLite; on
+    MariaDB/MySQL in this user's signal directory (:func:`signal_dir`), named after the
+    server and database. ``None`` on PostgreSQL (it has ``NOTIFY``), for SQLite in memory
+    (one process: nobody to signal), and where there is no safe directory."""
     connection = get_connection(alias)
+    if connection.vendor == "mysql":
+        directory = signal_dir()
+        settings = connection.settings_dict
+        where = f"{settings['HOST']}:{settings['PORT']}/{settings['NAME']}"
+        return (
+            None
+            if directory is None
+            else os.path.join(directory, f"{sha256_hex(where)[:16]}-{signal}")
+        )
     if connection.vendor != "sqlite" or connection.is_in_memory_db():  # type: ignore[attr-defined]
         return None
     name = str(connection.settings_dict["NAME"])
     if name.startswith("file:"):
         name = name.removeprefix("file:").split("?", 1)[0]
     return f"{name}-pynenc-{signal}"
+
+
+def signals_are_complete(alias: str) -> bool:
+    """SQLite's signals reach every process using the database (one host by nature);
+    MariaDB's only the processes on this host, so there they are hints that shorten a
+    poll, never a reason to stop polling."""
+    return get_connection(alias).vendor == "sqlite"
+
+
+@functools.cache
+def signal_dir() -> str | None:
+    """``<tmp>/pynenc-django-<uid>``, private to this user (0700, ours, no symlink), where
+    MariaDB/MySQL's signal files live; ``None`` if it cannot be made so."""
+    import stat
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"pynenc-django-{os.getuid()}")
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        info = os.lstat(path)
+    except OSError as exc:
+        logger.info("pynenc_django: no signal directory %s (%s); polling only", path, exc)
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        logger.warning("pynenc_django: %s is not a private directory of ours; polling only", path)
+        return None
+    return path
 
 
 def work_signal(app_id: str) -> str:
@@ -195,6 +238,13 @@ class Waiter(Protocol):
     def notified(self) -> bool:
         """Whether every enqueue since :meth:`start` wakes :meth:`wait` (else it polls)."""
 
+    @property
+    def wakes(self) -> bool:
+        """Whether some enqueues (every one, if :attr:`notified`) end :meth:`wait` early."""
+
+    #: The last :meth:`wait` ended because an enqueue was announced, not on a timeout.
+    woken: bool
+
     def close(self) -> None: ...
 
 
@@ -206,6 +256,7 @@ class BackoffWaiter:
         self.min_wait = max(0.001, min(min_wait, max_wait))
         self.max_wait = max_wait
         self._next = self.min_wait
+        self.woken = False
 
     def start(self) -> None:
         pass
@@ -213,11 +264,22 @@ class BackoffWaiter:
     def found_work(self) -> None:
         self._next = self.min_wait
 
-    def wait(self) -> None:
-        self.stop_event.wait(self._next)
+    def wait(self, hinted_within: Callable[[float], bool] | None = None) -> None:
+        """The next sleep of the schedule; ``hinted_within(seconds)`` may end it early."""
+        timeout = self._next
         self._next = min(self.max_wait, self._next * 2)
+        self.woken = False
+        if hinted_within is None:
+            self.stop_event.wait(timeout)
+            return
+        deadline = time.monotonic() + timeout
+        while (remaining := deadline - time.monotonic()) > 0 and not self.stop_event.is_set():
+            if hinted_within(min(_AnnouncedWaiter.STOP_CHECK_SEC, remaining)):
+                self.woken = True
+                return
 
     notified = False
+    wakes = False
 
     def close(self) -> None:
         pass
@@ -237,17 +299,24 @@ class _AnnouncedWaiter:
         self.stop_event = stop_event
         self.max_wait = notified_max_wait
         self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
+        self.woken = False
 
     def found_work(self) -> None:
         self._fallback.found_work()
 
+    @property
+    def wakes(self) -> bool:
+        return self.notified
+
     def _wait_announced(self, announced_within: Callable[[float], bool]) -> None:
         """Until ``announced_within(seconds)`` says something was announced, the stop
         event is set, or ``notified_max_wait`` has passed."""
+        self.woken = False
         remaining = self.max_wait
         while remaining > 0 and not self.stop_event.is_set():
             step = min(self.STOP_CHECK_SEC, remaining)
             if announced_within(step):
+                self.woken = True
                 return
             remaining -= step
 
@@ -290,6 +359,7 @@ class PostgresListener(_AnnouncedWaiter):
     def wait(self) -> None:
         import psycopg
 
+        self.woken = False
         if self._conn is None:
             if not self._connect():
                 self._fallback.wait()
@@ -316,8 +386,10 @@ class PostgresListener(_AnnouncedWaiter):
 
 
 class FileSignalWaiter(_AnnouncedWaiter):
-    """SQLite: block on the app's work signal file (:class:`FileWatch`); backs off where
-    it cannot be watched."""
+    """Block on the app's work signal file (:class:`FileWatch`); backs off where it
+    cannot be watched. ``complete`` (SQLite): every enqueue touches it, so it is waited
+    on like ``LISTEN``; otherwise (MariaDB/MySQL: this host's enqueues only) it just
+    ends the backoff's sleeps early."""
 
     def __init__(
         self,
@@ -326,9 +398,11 @@ class FileSignalWaiter(_AnnouncedWaiter):
         min_wait: float,
         max_wait: float,
         notified_max_wait: float,
+        complete: bool = True,
     ) -> None:
         super().__init__(stop_event, min_wait, max_wait, notified_max_wait)
         self.path = path
+        self.complete = complete
         self._watch: FileWatch | None = None
 
     def start(self) -> None:
@@ -336,13 +410,21 @@ class FileSignalWaiter(_AnnouncedWaiter):
 
     @property
     def notified(self) -> bool:
+        return self._watch is not None and self.complete
+
+    @property
+    def wakes(self) -> bool:
         return self._watch is not None
 
     def wait(self) -> None:
         if self._watch is None:
             self._fallback.wait()
-            return
-        self._wait_announced(self._watch.wait)
+            self.woken = False
+        elif self.complete:
+            self._wait_announced(self._watch.wait)
+        else:
+            self._fallback.wait(self._watch.wait)
+            self.woken = self._fallback.woken
 
     def close(self) -> None:
         if self._watch is not None:
@@ -372,7 +454,9 @@ def make_waiter(
         except ImportError:
             logger.info("pynenc_django: psycopg 3 is not installed; idle workers back off")
     if listen and (path := signal_path(alias, work_signal(app_id))) is not None:
-        return FileSignalWaiter(path, stop_event, min_wait, max_wait, notified_max_wait)
+        return FileSignalWaiter(
+            path, stop_event, min_wait, max_wait, notified_max_wait, signals_are_complete(alias)
+        )
     return BackoffWaiter(stop_event, min_wait, max_wait)
 
 
@@ -397,8 +481,10 @@ class ResultWaiter:
         self.alias = alias
         self.max_wait = max(self.GROUP_WAIT, max_wait)
         self.listen = listen and get_connection(alias).vendor == "postgresql"
-        # SQLite: the final statuses' signal file instead (see FileWatch).
+        # SQLite and MariaDB/MySQL: the final statuses' signal file instead (see
+        # FileWatch); on MariaDB/MySQL a hint (this host's only) within the backoff.
         self._signal = signal_path(alias, FINAL_SIGNAL) if listen else None
+        self._signals_complete = signals_are_complete(alias)
         self._watch: FileWatch | None = None
         self._conn: Any = None
         self._lock = threading.Lock()
@@ -429,15 +515,16 @@ class ResultWaiter:
             try:
                 if self.listen and self._wait_notified(awaited, shortest):
                     return
-                if self._signal is not None and self._wait_signalled(len(awaited) > 1):
+                if self._signal is not None and self._wait_signalled(len(awaited) > 1, timeout):
                     return
             finally:
                 self._lock.release()
         time.sleep(timeout)
 
-    def _wait_signalled(self, group: bool) -> bool:
-        """SQLite: wait up to ``max_wait`` for any final status to be signalled (then,
-        for a group, ``GROUP_WAIT`` longer for more). True when the caller should look
+    def _wait_signalled(self, group: bool, timeout: float) -> bool:
+        """Wait for any final status to be signalled (then, for a group, ``GROUP_WAIT``
+        longer for more): up to ``max_wait`` where signals are complete (SQLite), else
+        (MariaDB/MySQL) up to the backoff's ``timeout``. True when the caller should look
         now; False where the file cannot be watched (the caller sleeps instead)."""
         if self._watch is None:
             self._watch = file_watch(self._signal)
@@ -445,7 +532,7 @@ class ResultWaiter:
                 self._signal = None  # cannot watch here: back off from now on
                 return False
             return True  # watching from now: a final status may have been signalled before
-        if self._watch.wait(self.max_wait) and group:
+        if self._watch.wait(self.max_wait if self._signals_complete else timeout) and group:
             time.sleep(self.GROUP_WAIT)
         return True
 

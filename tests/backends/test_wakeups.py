@@ -2,7 +2,9 @@
 
 PostgreSQL: ``LISTEN``, woken by an enqueue's ``NOTIFY``. SQLite, which has no LISTEN/NOTIFY:
 enqueues and final statuses touch signal files beside the database file after their commit,
-watched with inotify. Where neither is possible, workers back off."""
+watched with inotify. MariaDB/MySQL: the same signal files, in a private directory, end the
+backoff's sleeps early (hints from this host; other hosts are found by polling). Where
+none is possible, workers back off."""
 
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from pynenc_django.wakeup import (
     PostgresListener,
     ResultWaiter,
     make_waiter,
+    signal_dir,
     signal_path,
     work_signal,
 )
@@ -34,6 +37,9 @@ from tests.backends.test_statement_budget import counted
 
 sqlite_only = pytest.mark.skipif(
     connection.vendor != "sqlite", reason="signal files are SQLite's notifications"
+)
+mysql_only = pytest.mark.skipif(
+    connection.vendor != "mysql", reason="signal files are MariaDB/MySQL's hints"
 )
 postgresql_only = pytest.mark.skipif(
     connection.vendor != "postgresql", reason="LISTEN/NOTIFY is PostgreSQL's"
@@ -198,3 +204,123 @@ def test_the_stop_event_ends_a_listening_wait(app: Pynenc) -> None:
 def test_without_notifications_a_worker_backs_off(app: Pynenc) -> None:
     waiter = waiter_for(app, listen=False)
     assert isinstance(waiter, BackoffWaiter) and not waiter.notified
+
+
+@mysql_only
+def test_mariadb_signal_files_are_in_a_private_directory(app: Pynenc) -> None:
+    import stat
+
+    path = signal_path("default", work_signal(app.app_id))
+    directory = signal_dir()
+    assert path is not None and directory is not None
+    assert os.path.dirname(path) == directory
+    info = os.lstat(directory)
+    assert stat.S_ISDIR(info.st_mode) and info.st_uid == os.getuid()
+    assert stat.S_IMODE(info.st_mode) == 0o700
+    assert path.endswith(f"-{work_signal(app.app_id)}")
+    assert signal_path("default", FINAL_SIGNAL) != path
+
+
+@pytest.mark.parametrize("kind", ["shared", "symlink"])
+def test_no_signal_directory_that_others_could_use(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """Signal files are opened by name: in a directory another user could write to (or a
+    symlink planted there), that user could make us touch their files. Then: no signals."""
+    import tempfile
+
+    target = tmp_path / f"pynenc-django-{os.getuid()}"
+    if kind == "shared":
+        target.mkdir()
+        target.chmod(0o777)
+    else:
+        (tmp_path / "elsewhere").mkdir(mode=0o700)
+        target.symlink_to(tmp_path / "elsewhere")
+    monkeypatch.setattr(tempfile, "gettempdir", lambda: str(tmp_path))
+    signal_dir.cache_clear()
+    try:
+        assert signal_dir() is None
+    finally:
+        signal_dir.cache_clear()
+
+
+@mysql_only
+def test_a_mariadb_worker_is_hinted_by_an_enqueue_but_keeps_polling(app: Pynenc) -> None:
+    """A local enqueue ends the sleep at once; without one the worker still looks after
+    its backoff step (enqueues from other hosts touch nothing here)."""
+    waiter = waiter_for(app, listen=True)
+    assert isinstance(waiter, FileSignalWaiter)
+    waiter.start()
+    try:
+        assert waiter.wakes and not waiter.notified, "hints, not a promise"
+        timer = threading.Timer(0.2, lambda: app.task(add)(1, 2))
+        timer.start()
+        started = time.monotonic()
+        with counted() as statements:
+            waiter.wait()  # its first step is min_wait (0.01 s): a timeout, no hint yet
+            assert not waiter.woken
+            while not waiter.woken and time.monotonic() - started < LONG / 2:
+                waiter.wait()  # doubling steps, ended by the enqueue's touch
+        timer.join()
+        assert waiter.woken and time.monotonic() - started < LONG / 2
+        assert statements == [], "waiting costs no statement"
+    finally:
+        waiter.close()
+
+    short = make_waiter(
+        "default",
+        app.app_id,
+        threading.Event(),
+        min_wait=0.05,
+        max_wait=0.05,
+        notified_max_wait=LONG,
+        listen=True,
+    )
+    short.start()
+    try:
+        started = time.monotonic()
+        short.wait()
+        assert time.monotonic() - started < LONG / 2, "the backoff's step, not the safety poll"
+        assert not short.woken
+    finally:
+        short.close()
+
+
+@mysql_only
+def test_a_waiting_mariadb_client_is_hinted_by_a_final_status(app: Pynenc) -> None:
+    invocation = app.task(add)(1, 2)
+    waiter = ResultWaiter("default", max_wait=LONG, listen=True)
+    try:
+        waiter.wait([invocation.invocation_id])  # first: starts watching, returns to look
+        [claimed] = list(app.orchestrator.get_invocations_to_run(1, WORKER))
+        timer = threading.Timer(0.2, claimed.run, args=(WORKER,))
+        timer.start()
+        started = time.monotonic()
+        assert waiter._wait_signalled(False, LONG)  # a step of LONG, ended by the hint
+        assert time.monotonic() - started < LONG / 2, "hinted by the final status"
+        timer.join()
+        assert invocation.result == 3
+    finally:
+        waiter.close()
+
+
+@mysql_only
+def test_a_claim_woken_for_work_skips_its_look(app: Pynenc) -> None:
+    """The pop's head tells the queue's length itself: a worker just woken for new work
+    pops at once; the only message taken is known to be the last."""
+    orchestrator: Any = app.orchestrator
+    task = app.task(add)
+    looks = "SELECT count(*) FROM (SELECT 1 FROM"
+    for announced in (False, True):
+        task(1, 2)
+        orchestrator.work_announced = announced
+        with counted() as statements:
+            [claimed] = list(orchestrator.get_invocations_to_run(1, WORKER))
+        orchestrator.work_announced = False
+        assert any(sql.startswith(looks) for sql in statements) is not announced, statements
+        assert orchestrator.claimed_the_last_message is True
+        claimed.run(WORKER)
+    task(1, 2), task(2, 3)
+    orchestrator.work_announced = True
+    list(orchestrator.get_invocations_to_run(1, WORKER))
+    assert orchestrator.claimed_the_last_message is False, "one more is queued"
