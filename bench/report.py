@@ -134,6 +134,9 @@ class Summary:
     idle: Stat | None = None
     breakdown: list[tuple[str, float]] = field(default_factory=list)
     breakdown_runs: int = 0
+    # MariaDB: the runner sharing no signal files with the client (as on another host).
+    across_p50: Stat | None = None
+    across_statements: Stat | None = None
 
 
 def summarise(payload: dict[str, Any], name: str) -> Summary:
@@ -168,6 +171,11 @@ def summarise(payload: dict[str, Any], name: str) -> Summary:
     summary.statements = stat(r.get("statements_per_lifecycle") for r in runs)
     summary.queries = stat(r.get("queries_per_lifecycle") for r in runs)
     summary.idle = stat(r.get("idle_statements_per_s") for r in runs)
+    across = [r["across_hosts"] for r in runs if isinstance(r.get("across_hosts"), dict)]
+    summary.across_p50 = stat(
+        percentile(s, 50) for s in (samples(a.get("latency_ms")) for a in across) if s
+    )
+    summary.across_statements = stat(a.get("statements_per_lifecycle") for a in across)
     breakdowns = [
         r["statement_breakdown"] for r in runs if isinstance(r.get("statement_breakdown"), dict)
     ]
@@ -750,6 +758,11 @@ def details_section(loaded: Loaded) -> list[str]:
             ("queries / lifecycle (no BEGIN/COMMIT/SAVEPOINT/PRAGMA)", cell(s.queries)),
             ("idle statements/s, one worker", cell(s.idle)),
         ]
+        if s.across_statements is not None:
+            rows += [
+                ("runner as on another host: round trip p50 (ms)", cell(s.across_p50)),
+                ("runner as on another host: statements / lifecycle", cell(s.across_statements)),
+            ]
         lines += ["| | |", "|---|---|"]
         lines += [f"| {k} | {md_escape(v)} |" for k, v in rows]
         lines.append("")
