@@ -742,7 +742,7 @@ def across_hosts(
     """MariaDB/MySQL: round trips and statements per lifecycle again, the runner sharing no
     signal files with the client (its own temporary directory, as on another host), so
     only polling finds the work and the results: what a multi-host deployment pays."""
-    if getattr(system, "vendor", None) != "mysql":
+    if getattr(system, "vendor", None) != "mariadb":
         return None
     log(f"run {run}: W=2 round trips and statements, runner as on another host")
     elsewhere = work / f"tmp-elsewhere-{run}"
