@@ -647,10 +647,11 @@ def insert_rows(
             ]
             # Arrays: one parameter per column, whatever the rows (see _insert_sql).
             params = [list(c) for c in zip(*values, strict=True)] if arrays else [*chain(*values)]
+            fixed_text = prepare and (arrays or len(batch) == 1)
             if parts is not None:
-                parts.append(StatementPart(sql, params, prepare and (arrays or len(batch) == 1)))
+                parts.append(StatementPart(sql, params, fixed_text))
                 continue
-            with hot_cursor(connection, prepare and (arrays or len(batch) == 1)) as cursor:
+            with hot_cursor(connection, fixed_text) as cursor:
                 cursor.execute(sql, params)
 
 

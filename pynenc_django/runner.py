@@ -174,24 +174,20 @@ class _Worker:
             context.set_runner_context(self.app.app_id, self.ctx)
             self.app.logger.info(f"Persistent process worker started with pid:{os.getpid()}")
             waiter.start()
-            announced = False
             while not self.stopping:
-                invocation = self._claim(announced)
+                invocation = self._claim(announced=waiter.woken)
                 if invocation is None:
                     close_stale_connections()
                     waiter.wait()
-                    announced = waiter.woken
                     continue
                 waiter.found_work()
                 drained = getattr(self.app.orchestrator, "claimed_the_last_message", False)
                 self._run(invocation)
-                announced = False
                 if drained and waiter.wakes:
                     # It was the queue's only message: what was enqueued since has been
                     # announced (the wait returns at once), so look when woken; or, where
                     # only this host's enqueues are (MariaDB), after the shortest sleep.
                     waiter.wait()
-                    announced = waiter.woken
         except KeyboardInterrupt:
             self.app.logger.info(f"worker:{self.ctx.runner_id} interrupted, exiting")
         finally:

@@ -224,6 +224,22 @@ class StopEvent(Protocol):
     def wait(self, timeout: float | None = None) -> bool: ...
 
 
+#: How often a blocked wait looks at the stop event (no database traffic).
+STOP_CHECK_SEC = 0.25
+
+
+def announced_within(
+    announced: Callable[[float], bool], seconds: float, stop_event: StopEvent | ThreadEvent
+) -> bool:
+    """Whether ``announced(step)`` reports an announcement within ``seconds``, asked in
+    steps of :data:`STOP_CHECK_SEC` so that the stop event ends the wait too."""
+    deadline = time.monotonic() + seconds
+    while (remaining := deadline - time.monotonic()) > 0 and not stop_event.is_set():
+        if announced(min(STOP_CHECK_SEC, remaining)):
+            return True
+    return False
+
+
 class Waiter(Protocol):
     def start(self) -> None:
         """Prepare to be woken (subscribe) *before* the first poll, so nothing is missed."""
@@ -242,7 +258,8 @@ class Waiter(Protocol):
     def wakes(self) -> bool:
         """Whether some enqueues (every one, if :attr:`notified`) end :meth:`wait` early."""
 
-    #: The last :meth:`wait` ended because an enqueue was announced, not on a timeout.
+    #: The last :meth:`wait` ended because an enqueue was announced, not on a timeout
+    #: (False again from :meth:`found_work`).
     woken: bool
 
     def close(self) -> None: ...
@@ -263,20 +280,17 @@ class BackoffWaiter:
 
     def found_work(self) -> None:
         self._next = self.min_wait
+        self.woken = False
 
     def wait(self, hinted_within: Callable[[float], bool] | None = None) -> None:
         """The next sleep of the schedule; ``hinted_within(seconds)`` may end it early."""
         timeout = self._next
         self._next = min(self.max_wait, self._next * 2)
-        self.woken = False
         if hinted_within is None:
             self.stop_event.wait(timeout)
-            return
-        deadline = time.monotonic() + timeout
-        while (remaining := deadline - time.monotonic()) > 0 and not self.stop_event.is_set():
-            if hinted_within(min(_AnnouncedWaiter.STOP_CHECK_SEC, remaining)):
-                self.woken = True
-                return
+            self.woken = False
+        else:
+            self.woken = announced_within(hinted_within, timeout, self.stop_event)
 
     notified = False
     wakes = False
@@ -287,11 +301,8 @@ class BackoffWaiter:
 
 class _AnnouncedWaiter:
     """A waiter woken by announcements; it looks at the stop event every
-    ``STOP_CHECK_SEC`` and polls anyway after ``notified_max_wait``, and backs off like
+    :data:`STOP_CHECK_SEC` and polls anyway after ``notified_max_wait``, and backs off like
     :class:`BackoffWaiter` while it cannot be woken."""
-
-    # How often a blocked wait looks at the stop event (no database traffic).
-    STOP_CHECK_SEC = 0.25
 
     def __init__(
         self, stop_event: StopEvent, min_wait: float, max_wait: float, notified_max_wait: float
@@ -303,22 +314,16 @@ class _AnnouncedWaiter:
 
     def found_work(self) -> None:
         self._fallback.found_work()
+        self.woken = False
 
     @property
     def wakes(self) -> bool:
         return self.notified
 
-    def _wait_announced(self, announced_within: Callable[[float], bool]) -> None:
-        """Until ``announced_within(seconds)`` says something was announced, the stop
-        event is set, or ``notified_max_wait`` has passed."""
-        self.woken = False
-        remaining = self.max_wait
-        while remaining > 0 and not self.stop_event.is_set():
-            step = min(self.STOP_CHECK_SEC, remaining)
-            if announced_within(step):
-                self.woken = True
-                return
-            remaining -= step
+    def _wait_announced(self, announced: Callable[[float], bool]) -> None:
+        """Until something is announced, the stop event is set, or ``notified_max_wait``
+        has passed."""
+        self.woken = announced_within(announced, self.max_wait, self.stop_event)
 
 
 class PostgresListener(_AnnouncedWaiter):
