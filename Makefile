@@ -2,7 +2,7 @@
 #   make test                      the whole suite on SQLite
 #   DATABASE_URL=... make test     the whole suite on PostgreSQL or MariaDB/MySQL
 #   make test-all                  SQLite, PostgreSQL and MariaDB, one after the other
-#   make lint                      ruff, migrations drift
+#   make lint                      ruff, mypy (django-stubs), migrations drift
 #   make bench-runner              idle cost and wake-up latency of the runner, 3 databases
 #   make bench-admin               admin page query counts and server times at 1M invocations
 #   make bench                     throughput, latency, SQL cost vs the peers; bench/results/<date>.md
@@ -67,6 +67,7 @@ test-all:
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy pynenc_django
 	DJANGO_SETTINGS_MODULE=tests.settings $(PY) -m django makemigrations pynenc_django --check --dry-run
 
 bench-runner: $(VENV)/.installed-mysql

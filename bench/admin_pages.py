@@ -50,6 +50,7 @@ def configure(url: str) -> None:
         ALLOWED_HOSTS=["*"],
         INSTALLED_APPS=[
             "pynenc_django",
+            "bench.seeding",  # manage.py pynenc_seed
             "django.contrib.admin",
             "django.contrib.auth",
             "django.contrib.contenttypes",

@@ -19,7 +19,7 @@ DEBUG = False
 USE_TZ = True
 TIME_ZONE = "UTC"
 
-INSTALLED_APPS = ["pynenc_django", "bench.benchapp"]
+INSTALLED_APPS = ["pynenc_django", "bench.benchapp", "bench.seeding"]
 
 _url = os.environ.get("BENCH_DATABASE_URL", "").strip()
 _conn_max_age = int(os.environ.get("BENCH_CONN_MAX_AGE", "0"))

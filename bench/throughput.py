@@ -830,7 +830,7 @@ def method_notes(system: System, args: argparse.Namespace) -> list[str]:
             "claim, the hot statements are prepared on the server, and a worker's claim and "
             "RUNNING commit without waiting for the WAL flush (django_async_claim_commits; "
             "submissions and final statuses wait for theirs); the runner gives hot tables "
-            "never analyzed a first ANALYZE once they have rows (pynenc_django.planner); on "
+            "never analyzed a first ANALYZE once they have rows (pynenc_django.ops.planner); on "
             "SQLite idle workers and waiting clients watch signal files (inotify) instead of "
             "backing off; on MariaDB the same files end their backoff sleeps early for what "
             "this host enqueues and finishes (the client and the runner share one host here; "

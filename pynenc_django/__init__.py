@@ -4,7 +4,14 @@ This module is imported by pynenc's plugin loader in every process that builds a
 ``Pynenc()``, Django-configured or not, so it must never touch settings or models.
 """
 
+from typing import TYPE_CHECKING
+
 from pynenc_django.transactions import enqueue_on_commit, enqueue_on_commit_using
+
+if TYPE_CHECKING:
+    from pynenc import Pynenc
+
+    app: Pynenc  # see __getattr__
 
 __version__ = "0.1.0"
 __all__ = ["app", "enqueue_on_commit", "enqueue_on_commit_using"]

@@ -14,14 +14,13 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 from datetime import UTC, datetime
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from pynenc.broker.base_broker import BaseBroker
 from pynenc.identifiers.invocation_id import InvocationId
 
 from pynenc_django.conf import ConfigBrokerDjango
 from pynenc_django.db import (
-    NO_FLUSH_CONDITION,
     DjangoBackendMixin,
     StatementPart,
     combine_parts,
@@ -36,12 +35,31 @@ from pynenc_django.wakeup import notify_channel, signal_after_commit, signal_pat
 # Rows per INSERT ... NOTIFY statement: 5 parameters each, far below PostgreSQL's 65,535.
 NOTIFY_INSERT_CHUNK = 1000
 
+
+def queue_order(alias: str = "") -> str:
+    """The order messages leave a queue: highest priority first, then by the time the
+    invocation was first queued (a rerouted one keeps its place, see
+    :meth:`DjangoBroker.requeue_invocation`), then FIFO. Index ``pynenc_broker_order_idx``."""
+    prefix = f"{alias}." if alias else ""
+    return f"{prefix}priority DESC, {prefix}created_at, {prefix}id"
+
+
+class Popped(NamedTuple):
+    """What one pop (:meth:`DjangoBroker.pop`) took, and what it saw of its queue."""
+
+    #: The message's invocation; ``None``: the queue was empty.
+    invocation_id: InvocationId | None
+    #: The queue's length before the pop, up to 2 (two or more), where the pop tells it
+    #: (:attr:`DjangoBroker.pop_looks`); 0: empty, or not told.
+    look: int = 0
+
+
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
 
 
 class DjangoBroker(DjangoBackendMixin, BaseBroker):
-    """Priority queues (highest first, FIFO within a priority) in one table."""
+    """Priority queues (highest first, then in the order first queued) in one table."""
 
     def __init__(self, app: Pynenc) -> None:
         super().__init__(app)
@@ -63,16 +81,29 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
     ) -> None:
         self._route_invocations([invocation_id], queue_name, priority)
 
+    def requeue_invocation(
+        self, invocation_id: InvocationId, queue_name: str, priority: float, queued_at: datetime
+    ) -> None:
+        """Queue a rerouted invocation at its first place (``queued_at``: when it was first
+        queued): ahead of what was queued after it, so "rerouted within seconds" holds
+        for a long queue too."""
+        self._validate_queue_names((queue_name,))
+        self._route_invocations([invocation_id], queue_name, priority, queued_at)
+
     @retry_transient
     def _route_invocations(
-        self, invocation_ids: Sequence[InvocationId], queue_name: str, priority: float
+        self,
+        invocation_ids: Sequence[InvocationId],
+        queue_name: str,
+        priority: float,
+        queued_at: datetime | None = None,
     ) -> None:
         from pynenc_django.models import BrokerMessage
 
         if not invocation_ids:
             return
-        now = datetime.now(UTC)
-        if self.conf.django_listen_notify and self.vendor == "postgresql":
+        now = queued_at or datetime.now(UTC)
+        if self.conf.django_listen_notify and self.dialect.notifies:
             self._insert_and_notify(invocation_ids, queue_name, priority, now)
             return
         insert_rows(
@@ -110,7 +141,6 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         The notification is delivered when the surrounding transaction commits, never
         before the rows are visible.
         """
-        from django.db import transaction
 
         from pynenc_django.models import BrokerMessage
 
@@ -118,7 +148,7 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         channel = notify_channel(self.app.app_id)
         chunks = list(chunked(list(invocation_ids), NOTIFY_INSERT_CHUNK))
         parts = gathered(self.db_alias) if len(chunks) == 1 else None
-        with transaction.atomic(using=self.db_alias) if len(chunks) > 1 else nullcontext():
+        with self.write_transaction() if len(chunks) > 1 else nullcontext():
             for chunk in chunks:
                 # Several: the ids as one array, so the text is the same for any count.
                 ids = "%s" if len(chunk) == 1 else "unnest(%s::text[])"
@@ -139,12 +169,18 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                 with self._cursor(prepare=part.prepare) as cursor:
                     cursor.execute(sql, all_params)
 
-    @retry_transient
     def retrieve_invocation(self, queue_name: str | None = None) -> InvocationId | None:
+        return self.pop(queue_name).invocation_id
+
+    @retry_transient
+    def pop(self, queue_name: str | None = None) -> Popped:
+        """pynenc's :meth:`retrieve_invocation`, also telling what it saw of the queue
+        (:class:`Popped`): returned to the caller, never kept here, since one broker
+        serves every thread of the process."""
         queue = self.conf.queues[0] if queue_name is None else queue_name
         self._validate_queue_names((queue,))
         if self._pops_with_returning:
-            return self._pop_returning(queue)
+            return Popped(self._pop_returning(queue))
         head_sql, delete_sql = self._head_and_delete_sql
         # Inside a caller's transaction (the orchestrator's claim) no savepoint is needed:
         # nothing between here and the caller can fail and be caught.
@@ -153,25 +189,21 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
             with nullcontext() if in_caller_transaction else self.write_transaction():
                 rows = self._fetch(head_sql, [self.app.app_id, queue] * 2)
                 if not rows:
-                    self.last_look = 0
-                    return None
+                    return Popped(None)
                 message_id, invocation_id, queued, *state_row = rows[0]
-                self.last_look = int(queued)
                 if self._execute(delete_sql, [self.app.app_id, message_id]) == 1:
                     if state_row and state_row[0] is not None:
-                        self.app.state_backend.remember_invocation_row(state_row)  # type: ignore[attr-defined]
-                    return InvocationId(invocation_id)
+                        self.store.remember_row(state_row)
+                    return Popped(InvocationId(invocation_id), int(queued))
 
     @cached_property
     def _head_and_delete_sql(self) -> tuple[str, str]:
         """The two-statement pop (MariaDB/MySQL, old SQLite): lock the head (skipping
         heads other workers hold, where the database can), then delete it by id. The head
-        also counts the queue up to 2 (:attr:`last_look`); with our state backend on the
+        also counts the queue up to 2 (:attr:`Popped.look`); with our state backend on the
         same database, it brings the invocation's row along, which the claim reads next."""
-        from pynenc_django.models import BrokerMessage, StateInvocation
-        from pynenc_django.state_backend import INVOCATION_FIELDS
-
-        table = self._table(BrokerMessage)
+        tables = self.claim_tables
+        table = tables.messages
         skip = (
             " FOR UPDATE SKIP LOCKED"
             if self.connection.features.has_select_for_update_skip_locked
@@ -179,39 +211,35 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         )
         columns, join = "", ""
         if self.shares_database(self.app.state_backend):
-            columns = "".join(f", s.{field}" for field in INVOCATION_FIELDS)
+            columns = f", {tables.state_columns('s')}"
             join = (
-                f" LEFT JOIN {self._table(StateInvocation)} s "
+                f" LEFT JOIN {tables.state} s "
                 "ON s.app_id = b.app_id AND s.invocation_id = b.invocation_id"
             )
         return (
             f"SELECT b.id, b.invocation_id, ({self._look_sql}){columns} FROM {table} b{join} "
-            f"WHERE b.app_id = %s AND b.queue = %s ORDER BY b.priority DESC, b.id LIMIT 1{skip}",
+            f"WHERE b.app_id = %s AND b.queue = %s ORDER BY {queue_order('b')} LIMIT 1{skip}",
             f"DELETE FROM {table} WHERE app_id = %s AND id = %s",
         )
 
     @property
     def pop_looks(self) -> bool:
-        """Whether a pop also tells the queue's length before it (:attr:`last_look`), as
+        """Whether a pop also tells the queue's length before it (:attr:`Popped.look`), as
         the two-statement pop's head does (a plain read: ``FOR UPDATE`` does not reach
         into subqueries)."""
         return not self._pops_with_returning
 
     @cached_property
     def _pops_with_returning(self) -> bool:
-        """``DELETE ... RETURNING`` with a subquery on the same table: PostgreSQL, and
-        SQLite from 3.35 (MariaDB refuses the subquery)."""
-        connection = self.connection
-        if connection.vendor == "postgresql":
-            return True
-        return connection.vendor == "sqlite" and connection.Database.sqlite_version_info >= (3, 35)
+        """``DELETE ... RETURNING`` with a subquery on the same table (Vendor)."""
+        return self.dialect.deletes_returning()
 
     @property
     def pop_takes_locks(self) -> bool:
         """Whether popping an empty queue still locks (SQLite's write lock, MariaDB's gap
         locks): then idle pollers should look with :meth:`has_invocations` first. On
         PostgreSQL the skip-locked pop of an empty queue locks nothing."""
-        return self.vendor != "postgresql"
+        return self.dialect.empty_pop_locks
 
     def _pop_returning(self, queue: str) -> InvocationId | None:
         """Pop the head of ``queue`` in one statement (inside the claim's transaction or
@@ -230,41 +258,32 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         if row is None:
             return None
         if len(row) > 1 and row[1] is not None:
-            self.app.state_backend.remember_invocation_row(row[1:])  # type: ignore[attr-defined]
+            self.store.remember_row(row[1:])
         return InvocationId(row[0])
 
     @cached_property
     def _pop_joins_invocation(self) -> bool:
         """PostgreSQL with our state backend on the same database: the pop also returns
         the invocation's row, which the claim reads next."""
-        return self.vendor == "postgresql" and self.shares_database(self.app.state_backend)
+        return self.dialect.writes_in_ctes and self.shares_database(self.app.state_backend)
 
     @cached_property
     def _pop_sql(self) -> str:
         """``DELETE ... RETURNING`` of the queue's head. On PostgreSQL, with the state
         backend's row of the invocation joined in, which the claim reads next."""
-        from pynenc_django.models import BrokerMessage, StateInvocation
-        from pynenc_django.state_backend import INVOCATION_FIELDS
-
-        table = self._table(BrokerMessage)
-        postgresql = self.connection.vendor == "postgresql"
+        table = self.claim_tables.messages
         # The claim's transaction (or the pop's own) may skip the WAL flush: a crash that
         # forgets it puts the message back (``django_async_claim_commits``).
-        no_flush = NO_FLUSH_CONDITION if self.commits_claims_async else ""
+        no_flush = self.dialect.no_flush_condition if self.commits_claims_async else ""
         delete = (
             f"DELETE FROM {table} WHERE id = (SELECT id FROM {table} "
-            "WHERE app_id = %s AND queue = %s ORDER BY priority DESC, id LIMIT 1"
-            f"{' FOR UPDATE SKIP LOCKED' if postgresql else ''}){no_flush} "
+            f"WHERE app_id = %s AND queue = %s ORDER BY {queue_order()} LIMIT 1"
+            f"{self.dialect.skip_locked}){no_flush} "
             "RETURNING invocation_id"
         )
         if not self._pop_joins_invocation:
             return delete
-        columns = ", ".join(f"s.{field}" for field in INVOCATION_FIELDS)
-        return (
-            f"WITH popped AS ({delete}) SELECT p.invocation_id, {columns} FROM popped p "
-            f"LEFT JOIN {self._table(StateInvocation)} s "
-            "ON s.app_id = %s AND s.invocation_id = p.invocation_id"
-        )
+        return self.dialect.pop_with_state_sql(delete, self.claim_tables)
 
     @cached_property
     def _look_sql(self) -> str:
@@ -275,18 +294,18 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
             "WHERE app_id = %s AND queue = %s LIMIT 2) AS head"
         )
 
-    #: What the last :meth:`has_invocations` saw: 0, 1, or 2 (two or more messages).
-    last_look = 0
+    def has_invocations(self, queue_name: str) -> bool:
+        """A lock-free look at one queue (:meth:`look`)."""
+        return self.look(queue_name) > 0
 
     @retry_transient
-    def has_invocations(self, queue_name: str) -> bool:
-        """A lock-free look at one queue, so idle workers need not take write locks. It
-        also tells (:attr:`last_look`) whether the queue held a single message: a worker
-        with notifications that claims it then waits for the next announcement instead of
-        looking again."""
+    def look(self, queue_name: str) -> int:
+        """A lock-free look at one queue, so idle workers need not take write locks: its
+        length, up to 2 (two or more messages). It also tells whether the queue held a
+        single message: a worker with notifications that claims it then waits for the next
+        announcement instead of looking again."""
         rows = self._fetch(self._look_sql, [self.app.app_id, queue_name])
-        self.last_look = int(rows[0][0]) if rows else 0
-        return self.last_look > 0
+        return int(rows[0][0]) if rows else 0
 
     @retry_transient
     def count_invocations(self, queue_names: Sequence[str] | None = None) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning, register
 
-SUPPORTED_VENDORS = ("sqlite", "postgresql", "mysql")
+from pynenc_django.vendors import SUPPORTED_VENDORS
 
 
 @register()

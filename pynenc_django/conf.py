@@ -5,6 +5,8 @@ Every setting goes through pynenc's own config system (cistell), so it can be gi
 file, or environment variables such as ``PYNENC__DJANGO_DB_ALIAS``.
 """
 
+from typing import Any
+
 from cistell import ConfigField
 from pynenc.conf.config_base import ConfigPynencBase
 from pynenc.conf.config_broker import ConfigBroker
@@ -13,6 +15,9 @@ from pynenc.conf.config_orchestrator import ConfigOrchestrator
 from pynenc.conf.config_runner import ConfigPersistentProcessRunner
 from pynenc.conf.config_state_backend import ConfigStateBackend
 from pynenc.conf.config_trigger import ConfigTrigger
+
+#: ``django_runner_dead_after_sec`` spans at least this many heartbeat intervals.
+MIN_BEATS_BEFORE_DEAD = 3
 
 
 class ConfigDjango(ConfigPynencBase):
@@ -95,8 +100,22 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
         worker polls anyway. Every enqueue notifies, so this only matters for work
         enqueued by a process that has ``django_listen_notify`` off.
     :cvar ConfigField[float] django_heartbeat_interval_sec:
-        How often the runner refreshes its workers' heartbeats. pynenc considers a
-        runner dead after ``runner_considered_dead_after_minutes`` without one.
+        How often the runner refreshes its workers' heartbeats (a worker whose runner
+        died refreshes its own while it finishes its invocation). It is also how often a
+        runner looks for the invocations of lost runners (``django_runner_dead_after_sec``).
+    :cvar ConfigField[float] django_runner_dead_after_sec:
+        A worker of a ``DjangoPersistentProcessRunner`` whose heartbeat is older than this
+        (or missing) is dead with its whole runner host: any live runner puts its PENDING,
+        RUNNING and PAUSED invocations back in their queue (KILLED, then REROUTED), so they
+        run again within this bound plus one heartbeat interval (35 s by default), instead
+        of after pynenc's ``recover_running_invocations`` (cron ``*/15`` and
+        ``runner_considered_dead_after_minutes``, 10). A runner looks only after it has
+        itself reached the database without an error for this long (since its start or
+        its last database error), so a database outage never makes live runners look
+        dead. Must be at least three heartbeat intervals: a worker whose runner was killed
+        beats on its own up to one interval after its runner's last beat. 0 turns the
+        recovery off (pynenc's services remain). Every runner of one app should share it;
+        hosts' clocks must agree to well within it (NTP).
     :cvar ConfigField[float] django_shutdown_grace_sec:
         On SIGTERM/SIGINT, how long running invocations may take to finish before they
         are interrupted and rerouted. 0 (pynenc's behaviour) reroutes them at once;
@@ -114,6 +133,23 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
     django_idle_wait_max_sec = ConfigField(1.0)
     django_notify_safety_poll_sec = ConfigField(10.0)
     django_heartbeat_interval_sec = ConfigField(5.0)
+    django_runner_dead_after_sec = ConfigField(30.0)
     django_shutdown_grace_sec = ConfigField(0.0)
     django_reroute_timeout_sec = ConfigField(300.0)
     django_blocking_check_interval_sec = ConfigField(0.1)
+
+    def __init__(
+        self, config_values: dict[str, Any] | None = None, config_filepath: str | None = None
+    ) -> None:
+        super().__init__(config_values=config_values, config_filepath=config_filepath)
+        beat = float(self.django_heartbeat_interval_sec)
+        dead_after = float(self.django_runner_dead_after_sec)
+        if beat <= 0:
+            raise ValueError(f"django_heartbeat_interval_sec must be > 0, not {beat:g}")
+        if dead_after < 0 or 0 < dead_after < MIN_BEATS_BEFORE_DEAD * beat:
+            raise ValueError(
+                f"django_runner_dead_after_sec ({dead_after:g}) must be 0 (off) or at least "
+                f"{MIN_BEATS_BEFORE_DEAD} heartbeat intervals "
+                f"({MIN_BEATS_BEFORE_DEAD} x django_heartbeat_interval_sec = "
+                f"{MIN_BEATS_BEFORE_DEAD * beat:g}s)"
+            )

@@ -87,6 +87,30 @@ def config_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return values
 
 
+def django_setting(name: str) -> Any:
+    """One integration setting (``django_db_alias``, ...) resolved as the backends and the
+    runner resolve it: pynenc's ``PYNENC__*`` environment variables, then
+    ``settings.PYNENC``, then the default. The admin and the commands read settings here,
+    so they always act on the database the workers use."""
+    from pynenc_django.conf import ConfigDjango
+
+    try:
+        values = config_values()
+    except PynencSettingsError:
+        values = {}
+    environment = sorted((k, v) for k, v in os.environ.items() if k.startswith("PYNENC"))
+    key = repr((sorted(values.items()), environment))
+    config = _django_configs.get(key)
+    if config is None:  # pynenc's config reads the environment and files: once per input
+        if len(_django_configs) >= 8:
+            _django_configs.clear()
+        config = _django_configs[key] = ConfigDjango(config_values=values)
+    return getattr(config, name)
+
+
+_django_configs: dict[str, Any] = {}
+
+
 def known_pynenc_settings() -> set[str]:
     """Every setting name some pynenc config class (ours and plugins' included) accepts."""
     from cistell import ConfigField
@@ -98,7 +122,11 @@ def known_pynenc_settings() -> set[str]:
 
     load_all_plugins()
     names: set[str] = set()
-    for cls in [ConfigPynencBase, *get_all_subclasses(ConfigPynencBase)]:
+    classes: list[type[ConfigPynencBase]] = [
+        ConfigPynencBase,
+        *get_all_subclasses(ConfigPynencBase),
+    ]
+    for cls in classes:
         for klass in cls.__mro__:
             names.update(k for k, v in vars(klass).items() if isinstance(v, ConfigField))
     return names
@@ -113,6 +141,8 @@ def runnable_runners() -> dict[str, type]:
 
     return {
         cls.__name__: cls
+        # mypy allows only concrete classes for type[T]; BaseRunner is abstract (and
+        # the abstract subclasses are filtered out just below).
         for cls in get_all_subclasses(BaseRunner)  # type: ignore[type-abstract]
         if cls.__name__ not in NOT_RUNNABLE and not getattr(cls, "__abstractmethods__", None)
     }

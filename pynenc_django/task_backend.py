@@ -18,6 +18,7 @@ transaction commits, yet returns the result (and its id) at once.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
 from django.utils.module_loading import import_string
+from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.invocation.status import InvocationStatus
 
 from pynenc_django import app as pynenc_app
@@ -81,9 +83,7 @@ class PynencTaskBackend(BaseTaskBackend):
             )
         super().validate_task(task)
 
-    def enqueue(
-        self, task: DjangoTask, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> TaskResult:
+    def enqueue(self, task: DjangoTask, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         self.validate_task(task)
         pynenc_task = self._pynenc_task(task)
         call_args = (task.module_path, list(args), dict(kwargs))
@@ -108,9 +108,12 @@ class PynencTaskBackend(BaseTaskBackend):
 
     def get_result(self, result_id: str) -> TaskResult:
         orchestrator = pynenc_app.orchestrator
+        invocation_id = InvocationId(result_id)
         try:
-            status = orchestrator.get_invocation_status(result_id)
-            invocation: DistributedInvocation = pynenc_app.state_backend.get_invocation(result_id)
+            status = orchestrator.get_invocation_status(invocation_id)
+            invocation: DistributedInvocation = pynenc_app.state_backend.get_invocation(
+                invocation_id
+            )
         except KeyError as exc:  # the orchestrator's "Invocation ID ... not found"
             raise TaskResultDoesNotExist(result_id) from exc
         arguments = invocation.call.arguments.kwargs
@@ -119,13 +122,13 @@ class PynencTaskBackend(BaseTaskBackend):
             raise TaskResultDoesNotExist(f"{result_id} is not a Django task's invocation")
         task: DjangoTask = import_string(module_path)
         result = self._result(task, result_id, arguments["args"], arguments["kwargs"])
-        self._fill_from_history(result, result_id, _STATUS.get(status, TaskResultStatus.READY))
+        self._fill_from_history(result, invocation_id, _STATUS.get(status, TaskResultStatus.READY))
         if status == InvocationStatus.SUCCESS:
             object.__setattr__(
-                result, "_return_value", pynenc_app.state_backend.get_result(result_id)
+                result, "_return_value", pynenc_app.state_backend.get_result(invocation_id)
             )
         elif status == InvocationStatus.FAILED:
-            error = pynenc_app.state_backend.get_exception(result_id)
+            error = pynenc_app.state_backend.get_exception(invocation_id)
             kind = type(error)
             result.errors.append(
                 TaskError(
@@ -152,9 +155,9 @@ class PynencTaskBackend(BaseTaskBackend):
         )
 
     def _fill_from_history(
-        self, result: TaskResult, result_id: str, status: TaskResultStatus
+        self, result: TaskResult, invocation_id: InvocationId, status: TaskResultStatus
     ) -> None:
-        history = pynenc_app.state_backend.get_history(result_id)
+        history = pynenc_app.state_backend.get_history(invocation_id)
         runs = [h for h in history if h.status_record.status == InvocationStatus.RUNNING]
         finals = [h for h in history if h.status_record.status.is_final()]
         times: dict[str, datetime | None] = {

@@ -49,7 +49,7 @@ def enqueue_on_commit_using(
             "Call the task inside transaction.on_commit() instead."
         )
     app = task.app
-    call = Call(task, Arguments.from_call(task.func, *args, **kwargs))
+    call: Call[..., Any] = Call(task, Arguments.from_call(task.func, *args, **kwargs))
     invocation = DistributedInvocation.from_parent(
         call,
         parent_invocation=context.get_dist_invocation_context(app.app_id),

@@ -6,6 +6,7 @@ import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
+from typing import overload
 
 # Bound ``IN (...)`` lists well below every vendor's parameter limit (SQLite: 32,766).
 IN_CHUNK = 500
@@ -33,6 +34,12 @@ def to_db_time(value: datetime) -> datetime:
     return aware if settings.USE_TZ else aware.replace(tzinfo=None)
 
 
+@overload
+def from_db_time(value: datetime) -> datetime: ...
+@overload
+def from_db_time(value: None) -> None: ...
+@overload
+def from_db_time(value: datetime | None) -> datetime | None: ...
 def from_db_time(value: datetime | None) -> datetime | None:
     """Back to a tz-aware UTC datetime, whatever ``USE_TZ`` and the vendor returned."""
     if value is None:

@@ -8,7 +8,10 @@ in a transaction that other connections could not see.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import hashlib
+import multiprocessing
 import os
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
@@ -125,6 +128,49 @@ def _kill_marked(marker: str) -> None:
 ORPHAN_MARKER = "PYNENC_DJANGO_TEST_PROCESS"
 
 
+def _become_subreaper() -> bool:
+    """Linux: have orphaned descendants re-parented to this process instead of init."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
+
+
+PR_SET_CHILD_SUBREAPER = 36
+SUBREAPER = _become_subreaper()
+
+
+def _kill_forked_leftovers(before: set[int]) -> None:
+    """Kill the forked copies of this process (same command line) a test left running.
+
+    A forked process has no environment of its own in ``/proc`` (the marker set by
+    ``os.environ`` after our exec is not there), so :func:`_kill_marked` cannot see it.
+    pynenc's MultiThreadRunner children and its multiprocessing managers outlive a
+    SIGKILLed runner and keep polling the database for the rest of the session; as a
+    subreaper we inherit them, so they are found among our descendants.
+    """
+    import psutil
+
+    multiprocessing.active_children()  # lets multiprocessing reap what it started
+    me = psutil.Process()
+    leftovers = []
+    for child in me.children(recursive=True):
+        try:
+            if child.pid not in before and child.cmdline() == me.cmdline():
+                child.kill()
+                leftovers.append(child)
+        except psutil.Error:
+            continue
+    psutil.wait_procs(leftovers, timeout=5)
+    # Orphans re-parented to us that exited on their own are zombies until reaped. The
+    # test's own subprocesses were waited for by its fixtures' teardown, which ran first.
+    for child in me.children():
+        with contextlib.suppress(psutil.Error, ChildProcessError):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+
+
 @pytest.fixture(autouse=True)
 def _reap_orphans(request: pytest.FixtureRequest) -> Generator[None, None, None]:
     """Kill processes a test left behind, even ones re-parented to init.
@@ -132,12 +178,61 @@ def _reap_orphans(request: pytest.FixtureRequest) -> Generator[None, None, None]
     Every process a test starts inherits a marker in its environment; whatever still
     carries it after the test is an orphan (for example the persistent workers of a
     runner the test SIGKILLed, which pynenc leaves polling) and would otherwise compete
-    for the CPU with every later test.
+    for the CPU with every later test. Forked ones are found as our descendants.
     """
-    marker = hashlib.sha1(request.node.nodeid.encode()).hexdigest()
+    import psutil
+
+    # Per session too: another suite on this machine (a CI clone, a run with another
+    # PYNENC_DJANGO_TEST_DB_SUFFIX) running the same test must never kill ours.
+    marker = hashlib.sha1(f"{os.getpid()} {request.node.nodeid}".encode()).hexdigest()
     os.environ[ORPHAN_MARKER] = marker
+    before = {child.pid for child in psutil.Process().children(recursive=True)}
     yield
     _kill_marked(marker)
+    if SUBREAPER:
+        _kill_forked_leftovers(before)
+
+
+@pytest.fixture(autouse=True)
+def _start_method_restored() -> Generator[None, None, None]:
+    """Give every test the process-wide multiprocessing start method it found.
+
+    pynenc's PersistentProcessRunner forces the global start method to ``spawn`` when it
+    starts and never restores it. Without this, every later ProcessRunner test in the
+    session spawns a fresh interpreter per invocation (re-importing Django and the test
+    project, ~0.3-1 s each) instead of forking, as it would in a deployment that runs
+    one runner class per process: ten times slower, and over pynenc's timed limits on a
+    slow machine.
+    """
+    before = multiprocessing.get_start_method(allow_none=True)
+    yield
+    if multiprocessing.get_start_method(allow_none=True) != before:
+        multiprocessing.set_start_method(before, force=True)
+
+
+def _running_runners() -> list[Any]:
+    """The pynenc runners of this process's apps whose loop is running."""
+    found = []
+    for app in list(Pynenc._instances.values()):
+        runner = app.__dict__.get("_runner_instance")
+        if runner is not None and getattr(runner, "running", False):
+            found.append(runner)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftover_runners() -> Generator[None, None, None]:
+    """Stop the in-process runners a test started and left running.
+
+    pynenc's ``test_run_retry`` starts a ThreadRunner in a daemon thread and never stops
+    it: the runner would poll the database, and run its atomic services, for the rest of
+    the session, and fail loudly once the test database is dropped.
+    """
+    before = {id(runner) for runner in _running_runners()}
+    yield
+    for runner in _running_runners():
+        if id(runner) not in before:
+            runner.stop_runner_loop()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -205,7 +300,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         reason = KNOWN_PYNENC_FAILURES.get(
             item.originalname if hasattr(item, "originalname") else item.name
         )
-        if reason and item.nodeid.startswith("tests/unit/trigger/"):
+        if reason and item.nodeid.startswith("tests/conformance/unit/trigger/"):
             item.add_marker(pytest.mark.xfail(reason=reason, strict=True))
 
 
@@ -215,7 +310,7 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     for outcome in ("passed", "failed", "skipped", "xfailed", "error"):
         for report in terminalreporter.stats.get(outcome, []):
             nodeid = getattr(report, "nodeid", "")
-            if nodeid.startswith(("tests/unit/", "tests/integration/")):
+            if nodeid.startswith("tests/conformance/"):
                 counts[outcome] = counts.get(outcome, 0) + 1
     if counts:
         summary = ", ".join(

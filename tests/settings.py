@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "bench.seeding",  # manage.py pynenc_seed: the admin tests' realistic rows
 ]
 
 # The admin (tests/admin): sessions, auth, messages and CSRF, as in a real project.

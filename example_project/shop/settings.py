@@ -127,8 +127,17 @@ PYNENC = {
     "atomic_service_interval_minutes": 0.2,
     "atomic_service_spread_margin_minutes": 0.01,
     "atomic_service_check_interval_minutes": 0.005,
-    # A runner that sends no heartbeat for a minute is dead: its RUNNING invocations are
-    # recovered and it loses its atomic-service slot (pynenc's default: 10 minutes).
+    # Lost runner hosts (pynenc_django's defaults, spelled out): each runner refreshes its
+    # workers' heartbeats every 5 s, and a worker whose heartbeat is 30 s old has lost its
+    # host with it; any live runner then puts its PENDING/RUNNING invocations back in their
+    # queue, within about 35 s of the loss. The demo freezes a runner for one atomic-service
+    # cycle at most (15 s), well within the bound, so nothing of it is taken.
+    "django_heartbeat_interval_sec": 5.0,
+    "django_runner_dead_after_sec": 30.0,
+    # A runner that has sent no heartbeat for a minute leaves the atomic-service rotation
+    # (the others take its slot) and shows as dead in the admin and `pynenc_status`
+    # (pynenc's default: 10 minutes). pynenc's own recover_running_invocations uses it too,
+    # but only from its */15 cron: the runners' recovery above acts long before.
     "runner_considered_dead_after_minutes": 1.0,
     # Graceful stop (SIGTERM, Ctrl-C): running tasks get 10 s to finish.
     "django_shutdown_grace_sec": 10.0,

@@ -1,6 +1,7 @@
 """What the admin's invocation actions do, apart from HTTP: rerun, cancel and reroute.
 
-The web process never deserializes stored arguments or imports task modules, so these
+The web process never deserializes stored arguments (it imports a task module only to
+check that a rerun's task still resolves, see :func:`task_import_error`), so these
 do not go through ``orchestrator.set_invocation_status`` (its trigger report builds a
 ``StatusContext`` from the deserialized arguments). They make the same writes through
 the Django backends: the status change validated by pynenc's state machine
@@ -20,7 +21,10 @@ Which transitions are offered follows ``pynenc/invocation/status.py``:
   runner's invocation is never taken from it.
 * **rerun**: a new invocation of the same call (same serialized arguments), registered
   and routed like pynenc does, whose REGISTERED history record names the original
-  (``registered_by_inv_id``) and the admin user (its runner context).
+  (``registered_by_inv_id``) and the admin user (its runner context). An invocation
+  whose task this process cannot resolve is refused (see :func:`task_import_error`):
+  after a deploy renamed or removed a task, a rerun would only queue another invocation
+  that no worker can load.
 """
 
 from __future__ import annotations
@@ -153,6 +157,45 @@ def cancel_check(inv: Invocation) -> tuple[bool, str]:
     return False, f"pynenc has no cancel transition from {inv.status}"
 
 
+def task_import_error(app_id: str, task_id_key: str) -> str | None:
+    """Why a worker could not load task ``task_id_key`` of ``app_id``, as far as this
+    process can tell, or ``None`` when it resolves.
+
+    Resolves the task the way a worker does (``pynenc.task.Task.from_id``): a task
+    registered in the app in this process (the project's tasks are autodiscovered at
+    start-up) resolves without any import; otherwise its module is imported by name and
+    the attribute looked up, which must be a pynenc task. Importing a module runs only
+    code installed in this process, found by the module name of the stored key; nothing
+    stored (arguments, results) is deserialized. The web process and the workers should
+    run the same code, so "cannot be imported here" is the best available sign that a
+    deploy renamed or removed the task.
+    """
+    import importlib
+
+    from pynenc import Pynenc
+    from pynenc.core_tasks import CoreTaskFunction
+    from pynenc.identifiers.task_id import TaskId
+    from pynenc.task import Task
+
+    def registered() -> bool:
+        app = Pynenc._instances.get(app_id)
+        return app is not None and any(tid.key == task_id_key for tid in list(app.tasks))
+
+    if registered():
+        return None
+    try:
+        task_id = TaskId.from_key(task_id_key)
+        function = getattr(importlib.import_module(task_id.module), task_id.func_name)
+    except Exception as exc:  # whatever the import raises is what a worker would hit
+        return f"{type(exc).__name__}: {exc}"
+    if isinstance(function, Task | CoreTaskFunction) or registered():
+        return None
+    # Wrappers that hold their task (pynenc's direct_task, migration shims), as pynenc scans.
+    if any(isinstance(value, Task) for value in getattr(function, "__dict__", {}).values()):
+        return None
+    return f"ValueError: {task_id_key} is a {type(function).__name__}, not a pynenc task"
+
+
 def _transition(app: Any, inv: Invocation, status: S, ctx: RunnerContext) -> None:
     """pynenc's ``set_invocation_status`` without the trigger report (see module doc)."""
     app.orchestrator.record_status_change(inv.invocation_id, status, ctx)
@@ -227,7 +270,21 @@ def rerun(invocations: list[Invocation], user: Any, queue: str | None = None) ->
     alias = db_alias()
     ctx = admin_runner_context(user)
     outcomes = []
+    import_errors: dict[tuple[str, str], str | None] = {}
     for inv in invocations:
+        task = (inv.app_id, inv.task_id_key)
+        if task not in import_errors:
+            import_errors[task] = task_import_error(*task)
+        if import_errors[task] is not None:
+            outcomes.append(
+                Outcome(
+                    inv,
+                    False,
+                    f"not rerun: task {inv.task_id_key} cannot be imported here "
+                    f"({import_errors[task]})",
+                )
+            )
+            continue
         state = (
             StateInvocation.objects.using(alias)
             .filter(app_id=inv.app_id, invocation_id=inv.invocation_id)
@@ -257,17 +314,18 @@ def rerun(invocations: list[Invocation], user: Any, queue: str | None = None) ->
         call_id = CallId.from_key(state["call_id_key"])
         arguments = json.loads(state["serialized_arguments"])
         workflow = None
-        if state["workflow_id"] and state["workflow_id"] == inv.invocation_id:
+        workflow_type_key = state["workflow_type_key"]  # set wherever workflow_id is
+        if state["workflow_id"] and state["workflow_id"] == inv.invocation_id and workflow_type_key:
             # A workflow root starts a new workflow run; a task inside one runs standalone.
             workflow = WorkflowIdentity(
                 workflow_id=new_id,
-                workflow_type=TaskId.from_key(state["workflow_type_key"]),
+                workflow_type=TaskId.from_key(workflow_type_key),
                 parent_workflow_id=None,
             )
         record = InvocationStatusRecord(S.REGISTERED, None)
         try:
             with write_transaction(alias):
-                app.state_backend._upsert_invocations(
+                app.state_backend.upsert_invocation_dtos(
                     [
                         (
                             InvocationDTO(
@@ -306,7 +364,7 @@ def rerun(invocations: list[Invocation], user: Any, queue: str | None = None) ->
                         ]
                     )
                 app.state_backend.store_runner_context(ctx)
-                app.state_backend._insert_histories(
+                app.state_backend.insert_histories(
                     [
                         (
                             new_id,

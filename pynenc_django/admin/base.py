@@ -14,21 +14,25 @@ import datetime
 import json
 from collections.abc import Iterator, Sequence
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Page, Paginator
 from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
-from pynenc_django.admin.config import db_alias, project_app_id
+from pynenc_django.admin.config import db_alias, project_app_id, request_cache
 from pynenc_django.admin.sql import MAX_CHOICES, distinct_values, fast_count
+from pynenc_django.vendors import vendor_of
+
+if TYPE_CHECKING:
+    from django.contrib.admin.filters import _ListFilterChoices
 
 #: Exact counts up to this many rows; beyond it the planner's estimate is shown as "about".
 COUNT_CAP = 10_000
@@ -121,14 +125,6 @@ def duration_text(start: datetime.datetime | None, end: datetime.datetime | None
     return text if end is not None else f"{text} (running)"
 
 
-def request_cache(request: HttpRequest) -> dict[str, Any]:
-    cache = getattr(request, "_pynenc_admin_cache", None)
-    if cache is None:
-        cache = {}
-        request._pynenc_admin_cache = cache  # type: ignore[attr-defined]
-    return cache
-
-
 def current_app_id(request: HttpRequest) -> str | None:
     """The app the current changelist is scoped to (set by :class:`AppIdFilter`)."""
     return request_cache(request).get("app_id")
@@ -162,7 +158,9 @@ class FastPaginator(Paginator):
     count_is_exact = True
 
     @cached_property
-    def count(self) -> int:  # type: ignore[override]
+    def count(self) -> int:
+        if not isinstance(self.object_list, QuerySet):  # not an admin list: Django's count
+            return len(self.object_list)
         count, self.count_is_exact = fast_count(self.object_list, COUNT_CAP)
         return count
 
@@ -174,11 +172,11 @@ class FastPaginator(Paginator):
             top = self.count
         qs = self.object_list
         if bottom < DEEP_OFFSET or not isinstance(qs, QuerySet):
-            return self._get_page(qs[bottom:top], number, self)
-        keys = qs.values("pk")[bottom:top]
-        if connections[qs.db].vendor == "mysql":  # no LIMIT inside IN (subquery)
-            keys = list(keys.values_list("pk", flat=True))
-        return self._get_page(list(qs.filter(pk__in=keys)), number, self)
+            return Page(qs[bottom:top], number, self)
+        keys: QuerySet[Any, Any] | list[Any] = qs.values("pk")[bottom:top]
+        if not vendor_of(connections[qs.db]).limits_in_subqueries:
+            keys = list(qs.values_list("pk", flat=True)[bottom:top])
+        return Page(list(qs.filter(pk__in=keys)), number, self)
 
 
 class AppIdFilter(admin.SimpleListFilter):
@@ -197,7 +195,7 @@ class AppIdFilter(admin.SimpleListFilter):
         app_id = self.value() or self.default
         return queryset.filter(app_id=app_id) if app_id else queryset
 
-    def choices(self, changelist: ChangeList) -> Iterator[dict[str, Any]]:
+    def choices(self, changelist: ChangeList) -> Iterator[_ListFilterChoices]:
         current = self.value() or self.default
         for lookup, title in self.lookup_choices:
             yield {
@@ -276,7 +274,8 @@ class PynencChangeList(ChangeList):
         def link(filters: dict[str, Any]) -> str:
             return self.get_query_string(filters, [f"{field}__"])
 
-        label = self.model._meta.get_field(field).verbose_name
+        date_field = self.model._meta.get_field(field)
+        label = date_field.verbose_name if isinstance(date_field, Field) else field
         try:
             year_n, month_n = int(year or 0), int(month or 0)
         except ValueError:
@@ -350,7 +349,7 @@ class PynencModelAdmin(admin.ModelAdmin):
 
     def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
         cl = super().get_changelist_instance(request)
-        if cl.date_hierarchy:
+        if isinstance(cl, PynencChangeList) and cl.date_hierarchy:
             cl.pynenc_date_nav = cl.date_nav(request)
         # Evaluated once here (the template reuses it) so rows can carry per-request data.
         cl.result_list = list(cl.result_list)
@@ -360,7 +359,7 @@ class PynencModelAdmin(admin.ModelAdmin):
     def decorate_results(self, request: HttpRequest, rows: list[Any]) -> None:
         """Attach per-request values (from configuration, not SQL) to the listed rows."""
 
-    def get_search_fields(self, request: HttpRequest) -> Sequence[str]:
+    def get_search_fields(self, request: HttpRequest) -> list[str]:
         # Non-empty so Django renders the search box; the lookup itself is ours.
         return list(self.exact_search_fields)
 

@@ -21,14 +21,11 @@ if TYPE_CHECKING:
 
 
 def db_alias() -> str:
-    """The ``DATABASES`` alias pynenc's tables live in (``PYNENC["db_alias"]``)."""
-    from pynenc_django.project import PynencSettingsError, raw_settings
+    """The ``DATABASES`` alias pynenc's tables live in, as the workers resolve it
+    (``PYNENC["db_alias"]``, or ``PYNENC__DJANGO_DB_ALIAS`` in the environment)."""
+    from pynenc_django.project import django_setting
 
-    try:
-        settings = raw_settings() or {}
-    except PynencSettingsError:
-        settings = {}
-    return str(settings.get("db_alias") or settings.get("django_db_alias") or "default")
+    return str(django_setting("django_db_alias"))
 
 
 def project_app_id() -> str | None:
@@ -43,19 +40,21 @@ def project_app_id() -> str | None:
         return None
 
 
-def _request_cache(request: HttpRequest | None) -> dict[str, Any]:
+def request_cache(request: HttpRequest | None) -> dict[str, Any]:
+    """What the admin's helpers computed for this request (a fresh dict without one)."""
     if request is None:
         return {}
     cache = getattr(request, "_pynenc_admin_cache", None)
     if cache is None:
         cache = {}
+        # Our attribute on Django's request, which django-stubs (rightly) do not know.
         request._pynenc_admin_cache = cache  # type: ignore[attr-defined]
     return cache
 
 
 def app_config_values(app_id: str, request: HttpRequest | None = None) -> dict[str, Any]:
     """pynenc ``config_values`` of ``app_id``, read once per request."""
-    cache = _request_cache(request)
+    cache = request_cache(request)
     key = f"config:{app_id}"
     if key not in cache:
         cache[key] = _load_config_values(app_id)
@@ -64,7 +63,7 @@ def app_config_values(app_id: str, request: HttpRequest | None = None) -> dict[s
 
 def prime_app_config(app_id: str, app_info_json: str | None, request: HttpRequest) -> None:
     """Use an ``AppInfoRecord`` read by a query the page runs anyway (one query less)."""
-    cache = _request_cache(request)
+    cache = request_cache(request)
     key = f"config:{app_id}"
     if key not in cache and app_id != project_app_id():
         cache[key] = _config_from_app_info(app_id, app_info_json)
@@ -169,7 +168,7 @@ def task_route(app_id: str, task_id_key: str, request: HttpRequest | None = None
 
     app = Pynenc._instances.get(app_id)
     if app is not None:
-        for task_id, task in list(app._tasks.items()):
+        for task_id, task in list(app.tasks.items()):
             if task_id.key == task_id_key:
                 return _route_from_conf(task.conf, task.broker_priority, True)
     return _config_route(_frozen(app_config_values(app_id, request)), task_id_key)

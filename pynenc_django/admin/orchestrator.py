@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin, messages
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
@@ -302,7 +303,7 @@ class InvocationAdmin(PynencModelAdmin):
             "eligible": sum(1 for _, ok, _ in rows if ok),
             "queues": _queue_choices(selected, request) if queue_choice else None,
             "routes": _routes(selected, request) if queue_choice else None,
-            "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+            "action_checkbox_name": ACTION_CHECKBOX_NAME,
         }
         request.current_app = self.admin_site.name
         return TemplateResponse(

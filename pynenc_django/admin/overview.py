@@ -56,13 +56,14 @@ def overview_context(request: HttpRequest, app_id: str) -> dict[str, Any]:
         if saturated
         else None
     )
-    queues = list(
-        BrokerMessage.objects.using(alias)
+    queues: list[dict[str, Any]] = [
+        dict(row)  # given an "age" below
+        for row in BrokerMessage.objects.using(alias)
         .filter(app_id=app_id)
         .values("queue")
         .annotate(depth=Count("id"), oldest=Min("created_at"))
         .order_by("queue")
-    )
+    ]
     waiting = [s.value for s in WAITING]
     oldest = (
         Invocation.objects.using(alias)

@@ -129,8 +129,10 @@ def invocation_detail(inv: Invocation, request: HttpRequest) -> dict[str, Any]:
             "waited_pk",
         )[: 2 * RELATED_LIMIT]
     )
-    children = list(
-        StateInvocation.objects.using(alias)
+    # Rows are decorated below: plain dicts, not the TypedDicts django-stubs give .values().
+    children: list[dict[str, Any]] = [
+        dict(row)
+        for row in StateInvocation.objects.using(alias)
         .filter(app_id=app_id, parent_invocation_id=iid)
         .annotate(
             status=_status_of(invocations, "invocation_id"),
@@ -140,12 +142,12 @@ def invocation_detail(inv: Invocation, request: HttpRequest) -> dict[str, Any]:
         .values("invocation_id", "task_id_key", "status", "inv_pk", "registered_at")[
             : RELATED_LIMIT + 1
         ]
-    )
+    ]
     context_ids = {h["runner_context_id"] for h in history} | {inv.status_runner_id}
     context_ids.discard(None)
     contexts_qs = RunnerContextRecord.objects.using(alias).filter(app_id=app_id)
-    contexts = {
-        row["runner_id"]: row
+    contexts: dict[str, dict[str, Any]] = {
+        row["runner_id"]: dict(row)
         for row in contexts_qs.filter(
             Q(runner_id__in=context_ids)
             | Q(

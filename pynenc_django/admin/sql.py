@@ -11,11 +11,13 @@ Every helper here reads through an index whose first column is ``app_id``:
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from django.db import connections
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
+
+from pynenc_django.db import column_name
+from pynenc_django.vendors import vendor_of
 
 #: Most values any filter sidebar lists; more would be unusable anyway.
 MAX_CHOICES = 200
@@ -38,24 +40,13 @@ def distinct_values(
     """
     connection = connections[using]
     qn = connection.ops.quote_name
-    table, col = qn(model._meta.db_table), qn(model._meta.get_field(column).column)
+    field = model._meta.get_field(column)
+    if not isinstance(field, Field):
+        raise ValueError(f"{model.__name__}.{column} is a relation, not a column")
+    table, col = qn(model._meta.db_table), qn(column_name(field))
     scope, params = ("", []) if app_id is None else (f"{qn('app_id')} = %s AND ", [app_id])
-    if connection.vendor == "mysql":
-        sql = (
-            f"SELECT DISTINCT {col} FROM {table} WHERE {scope}{col} IS NOT NULL "
-            f"ORDER BY {col} LIMIT %s"
-        )
-        args = [*params, limit]
-    else:
-        sql = (
-            f"WITH RECURSIVE skip(v) AS ("
-            f" SELECT MIN({col}) FROM {table} WHERE {scope}{col} IS NOT NULL"
-            f" UNION ALL"
-            f" SELECT (SELECT MIN({col}) FROM {table} WHERE {scope}{col} > skip.v)"
-            f" FROM skip WHERE skip.v IS NOT NULL"
-            f") SELECT v FROM skip WHERE v IS NOT NULL LIMIT %s"
-        )
-        args = [*params, *params, limit]
+    sql, scopes = vendor_of(connection).distinct_values_sql(table, col, scope)
+    args: list[str | int] = [*params * scopes, limit]
     with connection.cursor() as cursor:
         cursor.execute(sql, args)
         return [row[0] for row in cursor.fetchall()]
@@ -91,18 +82,7 @@ def estimated_count(queryset: QuerySet) -> int | None:
     a few percent after ``ANALYZE``.
     """
     qs = queryset.order_by()
-    vendor = connections[qs.db].vendor
-    if vendor == "postgresql":
-        plan = json.loads(qs.explain(format="json"))
-        return int(plan[0]["Plan"]["Plan Rows"])
-    if vendor == "mysql":
-        sql, params = qs.values("pk").query.sql_with_params()
-        with connections[qs.db].cursor() as cursor:
-            cursor.execute(f"EXPLAIN {sql}", params)
-            columns = [c[0] for c in cursor.description]
-            rows = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-        return int(rows[0].get("rows") or 0) if rows else None
-    return None
+    return vendor_of(connections[qs.db]).estimated_count(qs)
 
 
 def fast_count(queryset: QuerySet, cap: int) -> tuple[int, bool]:

@@ -7,35 +7,46 @@ and releasing waiters itself, in the transaction of the status change (it looks 
 these triggers once per process: ``DjangoOrchestrator.history_by_database``).
 """
 
-import importlib
 import logging
 
 from django.db import DatabaseError, migrations
 
 logger = logging.getLogger("pynenc_django")
 
-# The columns and values of 0003's triggers (a migration's constants never change).
-_0003 = importlib.import_module("pynenc_django.migrations.0003_status_history_triggers")
+# The columns and values of 0003's triggers, as they were (a migration is frozen history:
+# it imports neither runtime code nor another migration).
+HISTORY_COLUMNS = (
+    "app_id, invocation_id, timestamp, status, status_runner_id, status_timestamp, "
+    "runner_context_id, registered_by_inv_id"
+)
+FINAL = "('concurrency_controlled_final', 'failed', 'success')"
 
-#: What ``history_by_database`` looks for on MariaDB/MySQL.
+
+def _values(registered_by: str) -> str:
+    return (
+        "NEW.app_id, NEW.invocation_id, NEW.status_timestamp, NEW.status, "
+        "NEW.status_runner_id, NEW.status_timestamp, NEW.status_context_id, " + registered_by
+    )
+
+
 MYSQL_TRIGGERS = ("pynenc_inv_history_ins", "pynenc_inv_history_upd")
 
 MYSQL_INSTALL = [
     f"""CREATE TRIGGER pynenc_inv_history_ins AFTER INSERT ON pynenc_invocation
     FOR EACH ROW BEGIN
         IF NEW.status_context_id IS NOT NULL THEN
-            INSERT IGNORE INTO pynenc_state_history ({_0003.HISTORY_COLUMNS})
-            VALUES ({_0003._values("NEW.registered_by_inv_id")});
+            INSERT IGNORE INTO pynenc_state_history ({HISTORY_COLUMNS})
+            VALUES ({_values("NEW.registered_by_inv_id")});
         END IF;
     END""",
     f"""CREATE TRIGGER pynenc_inv_history_upd AFTER UPDATE ON pynenc_invocation
     FOR EACH ROW BEGIN
         IF NEW.status_context_id IS NOT NULL
                 AND NOT (NEW.status_timestamp <=> OLD.status_timestamp) THEN
-            INSERT IGNORE INTO pynenc_state_history ({_0003.HISTORY_COLUMNS})
-            VALUES ({_0003._values("NULL")});
+            INSERT IGNORE INTO pynenc_state_history ({HISTORY_COLUMNS})
+            VALUES ({_values("NULL")});
         END IF;
-        IF NEW.status IN {_0003.FINAL} AND OLD.status NOT IN {_0003.FINAL} THEN
+        IF NEW.status IN {FINAL} AND OLD.status NOT IN {FINAL} THEN
             DELETE FROM pynenc_blocking_edge
             WHERE app_id = NEW.app_id AND waited_id = NEW.invocation_id;
         END IF;

@@ -5,6 +5,8 @@ Identifier lengths are chosen so composite keys stay under InnoDB's 3,072-byte i
 limit with utf8mb4 on MariaDB/MySQL.
 """
 
+from typing import Any
+
 from django.db import models
 
 APP_ID_LENGTH = 255
@@ -18,8 +20,8 @@ def app_id_field() -> models.CharField:
     return models.CharField(max_length=APP_ID_LENGTH)
 
 
-def id_field(**kwargs: object) -> models.CharField:
-    return models.CharField(max_length=ID_LENGTH, **kwargs)  # type: ignore[arg-type]
+def id_field(**kwargs: Any) -> models.CharField:
+    return models.CharField(max_length=ID_LENGTH, **kwargs)
 
 
 class AppScopedQuerySet(models.QuerySet):

@@ -4,7 +4,8 @@ from pynenc_django.models.base import QUEUE_LENGTH, AppScopedModel, id_field
 
 
 class BrokerMessage(AppScopedModel):
-    """One queued invocation id. Highest priority first, FIFO (by id) within a priority."""
+    """One queued invocation id. Highest priority first, then by the time the invocation
+    was first queued (``created_at``: a rerouted invocation keeps its place), then FIFO."""
 
     id = models.BigAutoField(primary_key=True)
     queue = models.CharField(max_length=QUEUE_LENGTH)
@@ -16,7 +17,8 @@ class BrokerMessage(AppScopedModel):
         db_table = "pynenc_broker_message"
         indexes = [
             models.Index(
-                fields=["app_id", "queue", "-priority", "id"], name="pynenc_broker_next_idx"
+                fields=["app_id", "queue", "-priority", "created_at", "id"],
+                name="pynenc_broker_order_idx",
             ),
         ]
 

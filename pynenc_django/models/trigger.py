@@ -7,6 +7,8 @@ full in ``TextField`` columns and keyed by their SHA-256 (``*_key``, 64 hex char
 which keeps every composite index inside InnoDB's 3,072-byte limit with utf8mb4.
 """
 
+from typing import Any
+
 from django.db import models
 
 from pynenc_django.models.base import KEY_LENGTH, AppScopedModel, id_field
@@ -31,8 +33,8 @@ EVENT_CODE_LENGTH = 255
 LOGIC_LENGTH = 16
 
 
-def hash_field(**kwargs: object) -> models.CharField:
-    return models.CharField(max_length=HASH_LENGTH, **kwargs)  # type: ignore[arg-type]
+def hash_field(**kwargs: Any) -> models.CharField:
+    return models.CharField(max_length=HASH_LENGTH, **kwargs)
 
 
 class TriggerConditionEntry(AppScopedModel):

@@ -23,7 +23,7 @@ def _app_id(name: str) -> str:
 
 
 def purge(app_id: str) -> None:
-    from pynenc_django.management.commands.pynenc_seed import purge_app
+    from bench.seeding.management.commands.pynenc_seed import purge_app
     from pynenc_django.models import AtomicServiceGate
 
     purge_app(app_id, "default")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Generator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,18 @@ from django.utils import timezone
 from pynenc_django import models as m
 
 INVOCATIONS = reverse("admin:pynenc_django_invocation_changelist")
+#: A ``seed`` package with the tasks ``pynenc_seed``'s rows name (``seed.tasks.*``).
+SEED_CODE = Path(__file__).parent / "seed_code"
+
+
+@pytest.fixture
+def seed_tasks(monkeypatch: pytest.MonkeyPatch) -> Generator[None, None, None]:
+    """Make the seeded rows' tasks importable, as a deployed project's tasks are: a rerun
+    is refused for a task the admin's process cannot import."""
+    monkeypatch.syspath_prepend(str(SEED_CODE))
+    yield
+    for name in ("seed.tasks", "seed"):
+        sys.modules.pop(name, None)
 
 
 def act(client: Client, app_id: str, action: str, invocations: list[Any], **extra: Any) -> Any:
@@ -37,7 +52,7 @@ def user_of(client: Client) -> Any:
 
 
 def test_rerun_asks_first_then_links_the_new_invocation(
-    fresh_app: str, superuser_client: Client
+    fresh_app: str, superuser_client: Client, seed_tasks: None
 ) -> None:
     original = one(fresh_app, status="success", task_id_key="seed.tasks.send_email")
     page = act(superuser_client, fresh_app, "rerun_invocations", [original])
@@ -86,7 +101,9 @@ def test_rerun_asks_first_then_links_the_new_invocation(
     assert original.invocation_id in detail and "DjangoAdmin" in detail
 
 
-def test_rerun_into_another_queue(fresh_app: str, superuser_client: Client) -> None:
+def test_rerun_into_another_queue(
+    fresh_app: str, superuser_client: Client, seed_tasks: None
+) -> None:
     original = one(fresh_app, status="success", task_id_key="seed.tasks.resize_image")
     act(superuser_client, fresh_app, "rerun_invocations", [original], post="yes", queue="slow")
     new = m.Invocation.objects.filter(app_id=fresh_app, call_id_key=original.call_id_key).exclude(
@@ -103,7 +120,7 @@ def test_rerun_into_another_queue(fresh_app: str, superuser_client: Client) -> N
 
 
 def test_rerun_refused_when_status_triggers_watch_the_task(
-    fresh_app: str, superuser_client: Client
+    fresh_app: str, superuser_client: Client, seed_tasks: None
 ) -> None:
     original = one(fresh_app, status="success")
     m.TriggerConditionEntry.objects.create(
@@ -124,6 +141,84 @@ def test_rerun_refused_when_status_triggers_watch_the_task(
         not m.Invocation.objects.filter(app_id=fresh_app, call_id_key=original.call_id_key)
         .exclude(pk=original.pk)
         .exists()
+    )
+
+
+def _retask(inv: m.Invocation, task_id_key: str) -> None:
+    """Make ``inv`` an invocation of ``task_id_key``, as if a deploy had renamed its task."""
+    call_id_key = f"{task_id_key}:{inv.call_id_key.rsplit(':', 1)[1]}"
+    for model in (m.Invocation, m.StateInvocation):
+        model.objects.filter(app_id=inv.app_id, invocation_id=inv.invocation_id).update(
+            task_id_key=task_id_key, call_id_key=call_id_key
+        )
+    inv.refresh_from_db()
+
+
+def test_rerun_refuses_a_task_that_cannot_be_imported(
+    fresh_app: str, superuser_client: Client, seed_tasks: None
+) -> None:
+    """A deploy removed a task's module, or the function from its module: rerunning its
+    invocation would queue a poison message, so the admin refuses it and says why, while
+    the other selected invocations are rerun."""
+    good = one(fresh_app, status="success", task_id_key="seed.tasks.send_email")
+    no_module, no_function = (
+        m.Invocation.objects.filter(app_id=fresh_app, status__in=["success", "failed"])
+        .exclude(pk=good.pk)
+        .order_by("pk")[:2]
+    )
+    _retask(no_module, "pynenc_django_gone_module.tasks.gone")
+    _retask(no_function, "seed.tasks.renamed_away")
+    invocations_before = m.Invocation.objects.filter(app_id=fresh_app).count()
+    messages_before = set(
+        m.BrokerMessage.objects.filter(app_id=fresh_app).values_list("invocation_id", flat=True)
+    )
+
+    html = act(
+        superuser_client, fresh_app, "rerun_invocations", [good, no_module, no_function], post="yes"
+    ).content.decode()
+
+    assert "Rerun: done for 1 of 3 selected invocations." in html
+    assert (
+        f"Invocation {no_module.invocation_id}: not rerun: task "
+        "pynenc_django_gone_module.tasks.gone cannot be imported here "
+        "(ModuleNotFoundError: No module named &#x27;pynenc_django_gone_module&#x27;)"
+    ) in html
+    assert (
+        f"Invocation {no_function.invocation_id}: not rerun: task seed.tasks.renamed_away "
+        "cannot be imported here (AttributeError: module &#x27;seed.tasks&#x27; has no "
+        "attribute &#x27;renamed_away&#x27;)"
+    ) in html
+    # Exactly one new invocation, of the good one, and one new broker message, for it.
+    assert m.Invocation.objects.filter(app_id=fresh_app).count() == invocations_before + 1
+    new = m.InvocationHistory.objects.get(
+        app_id=fresh_app, status="registered", runner_context_id__startswith="django-admin:"
+    )
+    assert new.registered_by_inv_id == good.invocation_id
+    messages_after = set(
+        m.BrokerMessage.objects.filter(app_id=fresh_app).values_list("invocation_id", flat=True)
+    )
+    assert messages_after - messages_before == {new.invocation_id}
+    for bad in (no_module, no_function):
+        assert not m.Invocation.objects.filter(
+            app_id=fresh_app, task_id_key=bad.task_id_key
+        ).exclude(pk=bad.pk)
+        assert not m.StateInvocation.objects.filter(
+            app_id=fresh_app, call_id_key=bad.call_id_key
+        ).exclude(invocation_id=bad.invocation_id)
+    logs = LogEntry.objects.filter(user=user_of(superuser_client), action_flag=CHANGE)
+    assert list(logs.values_list("object_id", flat=True)) == [str(good.pk)]
+
+
+def test_task_import_error_resolves_like_a_worker(seed_tasks: None) -> None:
+    from pynenc_django.admin.actions import task_import_error
+
+    assert task_import_error("any-app", "seed.tasks.notify") is None
+    assert task_import_error("any-app", "tests.project.jobs.tasks.add") is None
+    assert task_import_error("any-app", "seed.tasks.Pynenc") == (
+        "ValueError: seed.tasks.Pynenc is a type, not a pynenc task"
+    )
+    assert task_import_error("any-app", "nodots") == (
+        "ValueError: Invalid TaskId key format: nodots"
     )
 
 

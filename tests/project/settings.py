@@ -2,4 +2,4 @@
 
 from tests.settings import *  # noqa: F403
 
-INSTALLED_APPS = [*INSTALLED_APPS, "tests.project.jobs"]  # noqa: F405
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.project.jobs", "tests.project.guarded"]  # noqa: F405

@@ -442,3 +442,45 @@ def active_statuses(app: Pynenc) -> dict[str, str]:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------- lost hosts
+
+
+def kill_process_group(process: RunnerProcess) -> None:
+    """SIGKILL a runner's whole process group at once, runner and workers: what an OOM kill
+    of its container, ``docker kill`` or a lost node does to a runner host."""
+    import signal
+
+    os.killpg(process.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.popen.wait(timeout=10)
+
+
+def runner_of(runners: Runners, worker_runner_id: str) -> RunnerProcess:
+    """The started runner that spawned ``worker_runner_id``."""
+    for process in runners.started:
+        if worker_runner_id in process.workers().values():
+            return process
+    pytest.fail(f"no runner spawned worker:{worker_runner_id}\n{runners.diag()}")
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One line of a task's own record (``tasks.recorded_sleep``)."""
+
+    event: str  # "start" or "finish"
+    pid: int
+    at: datetime
+
+
+def attempt_records(path: Path) -> list[Attempt]:
+    try:
+        lines = path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        event, pid, at = line.split()
+        records.append(Attempt(event, int(pid), datetime.fromtimestamp(float(at), UTC)))
+    return records

@@ -1,4 +1,4 @@
-"""Four runners share pynenc's atomic services for two minutes under load; one dies holding them.
+"""Four runners share pynenc's atomic services for 80 s under load; one dies holding them.
 
 Short atomic-service settings come from ``PYNENC__*`` environment variables. Every atomic
 service run sleeps first (``PYNENC_DJANGO_TEST_SLOW_ATOMIC_SEC``, a hook of the test
@@ -26,13 +26,13 @@ from tests.runner.conftest import (
 )
 
 RUNNERS = 4
-DURATION_SEC = 120.0  # of the whole exercise, counted from the moment all runners are up
-KILL_AFTER_SEC = 35.0
+DURATION_SEC = 80.0  # of the whole exercise, counted from the moment all runners are up
+KILL_AFTER_SEC = 25.0
 SLOW_ATOMIC_SEC = 2.0
 DEAD_AFTER_MIN = 0.25  # 15 s: well above the 5 s heartbeat period and the 2 s slow run
 ENV = {
-    # A 24 s cycle: 6 s slots for four runners (4.8 s after the margin), 10.8 s for two.
-    "PYNENC__ATOMIC_SERVICE_INTERVAL_MINUTES": "0.4",
+    # An 18 s cycle: 4.5 s slots for four runners (3.3 s after the margin), 6 s for three.
+    "PYNENC__ATOMIC_SERVICE_INTERVAL_MINUTES": "0.3",
     "PYNENC__ATOMIC_SERVICE_SPREAD_MARGIN_MINUTES": "0.02",
     "PYNENC__ATOMIC_SERVICE_CHECK_INTERVAL_MINUTES": "0.01",
     "PYNENC__RUNNER_CONSIDERED_DEAD_AFTER_MINUTES": str(DEAD_AFTER_MIN),

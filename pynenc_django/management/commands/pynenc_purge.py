@@ -10,8 +10,8 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pynenc.invocation.status import InvocationStatus
 
 from pynenc_django.conf import ConfigDjango
+from pynenc_django.ops.retention import FINAL_STATUSES, purge
 from pynenc_django.project import get_app
-from pynenc_django.retention import FINAL_STATUSES, purge
 from pynenc_django.utils import now_utc
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -11,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pynenc_django.conf import ConfigDjango
 from pynenc_django.project import DEFAULT_RUNNER, apply_overrides, get_app, runnable_runners
+from pynenc_django.vendors import vendor_of
 
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 DB_RETRY_MAX_SEC = 30.0
@@ -29,7 +30,7 @@ def describe_database(alias: str) -> str:
 
     conn = connections[alias]
     settings = conn.settings_dict
-    where = settings.get("HOST") or ("local socket" if conn.vendor != "sqlite" else "")
+    where = settings.get("HOST") or ("local socket" if vendor_of(conn).is_server else "")
     port = f":{settings['PORT']}" if settings.get("PORT") else ""
     place = f" on {where}{port}" if where else ""
     return f"{conn.vendor} {str(settings.get('NAME'))!r}{place} (alias {alias!r})"

@@ -9,8 +9,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from pynenc_django.conf import ConfigDjango
+from pynenc_django.ops.status import StatusReport, collect_status
 from pynenc_django.project import get_app
-from pynenc_django.status import StatusReport, collect_status
 
 
 class Command(BaseCommand):

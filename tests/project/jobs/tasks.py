@@ -47,3 +47,27 @@ if task is not None:
     @task(takes_context=True)
     def django_attempt(context: object, tag: str) -> int:
         return context.attempt  # type: ignore[attr-defined]
+
+
+def _record(path: str, event: str) -> None:
+    """One line per event, appended in one write: ``<event> <pid> <unix time>``."""
+    import os
+
+    with open(path, "a") as records:
+        records.write(f"{event} {os.getpid()} {time.time():.6f}\n")
+
+
+@app.task
+def recorded_sleep(seconds: float, record_path: str) -> str:
+    """Writes a ``start`` line to ``record_path``, sleeps, then a ``finish`` line: every
+    attempt is on record, a killed one with no finish."""
+    _record(record_path, "start")
+    time.sleep(seconds)
+    _record(record_path, "finish")
+    return record_path
+
+
+@app.task
+def fail(message: str) -> None:
+    """An ordinary task failure."""
+    raise ValueError(message)

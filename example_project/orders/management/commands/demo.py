@@ -41,8 +41,8 @@ from orders.management.commands.ensure_admin import DEMO_PASSWORD, DEMO_USERNAME
 from orders.models import Customer, Order, OrderLine, Payment, Product, SalesReport
 from orders.runners import RunnerGroup, RunnerProcess, signals_raise_keyboard_interrupt
 from pynenc_django.conf import ConfigDjango
+from pynenc_django.ops.status import collect_status
 from pynenc_django.project import get_app
-from pynenc_django.status import collect_status
 
 CUSTOMERS = [
     ("Ada Lovelace", "ada@example.com"),

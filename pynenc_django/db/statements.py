@@ -1,0 +1,274 @@
+"""Hot-path SQL: fixed statement texts, prepared where the database can, and INSERTs
+built once per shape.
+
+Building the same ORM query again costs 5-20 times the CPU of sending it, which caps a
+worker's throughput: the statements run several times per invocation are written once
+here (:func:`insert_rows`), gathered into one statement where the database allows it
+(:func:`one_statement`) and run through :func:`hot_cursor`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+from pynenc_django.db.connections import get_connection
+from pynenc_django.db.transactions import write_transaction
+from pynenc_django.vendors import vendor_of
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models import Field, Model
+
+
+logger = logging.getLogger("pynenc_django")
+
+
+def hot_cursor(connection: BaseDatabaseWrapper, prepare: bool) -> Any:
+    """A cursor for fixed hot-path SQL (several statements per invocation).
+
+    With ``prepare`` on PostgreSQL and psycopg 3, its statements are prepared on the
+    server, once per connection and SQL text: parsing and planning them again was a
+    fifth of the server's CPU per invocation. Django never prepares by default
+    (``prepare_threshold`` None), for transaction-mode poolers, which cannot carry
+    prepared statements; the ``django_prepared_statements`` setting turns this off for
+    them. Statements still pass Django's ``execute_wrapper``\\s, as on any cursor.
+    """
+    cursor_class = (
+        _prepared_cursor_class() if prepare and vendor_of(connection).prepares_statements else None
+    )
+    if cursor_class is None:
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            # None disables preparing on the connection; a threshold never reached
+            # enables it for explicit requests only (the ORM's queries stay unprepared).
+            raw.prepare_threshold = NEVER_BY_COUNT
+        cursor = cursor_class(raw)
+        # As Django's create_cursor: timestamps in the connection's time zone.
+        from django.db.backends.postgresql.psycopg_any import register_tzloader
+        from psycopg.pq import Format
+
+        timestamptz = raw.adapters.types["timestamptz"].oid
+        if connection.timezone != raw.adapters.get_loader(timestamptz, Format.TEXT).timezone:
+            register_tzloader(connection.timezone, cursor)
+    # Django's private wrapping of a new cursor (CursorWrapper, or the debug one), which
+    # its connection.cursor() applies too; django-stubs leaves it out.
+    return connection._prepare_cursor(cursor)  # type: ignore[attr-defined]
+
+
+NEVER_BY_COUNT = 2**31 - 1
+
+
+@functools.cache
+def _prepared_cursor_class() -> type | None:
+    """Django's server-binding psycopg 3 cursor, preparing every statement it runs."""
+    try:
+        from django.db.backends.postgresql.base import ServerBindingCursor
+    except ImportError:  # psycopg 2: no server-side binding
+        return None
+
+    class PreparedCursor(ServerBindingCursor):
+        def execute(self, query: Any, params: Any = None, **kwargs: Any) -> Any:
+            # django-stubs declare ServerBindingCursor without its psycopg.Cursor base.
+            return super().execute(query, params, **{**kwargs, "prepare": True})  # type: ignore[misc]
+
+    return PreparedCursor
+
+
+def raw_delete(queryset: Any) -> int:
+    """DELETE matching rows in one statement, for models nothing else references.
+
+    ``QuerySet.delete()`` wraps even a fast delete in a transaction of its own, which is
+    an extra ``BEGIN`` on SQLite for a single statement that is atomic anyway.
+    """
+    return int(queryset._raw_delete(queryset.db))
+
+
+# Characters of text per multi-row INSERT: with utf8mb4 at most 8 MiB, below MariaDB's
+# default 16 MiB max_allowed_packet even when many rows carry large inline arguments.
+STATEMENT_CHARS = 2_000_000
+STATEMENT_ROWS = 500
+
+
+def size_batches[M](rows: Sequence[M]) -> Iterator[list[M]]:
+    """Split rows into INSERT-sized batches by row count and by the text they carry."""
+    batch: list[M] = []
+    size = 0
+    for row in rows:
+        chars = sum(len(v) for v in vars(row).values() if isinstance(v, str))
+        if batch and (len(batch) >= STATEMENT_ROWS or size + chars > STATEMENT_CHARS):
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += chars
+    if batch:
+        yield batch
+
+
+class StatementPart:
+    """One gathered write of :func:`one_statement`: the body of a WITH item, and an
+    optional final SELECT over it (``{cte}`` names the item)."""
+
+    __slots__ = ("body", "params", "tail", "tail_params", "prepare")
+
+    def __init__(
+        self,
+        body: str,
+        params: Sequence[Any],
+        prepare: bool,
+        tail: str | None = None,
+        tail_params: Sequence[Any] = (),
+    ) -> None:
+        self.body, self.params, self.prepare = body, list(params), prepare
+        self.tail, self.tail_params = tail, list(tail_params)
+
+
+_gathering = threading.local()
+
+
+@contextmanager
+def one_statement(alias: str, enabled: bool = True) -> Iterator[None]:
+    """PostgreSQL: the INSERTs made inside (:func:`insert_rows`, the broker's
+    insert-and-notify) on ``alias`` run at the end as one data-modifying ``WITH``
+    statement. One statement is atomic on its own, so a submit's state row, REGISTERED
+    row and queue message need no transaction: one round trip instead of five (BEGIN,
+    three INSERTs, COMMIT). Only writes whose results nobody reads before the end may be
+    gathered; an exception inside discards them. Elsewhere, or nested, a no-op.
+    """
+    gathers = vendor_of(get_connection(alias)).writes_in_ctes
+    if not enabled or not gathers or gathered(alias) is not None:
+        yield
+        return
+    parts: list[StatementPart] = []
+    by_alias = getattr(_gathering, "by_alias", None)
+    if by_alias is None:
+        by_alias = _gathering.by_alias = {}
+    by_alias[alias] = parts
+    try:
+        yield
+    finally:
+        del by_alias[alias]
+    if parts:
+        sql, params = combine_parts(parts)
+        with hot_cursor(get_connection(alias), all(part.prepare for part in parts)) as cursor:
+            cursor.execute(sql, params)
+
+
+def gathered(alias: str) -> list[StatementPart] | None:
+    """The writes :func:`one_statement` is gathering on ``alias``, if it is."""
+    by_alias = getattr(_gathering, "by_alias", None)
+    return None if by_alias is None else by_alias.get(alias)
+
+
+def combine_parts(parts: Sequence[StatementPart]) -> tuple[str, list[Any]]:
+    """``WITH p0 AS (...), p1 AS (...) <tails or SELECT 1>``. PostgreSQL runs every
+    data-modifying WITH item exactly once, referenced or not."""
+    if len(parts) == 1 and parts[0].tail is None:
+        return parts[0].body, parts[0].params
+    items, tails, params, tail_params = [], [], [], []
+    for n, part in enumerate(parts):
+        items.append(f"p{n} AS ({part.body})")
+        params += part.params
+        if part.tail is not None:
+            tails.append(part.tail.format(cte=f"p{n}"))
+            tail_params += part.tail_params
+    return (
+        f"WITH {', '.join(items)} {' UNION ALL '.join(tails) or 'SELECT 1'}",
+        params + tail_params,
+    )
+
+
+def insert_rows(
+    alias: str,
+    model: type[Model],
+    rows: Sequence[Model],
+    unique_fields: Sequence[str] = (),
+    update_fields: Sequence[str] | None = None,
+    prepare: bool = False,
+) -> None:
+    """INSERT model instances with fixed SQL: what ``bulk_create`` sends, at a fraction of
+    its CPU (it compiles a new query every call; these run several times per invocation).
+
+    With ``unique_fields``, a row colliding on them updates ``update_fields``, or is
+    skipped if there are none. MariaDB/MySQL's ``ON DUPLICATE KEY`` names no key; every
+    model we write this way has exactly one unique key, which makes the two equivalent.
+    Values are prepared by each field, as the ORM does. Batches beyond one statement
+    share a transaction. ``prepare``: a single row's INSERT (one shape per model) is
+    prepared, as :func:`hot_cursor` says.
+    """
+    if not rows:
+        return
+
+    connection = get_connection(alias)
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    batches = list(size_batches(rows))
+    parts = gathered(alias) if len(batches) == 1 else None
+    with write_transaction(alias) if len(batches) > 1 else contextlib.nullcontext():
+        for batch in batches:
+            arrays = len(batch) > 1 and vendor_of(connection).inserts_arrays(model)
+            sql = _insert_sql(
+                connection.alias,
+                model,
+                0 if arrays else len(batch),
+                tuple(unique_fields),
+                tuple(update_fields) if update_fields is not None else None,
+            )
+            values = [
+                [
+                    field.get_db_prep_save(getattr(row, field.attname), connection)
+                    for field in fields
+                ]
+                for row in batch
+            ]
+            # Arrays: one parameter per column, whatever the rows (see _insert_sql).
+            params = [list(c) for c in zip(*values, strict=True)] if arrays else [*chain(*values)]
+            fixed_text = prepare and (arrays or len(batch) == 1)
+            if parts is not None:
+                parts.append(StatementPart(sql, params, fixed_text))
+                continue
+            with hot_cursor(connection, fixed_text) as cursor:
+                cursor.execute(sql, params)
+
+
+def column_name(field: Field[Any, Any]) -> str:
+    """A concrete field's column (Django types it optional: a many-to-many field has none)."""
+    if field.column is None:
+        raise ValueError(f"{field} has no column")
+    return field.column
+
+
+@functools.cache
+def _insert_sql(
+    alias: str,
+    model: type[Model],
+    rows: int,
+    unique: tuple[str, ...],
+    update: tuple[str, ...] | None,
+) -> str:
+    connection = get_connection(alias)
+    qn = connection.ops.quote_name
+    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(qn(column_name(f)) for f in fields)
+    if rows:
+        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * rows)
+    else:
+        # PostgreSQL, any number of rows: one array per column, so one text whatever the
+        # batch. psycopg caches its parsing (a long VALUES list is re-parsed every call,
+        # most of a batch submit's CPU) and the server may prepare it.
+        arrays = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
+        source = f"SELECT * FROM unnest({arrays})"
+    verb, suffix = (
+        vendor_of(connection).conflict_clause(qn, unique, update) if unique else ("INSERT", "")
+    )
+    table = qn(model._meta.db_table)
+    return f"{verb} INTO {table} ({columns}) {source}{suffix}"

@@ -1,0 +1,88 @@
+"""A first ``ANALYZE`` for PostgreSQL tables that have never had one.
+
+Every pynenc table is keyed by ``app_id`` first, and with one app every row shares it.
+Until a table has statistics, PostgreSQL takes ``app_id = ...`` for a selective condition
+and may serve a lookup by ``(app_id, invocation_id)`` with any small index that merely
+starts with ``app_id``, reading every row (every dead version too) on each status
+change; a plan cached on a young table then stays for the connection's lifetime. One
+``ANALYZE`` fixes that for good: ``app_id``'s single value does not go stale, and the
+planner scales row counts by the table's actual size. Autovacuum runs it within a
+minute of a new table's first writes; where it is off, or not there yet, the runner
+parent runs it, once per table.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from pynenc_django.db import get_connection
+from pynenc_django.vendors import vendor_of
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+
+logger = logging.getLogger("pynenc_django")
+
+#: The tables every invocation writes: where a wrong plan costs a scan per status change.
+HOT_TABLES = (
+    "pynenc_invocation",
+    "pynenc_broker_message",
+    "pynenc_state_invocation",
+    "pynenc_state_result",
+    "pynenc_state_history",
+)
+
+
+class FirstAnalyze:
+    """Runs ``ANALYZE`` on each hot table that has rows but has never been analyzed.
+
+    Looks every ``INTERVAL`` seconds during the first ``EAGER_FOR`` seconds (a new
+    deployment's burst of work), then every ``LATE_INTERVAL``; stops for good once every
+    hot table has been analyzed, by anyone. PostgreSQL only; one query per look.
+    """
+
+    INTERVAL = 2.0
+    EAGER_FOR = 600.0
+    LATE_INTERVAL = 60.0
+    MIN_ROWS = 100
+
+    def __init__(self, alias: str, tables: tuple[str, ...] = HOT_TABLES) -> None:
+        self.alias = alias
+        self.tables = tables
+        self.done = False
+        self._started = time.monotonic()
+        self._next = 0.0
+
+    def tick(self) -> None:
+        """Look if it is time; never raises for a database error (the next look retries)."""
+        now = time.monotonic()
+        if self.done or now < self._next:
+            return
+        eager = now - self._started < self.EAGER_FOR
+        self._next = now + (self.INTERVAL if eager else self.LATE_INTERVAL)
+        connection = get_connection(self.alias)
+        if not vendor_of(connection).analyzes_young_tables:
+            self.done = True
+            return
+        try:
+            self.done = self._analyze_new_tables(connection)
+        except Exception as exc:  # a maintenance look must never stop the runner
+            logger.warning("pynenc_django: could not look for unanalyzed tables: %s", exc)
+
+    def _analyze_new_tables(self, connection: BaseDatabaseWrapper) -> bool:
+        """True when every hot table has statistics."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname, n_live_tup + n_dead_tup FROM pg_stat_user_tables "
+                "WHERE relname = ANY(%s) AND schemaname = ANY(current_schemas(false)) "
+                "AND last_analyze IS NULL AND last_autoanalyze IS NULL",
+                [list(self.tables)],
+            )
+            pending = cursor.fetchall()
+            for table, rows in pending:
+                if rows >= self.MIN_ROWS:
+                    logger.info("pynenc_django: ANALYZE %s (%d rows, never analyzed)", table, rows)
+                    cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
+        return not pending

@@ -1,0 +1,90 @@
+"""Blocking control: waiter -> waited edges, so runners run what others wait for first."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pynenc.identifiers.invocation_id import InvocationId
+from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
+
+from pynenc_django.db import DjangoBackendMixin, raw_delete, retry_transient
+from pynenc_django.orchestrator.rules import _AVAILABLE
+from pynenc_django.utils import now_utc
+
+if TYPE_CHECKING:
+    from pynenc_django.orchestrator.core import OrchestratorCore
+
+
+class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):
+    """Waiter → waited edges, so a runner can run what others are blocked on first.
+
+    pynenc makes it an object of the orchestrator's; it shares the orchestrator's settings
+    (so its alias) and database access."""
+
+    def __init__(self, orchestrator: OrchestratorCore) -> None:
+        self.orchestrator = orchestrator
+        self.app = orchestrator.app
+
+    @property
+    def conf(self) -> Any:
+        return self.orchestrator.conf
+
+    @retry_transient
+    def waiting_for_results(
+        self, caller_invocation_id: InvocationId, result_invocation_ids: list[InvocationId]
+    ) -> None:
+        from pynenc_django.models import BlockingEdge
+
+        now = now_utc()
+        BlockingEdge.objects.using(self.db_alias).bulk_create(
+            [
+                BlockingEdge(
+                    app_id=self.app.app_id,
+                    waiter_id=caller_invocation_id,
+                    waited_id=waited_id,
+                    created_at=now,
+                )
+                for waited_id in dict.fromkeys(result_invocation_ids)
+            ],
+            ignore_conflicts=True,
+        )
+
+    @retry_transient
+    def release_waiters(self, waited_invocation_id: str) -> None:
+        from pynenc_django.models import BlockingEdge
+
+        raw_delete(
+            BlockingEdge.objects.using(self.db_alias)
+            .for_app(self.app.app_id)
+            .filter(waited_id=waited_invocation_id)
+        )
+
+    @cached_property
+    def _blocking_sql(self) -> str:
+        from pynenc_django.models import BlockingEdge, Invocation
+
+        edges = self._table(BlockingEdge)
+        invocations = self._table(Invocation)
+        available = ", ".join(["%s"] * len(_AVAILABLE))
+        return (
+            f"SELECT e.waited_id FROM {edges} e WHERE e.app_id = %s"
+            f" AND EXISTS (SELECT 1 FROM {invocations} i WHERE i.app_id = %s"
+            f" AND i.invocation_id = e.waited_id AND i.status IN ({available}))"
+            f" AND NOT EXISTS (SELECT 1 FROM {edges} w WHERE w.app_id = %s"
+            " AND w.waiter_id = e.waited_id)"
+            " GROUP BY e.waited_id ORDER BY MIN(e.created_at), e.waited_id LIMIT %s"
+        )
+
+    @retry_transient
+    def get_blocking_invocations(self, max_num_invocations: int) -> Iterator[InvocationId]:
+        """Waited invocations that wait for nothing themselves and can run, oldest first.
+
+        Runs before every claim, so it is fixed SQL (see ``DjangoBackendMixin._fetch``).
+        """
+        app_id = self.app.app_id
+        rows = self._fetch(
+            self._blocking_sql, [app_id, app_id, *_AVAILABLE, app_id, max_num_invocations]
+        )
+        return iter([InvocationId(row[0]) for row in rows])

@@ -1,0 +1,396 @@
+"""``DjangoPersistentProcessRunner``: pynenc's PersistentProcessRunner, fit for Django.
+
+What it changes, and why (pynenc's own runner does none of this):
+
+* **Workers start Django first.** A spawned worker runs ``django.setup()`` before the app
+  (and so the user's task modules) is unpickled; task modules may import models.
+* **Idle workers wait, they do not poll.** See :mod:`pynenc_django.wakeup`.
+* **At-least-once delivery.** The broker pop and the PENDING transition commit together
+  (:meth:`DjangoOrchestrator.get_additional_invocations_to_run`); when a worker dies the
+  runner reroutes what it held at once instead of waiting for heartbeats to age.
+* **A lost runner host is recovered within seconds, not minutes.** Every runner looks,
+  every heartbeat interval, for invocations owned by workers whose heartbeat is older
+  than ``django_runner_dead_after_sec`` (30 s) and puts them back in their queue
+  (:mod:`pynenc_django.ops.recovery`), without waiting for pynenc's cron-driven recovery.
+* **A claim lost in flight is resolved.** When the connection dies as a claim (or a
+  status change) commits, the worker cannot know whether it happened; as soon as the
+  database answers, it puts back whatever it owns besides the invocation it is about to
+  run.
+* **A task's own failure is not a storage failure.** pynenc records and logs it; only an
+  invocation whose outcome could not be stored is rerouted.
+* **Workers do not outlive their runner.** A worker whose runner died finishes its
+  current invocation (keeping its own heartbeat fresh meanwhile) and exits.
+* **Database outages are survived.** Connections are recycled around every invocation
+  (``close_old_connections``, honouring ``CONN_MAX_AGE`` and ``CONN_HEALTH_CHECKS``);
+  database errors in the loops are logged and retried with backoff, never fatal; an
+  invocation interrupted by one is rerouted once the database is back.
+* **Graceful stop.** The first SIGTERM/SIGINT stops taking work, lets running
+  invocations finish for ``django_shutdown_grace_sec`` and reroutes the rest; a second
+  signal kills the workers at once and the runner reroutes their invocations.
+* No ``multiprocessing.Manager`` server process, and the spawn start method is used
+  for our workers only, not forced on the whole process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import pickle
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+from pynenc.runner.persistent_process_runner import PersistentProcessRunner
+from pynenc.runner.runner_context import RunnerContext
+from pynenc.util.subclasses import get_all_subclasses
+
+from pynenc_django.conf import ConfigDjangoPersistentProcessRunner
+from pynenc_django.db import is_database_error
+from pynenc_django.ops import recovery
+from pynenc_django.ops.planner import FirstAnalyze
+from pynenc_django.ops.recovery import PutBack
+from pynenc_django.orchestrator.reads import ClientResultsWaiter
+from pynenc_django.utils import now_utc
+from pynenc_django.wakeup import ResultWaiter, result_waiter
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from pynenc.app import Pynenc
+    from pynenc.identifiers.invocation_id import InvocationId
+
+from pynenc_django.runner.support import (
+    WORKER_CLS,
+    close_stale_connections,
+    django_orchestrator,
+    drain_put_backs,
+)
+from pynenc_django.runner.worker import worker_main
+
+SPAWN = multiprocessing.get_context("spawn")
+
+
+class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter):
+    """A fixed pool of spawned worker processes; see the module docstring."""
+
+    def __init__(
+        self,
+        app: Pynenc,
+        runner_cache: dict | None = None,
+        runner_context: RunnerContext | None = None,
+    ) -> None:
+        self.forced_stop = False
+        self._stop_signals = 0
+        self._last_heartbeat = 0.0
+        self._unrecovered: set[str] = set()
+        self._spawned: set[str] = set()
+        # Reroutes begun and not finished (a database error between KILLED and REROUTED).
+        self._put_backs: dict[str, PutBack] = {}
+        # Lost runners (_recover_lost_runners): when this runner last looked, and since
+        # when it has reached the database without an error.
+        self._last_sweep = 0.0
+        self._db_healthy_since = time.monotonic()
+        self._seen_losses = recovery.connection_losses()
+        super().__init__(app, runner_cache, runner_context)
+        self._first_analyze = FirstAnalyze(self.db_alias)
+
+    @cached_property
+    def conf(self) -> ConfigDjangoPersistentProcessRunner:
+        return ConfigDjangoPersistentProcessRunner(
+            config_values=self.app.config_values, config_filepath=self.app.config_filepath
+        )
+
+    @property
+    def db_alias(self) -> str:
+        return str(self.conf.django_db_alias)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def waiting_for_results(
+        self,
+        running_invocation_id: InvocationId | None,
+        result_invocation_ids: list[InvocationId],
+        runner_args: dict[str, Any] | None = None,
+    ) -> None:
+        """Outside the runner (``invocation.result`` in a web request or a script), wait
+        for the database to announce a final status instead of sleeping 0.1 s."""
+        if running_invocation_id:
+            super().waiting_for_results(running_invocation_id, result_invocation_ids, runner_args)
+            return
+        self.wait_for_client_results(result_invocation_ids)
+
+    def wait_for_client_results(self, result_invocation_ids: list[InvocationId]) -> None:
+        """Until the database announces a final status (or the safety poll)."""
+        self._result_waiter.wait(list(result_invocation_ids))
+
+    @cached_property
+    def _result_waiter(self) -> ResultWaiter:
+        return result_waiter(
+            self.db_alias,
+            max_wait=float(self.conf.invocation_wait_results_sleep_time_sec),
+            listen=bool(self.conf.django_listen_notify),
+        )
+
+    def _on_start(self) -> None:
+        from pynenc_django.db import ensure_django
+
+        ensure_django()
+        self.num_processes = max(
+            self.conf.min_parallel_slots, self.conf.num_processes or os.cpu_count() or 1
+        )
+        self.logger.info(f"Creating {self.num_processes} worker processes")
+        self.child_runner_ids = {}
+        self.runner_cache = self._runner_cache if self._runner_cache is not None else {}
+        self.stop_event = None  # pynenc's Manager event; our workers use the lifeline
+        self._lifeline, self._lifeline_writer = SPAWN.Pipe(duplex=False)
+        for _ in range(self.num_processes):
+            self._spawn_persistent_process()
+
+    def _spawn_persistent_process(self) -> str | None:
+        if not self.running:
+            raise RuntimeError("Trying to spawn new process after stopping loop")
+        child_runner_id = str(uuid.uuid4())
+        process = SPAWN.Process(
+            target=worker_main,
+            kwargs={
+                "app_pickle": pickle.dumps(self.app),
+                "lifeline": self._lifeline,
+                "parent_runner_ctx_json": self.runner_context.to_json(),
+                "child_runner_id": child_runner_id,
+                "parent_pid": os.getpid(),
+            },
+            daemon=True,
+            name=f"pynenc-worker-{child_runner_id[:8]}",
+        )
+        process.start()
+        # pynenc types these as multiprocessing.Process; a spawn context's SpawnProcess is
+        # a sibling BaseProcess class with the same interface.
+        self.child_runner_ids[child_runner_id] = process  # type: ignore[assignment]
+        self._spawned.add(child_runner_id)
+        self.logger.info(f"Spawned worker pid:{process.pid} worker:{child_runner_id}")
+        return child_runner_id
+
+    def runner_loop_iteration(self) -> None:
+        """Reap dead workers (rerouting what they held), respawn, retry pending recoveries;
+        give new tables their first statistics (:mod:`pynenc_django.ops.planner`)."""
+        for runner_id, process in list(self.child_runner_ids.items()):
+            if process.is_alive():
+                continue
+            self.child_runner_ids.pop(runner_id, None)
+            self.logger.warning(
+                f"worker:{runner_id} pid:{process.pid} exited with code {process.exitcode}"
+            )
+            self._unrecovered.add(runner_id)
+        if self._unrecovered or self._put_backs:
+            self._recover_workers()
+        while self.running and len(self.child_runner_ids) < self.num_processes:
+            self._spawn_persistent_process()
+        self._recover_lost_runners()
+        self._first_analyze.tick()
+
+    def _recover_workers(self) -> None:
+        """Reroute every invocation still held by workers that are gone."""
+        with self._survive_database_errors("Could not reroute dead workers' invocations yet"):
+            self._drain_put_backs()
+            for runner_id in sorted(self._unrecovered):
+                held = django_orchestrator(self.app).get_owned_invocation_ids([runner_id])
+                ctx = self.runner_context.new_child_context(WORKER_CLS, runner_id=runner_id)
+                for invocation_id in held:
+                    if invocation_id in self._put_backs:
+                        continue
+                    self.logger.warning(
+                        f"Rerouting invocation:{invocation_id} of dead worker:{runner_id}"
+                    )
+                    self._put_backs[invocation_id] = PutBack(self.app, invocation_id, ctx)
+                self._drain_put_backs()
+                self._unrecovered.discard(runner_id)
+
+    def _drain_put_backs(self) -> None:
+        drain_put_backs(self._put_backs, self.logger)
+
+    @cached_property
+    def _runner_classes(self) -> list[str]:
+        """Names of the runner classes whose workers' heartbeats this runner can judge."""
+        classes: list[type[DjangoPersistentProcessRunner]] = [
+            DjangoPersistentProcessRunner,
+            *get_all_subclasses(DjangoPersistentProcessRunner),
+        ]
+        return sorted({cls.__name__ for cls in classes})
+
+    def _recover_lost_runners(self) -> None:
+        """Put back the invocations of workers whose heartbeat is older than
+        ``django_runner_dead_after_sec``: their runner host is gone (see
+        :func:`~pynenc_django.ops.recovery.lost_invocations`).
+
+        Every heartbeat interval, and only once this runner has reached the database
+        without an error for that long: after an outage every heartbeat is old, and the
+        other runners get that long to refresh theirs. Also reroutes invocations left
+        KILLED that long (a reroute cut in half). Workers of this runner are left to
+        :meth:`_recover_workers`.
+        """
+        dead_after = float(self.conf.django_runner_dead_after_sec)
+        if dead_after <= 0:
+            return
+        now = time.monotonic()
+        losses = recovery.connection_losses()  # retried silently, but an outage all the same
+        if losses != self._seen_losses:
+            self._seen_losses = losses
+            self._db_healthy_since = now
+        if now - self._last_sweep < float(self.conf.django_heartbeat_interval_sec):
+            return
+        if now - self._db_healthy_since < dead_after:
+            return
+        self._last_sweep = now
+        with self._survive_database_errors("Could not look for the invocations of lost runners"):
+            ours = [self.runner_id, *self.child_runner_ids, *self._unrecovered]
+            lost = recovery.lost_invocations(
+                self.app.app_id, self.db_alias, dead_after, self._runner_classes, ours
+            )
+            at = now_utc()
+            for found in lost:
+                if found.invocation_id in self._put_backs:
+                    continue
+                if found.owner is None:  # KILLED, never rerouted
+                    self.logger.warning(
+                        f"Rerouting invocation:{found.invocation_id}, KILLED for over "
+                        f"{dead_after:g}s without being rerouted"
+                    )
+                    put_back = PutBack(self.app, found.invocation_id, self.runner_context)
+                    put_back.killed = True
+                    self._put_backs[found.invocation_id] = put_back
+                    continue
+                self.logger.warning(
+                    f"Recovering invocation:{found.invocation_id} ({found.status}) of lost "
+                    f"worker:{found.owner} ({found.heartbeat_age(at)}; "
+                    f"django_runner_dead_after_sec={dead_after:g}): rerouting it"
+                )
+                owner_ctx = self.app.state_backend.get_runner_context(
+                    found.owner
+                ) or self.runner_context.new_child_context(WORKER_CLS, runner_id=found.owner)
+                self._put_backs[found.invocation_id] = PutBack(
+                    self.app, found.invocation_id, owner_ctx, rerouted_by=self.runner_context
+                )
+            self._drain_put_backs()
+
+    @contextmanager
+    def _survive_database_errors(self, what: str) -> Iterator[None]:
+        """Log a database error and carry on; the next loop iteration tries again."""
+        try:
+            yield
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            self.logger.warning(f"{what}: {exc}")
+            self._db_healthy_since = time.monotonic()
+            close_stale_connections()
+
+    def _report_child_runner_heartbeats(self) -> None:
+        """Throttled (pynenc writes them every loop) and never fatal."""
+        now = time.monotonic()
+        if now - self._last_heartbeat < float(self.conf.django_heartbeat_interval_sec):
+            return
+        with self._survive_database_errors("Could not refresh worker heartbeats"):
+            super()._report_child_runner_heartbeats()
+            self._last_heartbeat = now
+
+    def _check_atomic_services(self) -> None:
+        """pynenc's atomic-service turn; a failure there is logged, never fatal.
+
+        pynenc has already recorded the run as ABANDONED with the exception's type when
+        it gets here; killing the runner loop as well would stop all of its workers.
+        """
+        try:
+            super()._check_atomic_services()
+        except Exception as exc:
+            self.logger.error(f"Atomic service check failed: {exc}")
+            if is_database_error(exc):
+                self._db_healthy_since = time.monotonic()
+                close_stale_connections()
+
+    # ------------------------------------------------------------------ stopping
+
+    def stop_runner_loop(self, signum: int | None = None, frame: FrameType | None = None) -> None:
+        """First signal: stop gracefully. Second signal: kill the workers now."""
+        if signum is not None:
+            self._stop_signals += 1
+            if self._stop_signals > 1:
+                self.logger.warning(f"Received signal:{signum} again, forcing stop")
+                self.forced_stop = True
+                self.running = False
+                for process in list(self.child_runner_ids.values()):
+                    if process.is_alive():
+                        process.kill()
+                return
+        grace = float(self.conf.django_shutdown_grace_sec)
+        if signum is not None and grace > 0:
+            self._shutdown_signum = signum
+            self.logger.warning(
+                f"Received signal:{signum}, stopping: running invocations have {grace:g}s "
+                "to finish (send it again to force)"
+            )
+            self.running = False
+            self._signal_stop()
+            return
+        super().stop_runner_loop(signum, frame)
+
+    def _signal_stop(self) -> None:
+        """Close the lifeline's write end: every worker reads EOF and stops taking work.
+
+        Async-signal-safe enough for a signal handler: it only closes a file descriptor.
+        """
+        writer = getattr(self, "_lifeline_writer", None)
+        if writer is not None and not writer.closed:
+            writer.close()
+
+    def _on_stop(self) -> None:
+        try:
+            self._wait_for_workers(
+                0.0 if self.forced_stop else float(self.conf.django_shutdown_grace_sec)
+            )
+            self._terminate_all_processes()
+        finally:
+            self._unrecovered.update(self.child_runner_ids)
+            self.child_runner_ids = {}
+            if self._unrecovered or self._put_backs:
+                self._recover_workers()
+            with self._survive_database_errors("Could not remove this runner's heartbeats"):
+                # Stopped cleanly: leave the atomic-service slot rotation now.
+                gone = [self.runner_id, *sorted(self._spawned - self._unrecovered)]
+                django_orchestrator(self.app).forget_runners(gone)
+            if getattr(self, "_lifeline", None) is not None:
+                self._lifeline.close()
+
+    def _wait_for_workers(self, grace: float) -> None:
+        """Up to ``grace`` seconds for the workers to finish, refreshing the heartbeats of
+        those still running (otherwise live runners would take their invocations)."""
+        self._signal_stop()
+        deadline = time.monotonic() + grace
+        for process in list(self.child_runner_ids.values()):
+            while process.is_alive() and (left := deadline - time.monotonic()) > 0:
+                process.join(min(left, 0.5))
+                self._report_child_runner_heartbeats()
+
+    def _terminate_all_processes(self) -> None:
+        """SIGTERM (each worker reroutes its invocation), then SIGKILL after 5 s."""
+        self._signal_stop()
+        processes = list(self.child_runner_ids.items())
+        for _, process in processes:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + 5
+        for runner_id, process in processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+            if process.is_alive():
+                self.logger.warning(f"worker:{runner_id} did not stop, killing it")
+                process.kill()
+                process.join(1)
+            self._unrecovered.add(runner_id)
+
+    def _on_stop_runner_loop(self) -> None:
+        self._signal_stop()
+        self._terminate_all_processes()
+        for runner_id in list(self.child_runner_ids):
+            self.child_runner_ids.pop(runner_id, None)

@@ -1,0 +1,77 @@
+"""What the runner and its workers share: connection hygiene around invocations and idle
+polls, finishing begun reroutes, and the orchestrator's Django side."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, cast
+
+from pynenc_django.db import is_database_error
+from pynenc_django.ops import recovery
+from pynenc_django.ops.recovery import PutBack
+
+if TYPE_CHECKING:
+    from pynenc.app import Pynenc
+
+    from pynenc_django.orchestrator import DjangoOrchestrator
+
+logger = logging.getLogger("pynenc_django")
+
+WORKER_CLS = recovery.WORKER_CLS  # the runner class name pynenc records for worker contexts
+# Backoff bounds while the database is unreachable.
+DB_RETRY_MIN_SEC = 0.2
+DB_RETRY_MAX_SEC = 5.0
+
+
+def django_orchestrator(app: Pynenc) -> DjangoOrchestrator:
+    """The app's orchestrator, as the Django one whose extra methods this runner calls
+    (``claim``, ``get_owned_invocation_ids``, ``forget_runners``): the runner is
+    for the Django backends. Not checked at run time."""
+    return cast("DjangoOrchestrator", app.orchestrator)
+
+
+def summary(exc: BaseException) -> str:
+    """``Type: first line of the message``, for one-line log messages."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def drain_put_backs(put_backs: dict[str, PutBack], log: logging.Logger) -> None:
+    """Finish every begun reroute; a database error stops (the rest stay for later)."""
+    for invocation_id, put_back in list(put_backs.items()):
+        try:
+            if put_back():
+                log.info(f"Rerouted invocation:{invocation_id}")
+        except Exception as exc:
+            if is_database_error(exc):
+                raise
+            # Purged meanwhile, say: nothing to put back, and no reason to stop the loop.
+            log.error(f"Could not reroute invocation:{invocation_id}: {summary(exc)}")
+        del put_backs[invocation_id]
+
+
+def close_stale_connections() -> None:
+    """Between idle polls and after database errors: close connections that are broken or
+    past ``CONN_MAX_AGE``; Django reopens them lazily.
+
+    ``CONN_MAX_AGE = 0`` means "one connection per request"; an idle poll is no request,
+    so such connections are only renewed around invocations, not every second.
+    """
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is None or conn.in_atomic_block:
+            continue
+        expired = conn.close_at is not None and time.monotonic() >= conn.close_at
+        if (expired and conn.settings_dict["CONN_MAX_AGE"] != 0) or (
+            conn.errors_occurred and not conn.is_usable()
+        ):
+            conn.close()
+
+
+def recycle_connections() -> None:
+    """Django's per-request connection hygiene, applied per invocation."""
+    from django.db import close_old_connections
+
+    close_old_connections()

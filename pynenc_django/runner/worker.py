@@ -1,0 +1,351 @@
+"""A worker process of :class:`~pynenc_django.runner.DjangoPersistentProcessRunner`: its
+entry point (Django set up before the app is unpickled) and its loop: claim, run, wait;
+survive the database going away; reconcile claims whose outcome was lost."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import signal
+import threading
+import time
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from pynenc import context
+from pynenc.runner.runner_context import RunnerContext
+
+from pynenc_django.db import is_database_error
+from pynenc_django.ops import recovery
+from pynenc_django.ops.recovery import PutBack
+from pynenc_django.orchestrator.claim import ClaimOptions
+
+if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from types import FrameType
+
+    from pynenc.app import Pynenc
+    from pynenc.identifiers.invocation_id import InvocationId
+    from pynenc.invocation.dist_invocation import DistributedInvocation
+
+
+from pynenc_django.runner.support import (
+    DB_RETRY_MAX_SEC,
+    DB_RETRY_MIN_SEC,
+    WORKER_CLS,
+    close_stale_connections,
+    django_orchestrator,
+    drain_put_backs,
+    recycle_connections,
+    summary,
+)
+
+if TYPE_CHECKING:
+    from pynenc_django.runner import DjangoPersistentProcessRunner
+
+logger = logging.getLogger("pynenc_django")
+
+
+def worker_main(
+    app_pickle: bytes,
+    *,
+    lifeline: Connection,
+    parent_runner_ctx_json: str,
+    child_runner_id: str,
+    parent_pid: int,
+) -> None:
+    """Entry point of a spawned worker process.
+
+    ``lifeline`` is the read end of a pipe only the runner can write to: it reads EOF
+    when the runner asks its workers to stop *or* dies, with no shared lock that a
+    killed process could leave held (a ``multiprocessing.Event`` can).
+    """
+    from pynenc_django.db import ensure_django
+
+    # Ctrl-C reaches the whole process group; the runner decides how its workers stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ensure_django()  # before the app is unpickled: task modules may import models
+    app: Pynenc = pickle.loads(app_pickle)
+    from pynenc_django.runner import DjangoPersistentProcessRunner  # the package imports us
+
+    runner = DjangoPersistentProcessRunner(app)
+    parent_ctx = RunnerContext.from_json(parent_runner_ctx_json)
+    ctx = parent_ctx.new_child_context(WORKER_CLS, runner_id=child_runner_id)
+    _Worker(app, runner, ctx, lifeline, parent_pid).run()
+
+
+class _Worker:
+    """The loop of one worker process: claim, run, wait; survive the database going away."""
+
+    def __init__(
+        self,
+        app: Pynenc,
+        runner: DjangoPersistentProcessRunner,
+        ctx: RunnerContext,
+        lifeline: Connection,
+        parent_pid: int,
+    ) -> None:
+        self.app = app
+        self.runner = runner
+        self.conf = runner.conf
+        self.ctx = ctx
+        self.lifeline = lifeline
+        self.stop_event = threading.Event()  # set by the watchdog when the lifeline ends
+        self.parent_pid = parent_pid
+        self.invocation_id: InvocationId | None = None
+        self.orphaned = threading.Event()
+        self.terminating = False
+        self.done = threading.Event()
+        self._db_backoff = DB_RETRY_MIN_SEC
+        # A claim (or a reroute) hit a database error: what this worker owns is unknown
+        # until it looks (:meth:`_reconcile`).
+        self._claim_in_doubt = False
+        self._put_backs: dict[str, PutBack] = {}  # begun, not finished (database errors)
+        # How this worker claims: each claim runs at once, here. Its own, like the
+        # blocking look's backoff that each claim hands to the next: the orchestrator
+        # keeps no caller's state (pynenc's thread runners share one).
+        self._claim_options = ClaimOptions(
+            run_at_once=True,
+            blocking_check_interval=float(self.conf.django_blocking_check_interval_sec),
+        )
+        self._no_blocking_until = 0.0
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set() or self.orphaned.is_set()
+
+    def run(self) -> None:
+        from pynenc_django.wakeup import make_waiter
+
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        watchdog = threading.Thread(target=self._watch_runner, name="pynenc-watchdog", daemon=True)
+        watchdog.start()
+        waiter = make_waiter(
+            self.runner.db_alias,
+            self.app.app_id,
+            self.stop_event,
+            min_wait=float(self.conf.runner_loop_sleep_time_sec),
+            max_wait=float(self.conf.django_idle_wait_max_sec),
+            notified_max_wait=float(self.conf.django_notify_safety_poll_sec),
+            listen=bool(self.conf.django_listen_notify),
+        )
+        try:
+            self._with_db_retries(lambda: self.runner._register_new_child_runner_context(self.ctx))
+            context.set_runner_context(self.app.app_id, self.ctx)
+            self.app.logger.info(f"Persistent process worker started with pid:{os.getpid()}")
+            waiter.start()
+            while not self.stopping:
+                invocation, drained = self._claim(announced=waiter.woken)
+                if invocation is None:
+                    close_stale_connections()
+                    waiter.wait()
+                    continue
+                waiter.found_work()
+                self._run(invocation)
+                if drained and waiter.wakes:
+                    # It was the queue's only message: what was enqueued since has been
+                    # announced (the wait returns at once), so look when woken; or, where
+                    # only this host's enqueues are (MariaDB), after the shortest sleep.
+                    waiter.wait()
+        except KeyboardInterrupt:
+            self.app.logger.info(f"worker:{self.ctx.runner_id} interrupted, exiting")
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            self.done.set()
+            if self.invocation_id is not None:
+                self.app.logger.warning(
+                    f"worker:{self.ctx.runner_id} stopping during "
+                    f"invocation:{self.invocation_id}, rerouting it"
+                )
+                self._reroute(self.invocation_id)
+            waiter.close()
+            self.app.logger.info(f"worker:{self.ctx.runner_id} shutting down")
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """Stop now. A running invocation is interrupted (``run`` reroutes it); otherwise
+        only flag it, so no database call or lock is cut in half."""
+        self.app.logger.warning(f"worker:{self.ctx.runner_id} received signal:{signum}, stopping")
+        self.terminating = True
+        self.stop_event.set()
+        if self.invocation_id is not None:
+            raise KeyboardInterrupt
+
+    def _claim(self, announced: bool) -> tuple[DistributedInvocation | None, bool]:
+        """One invocation or none, and whether it was its queue's last message;
+        ``announced``: the waiter was just woken for new work, so the claim may skip its
+        look at the queue.
+
+        A claim whose connection died as it committed may have happened (the queue pop and
+        PENDING, or RUNNING, committed) without this worker learning which invocation it
+        got. So after any database error in a claim, including one that
+        :func:`~pynenc_django.db.retry_transient` retried silently (it counts them,
+        :func:`~pynenc_django.ops.recovery.connection_losses`), the worker reconciles as soon
+        as the database answers: it puts back every invocation it owns but the one it is
+        about to run. Nothing else can: its heartbeat stays fresh.
+        """
+        if (self._claim_in_doubt or self._put_backs) and not self._reconcile(keep=None):
+            return None, False
+        options = replace(
+            self._claim_options,
+            work_announced=announced,
+            no_blocking_until=self._no_blocking_until,
+        )
+        losses = recovery.connection_losses()
+        try:
+            claimed = django_orchestrator(self.app).claim(
+                self.ctx,
+                options,
+                queue_provider=self.runner.queue_names_for_retrieval,
+                on_queue_retrieved=self.runner.note_queue_retrieved,
+            )
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            self._claim_in_doubt = True
+            self._database_unavailable(exc)
+            return None, False
+        self._no_blocking_until = claimed.no_blocking_until
+        self._db_backoff = DB_RETRY_MIN_SEC
+        invocation = claimed.invocations[0] if claimed.invocations else None
+        if recovery.connection_losses() != losses:
+            self._claim_in_doubt = True
+            self._reconcile(keep=invocation.invocation_id if invocation else None)
+        return invocation, claimed.claimed_the_last_message
+
+    def _reconcile(self, keep: InvocationId | None) -> bool:
+        """Put back every invocation this worker owns (PENDING, RUNNING, PAUSED) except
+        ``keep``: between invocations, it can only own them through a claim (or a status
+        change) whose outcome it never learned. False if the database is still down."""
+        try:
+            held = django_orchestrator(self.app).get_owned_invocation_ids([self.ctx.runner_id])
+            for invocation_id in held:
+                if invocation_id != keep and invocation_id not in self._put_backs:
+                    self.app.logger.warning(
+                        f"worker:{self.ctx.runner_id} owns invocation:{invocation_id} but "
+                        "runs nothing (a claim or status change whose outcome was lost "
+                        "with its connection); putting it back in its queue"
+                    )
+                    self._put_backs[invocation_id] = PutBack(self.app, invocation_id, self.ctx)
+            self._drain_put_backs()
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            self._database_unavailable(exc)
+            return False
+        self._claim_in_doubt = False
+        return True
+
+    def _drain_put_backs(self) -> None:
+        drain_put_backs(self._put_backs, self.app.logger)
+
+    def _run(self, invocation: DistributedInvocation) -> None:
+        self.invocation_id = invocation.invocation_id
+        if self.terminating:  # SIGTERM arrived while claiming: hand it back untouched
+            raise KeyboardInterrupt
+        recycle_connections()
+        losses = recovery.connection_losses()
+        try:
+            invocation.run(self.ctx)
+        except Exception as exc:
+            # pynenc records a task's own exception (FAILED, or RETRY), logs it and
+            # re-raises it: nothing is left to do. Otherwise the outcome could not be
+            # stored (typically the database went away): the invocation is not final.
+            if not self._finished(invocation.invocation_id):
+                self.app.logger.error(
+                    f"worker:{self.ctx.runner_id} could not store the outcome of "
+                    f"invocation:{self.invocation_id} ({summary(exc)}); rerouting it"
+                )
+                self._reroute(self.invocation_id)
+        if recovery.connection_losses() != losses:
+            # A status write was retried after a lost connection: if the first attempt had
+            # committed, the retry was refused, and pynenc may have left the invocation
+            # RUNNING (ours) without running it. Look before the next claim.
+            self._claim_in_doubt = True
+        # Not in a ``finally``: an interrupted invocation must stay known to ``run``,
+        # which reroutes it.
+        self.invocation_id = None
+        recycle_connections()
+
+    def _finished(self, invocation_id: InvocationId) -> bool:
+        """Whether the invocation reached a final status (a database error: unknown, no)."""
+        try:
+            return bool(self.app.orchestrator.get_invocation_status(invocation_id).is_final())
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            return False
+
+    def _reroute(self, invocation_id: InvocationId) -> None:
+        """KILLED then REROUTED, retried until the database answers; a no-op if final.
+
+        Given up after ``django_reroute_timeout_sec``: the next claim tries again
+        (:meth:`_reconcile`), and so do live runners once it is KILLED for long."""
+        put_back = self._put_backs.setdefault(
+            invocation_id, PutBack(self.app, invocation_id, self.ctx)
+        )
+        self._with_db_retries(put_back, give_up_after=float(self.conf.django_reroute_timeout_sec))
+        if put_back.done:
+            self._put_backs.pop(invocation_id, None)
+        else:
+            self._claim_in_doubt = True
+
+    def _with_db_retries(self, action: Any, give_up_after: float | None = None) -> None:
+        deadline = None if give_up_after is None else time.monotonic() + give_up_after
+        while True:
+            try:
+                action()
+                return
+            except Exception as exc:
+                if not is_database_error(exc):
+                    raise
+                if deadline is not None and time.monotonic() > deadline:
+                    self.app.logger.error(
+                        f"worker:{self.ctx.runner_id} gave up on the database: {exc}; "
+                        "pynenc's recovery services will pick the work up"
+                    )
+                    return
+                self._database_unavailable(exc)
+
+    def _database_unavailable(self, exc: BaseException) -> None:
+        self.app.logger.warning(
+            f"worker:{self.ctx.runner_id} database unavailable ({summary(exc)}); "
+            f"retrying in {self._db_backoff:.1f}s"
+        )
+        close_stale_connections()
+        self.stop_event.wait(self._db_backoff)
+        self._db_backoff = min(DB_RETRY_MAX_SEC, self._db_backoff * 2)
+
+    def _watch_runner(self) -> None:
+        """Stop when the runner says so or dies; if it died, keep this worker's heartbeat
+        fresh while the current invocation finishes, so nobody "recovers" it meanwhile."""
+        context.set_runner_context(self.app.app_id, self.ctx)  # contexts are per thread
+        while not self.done.is_set():
+            try:
+                if not self.lifeline.poll(None):
+                    continue
+                self.lifeline.recv_bytes()  # nothing is ever sent: only EOF ends the wait
+            except (EOFError, OSError):
+                break
+        self.stop_event.set()
+        # The kernel closes a dead runner's pipe before it re-parents its children, so
+        # EOF alone does not tell a stop request from a death: watch until we are done.
+        while os.getppid() == self.parent_pid:
+            if self.done.wait(0.1):
+                return
+        self.app.logger.warning(
+            f"worker:{self.ctx.runner_id} lost its runner (pid {self.parent_pid}); "
+            "finishing the current invocation, then exiting"
+        )
+        self.orphaned.set()
+        # Beat at once: the runner's last beat for us may be a whole interval old, and
+        # live runners take the work of workers whose heartbeat is stale.
+        beat_every = float(self.conf.django_heartbeat_interval_sec)
+        while True:
+            if self.invocation_id is not None:
+                try:
+                    self.app.orchestrator.register_runner_heartbeats([self.ctx.runner_id])
+                except Exception as exc:  # the next round retries
+                    self.app.logger.warning(f"worker heartbeat failed: {exc}")
+            if self.done.wait(beat_every):
+                return

@@ -1,0 +1,127 @@
+"""PostgreSQL: one-statement writes, prepared hot statements, ``LISTEN``/``NOTIFY``.
+
+Its hot path: the claim is one statement (:meth:`PostgreSQL.claim_sql`: the pop, the
+status change and its history in one ``WITH``); the history rows of every other status
+change, the waiters' release and the final-status ``NOTIFY`` are triggers of migration
+0003; a client waits on that ``NOTIFY`` (:mod:`pynenc_django.wakeup`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pynenc_django.vendors.base import ClaimTables, Vendor
+
+if TYPE_CHECKING:
+    from django.db.models import Model, QuerySet
+
+
+class PostgreSQL(Vendor):
+    name: ClassVar[str] = "postgresql"
+    prepares_statements: ClassVar[bool] = True
+    writes_in_ctes: ClassVar[bool] = True
+    # Its transaction commits without waiting for the WAL flush (django_async_claim_commits);
+    # reverts when it ends.
+    no_flush_condition: ClassVar[str] = (
+        " AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'"
+    )
+    # The skip-locked pop of an empty queue locks nothing.
+    empty_pop_locks: ClassVar[bool] = False
+    skip_locked: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
+    notifies: ClassVar[bool] = True
+    analyzes_young_tables: ClassVar[bool] = True
+
+    def deletes_returning(self) -> bool:
+        return True
+
+    def unindexed(self, column: str) -> str:
+        """Compared as an expression, which no index can serve: the row is then always
+        found through the unique key. Without statistics (autovacuum off, a young table)
+        the planner may otherwise walk an (app_id, status_runner_id, status) or (app_id,
+        status, ...) index, every dead version of every PENDING row included, and the
+        cost grows with the table."""
+        return f"{column} || ''"
+
+    def inserts_arrays(self, model: type[Model]) -> bool:
+        """Plain columns only: a JSON column's array would need a cast per element."""
+        return _plain_columns(model)
+
+    def lock_named(self, cursor: Any, key: bytes, timeout: int) -> str | None:
+        """``pg_advisory_xact_lock``: released by the transaction's end, whatever it is."""
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(%s)", [int.from_bytes(key[:8], "big", signed=True)]
+        )
+        return None
+
+    def estimated_count(self, queryset: QuerySet[Any, Any]) -> int | None:
+        """For equality on ``app_id``/``status`` the estimate comes from column statistics,
+        usually within a few percent after ``ANALYZE``."""
+        plan = json.loads(queryset.explain(format="json"))
+        return int(plan[0]["Plan"]["Plan Rows"])
+
+    def result_length_sql(self, column: str) -> str:
+        return f"octet_length({column})"
+
+    def claim_sql(self, tables: ClaimTables, *, allowed: str, running: bool, no_flush: str) -> str:
+        """The head (skipping heads other workers hold), PENDING for its invocation where
+        allowed, and the DELETE only if that happened: the transition is the proof of
+        ownership, and a message the fast path may not take stays queued. Returns the
+        head's invocation id, whether it was claimed, the queue's length up to 2 (before
+        the claim), and the invocation's state backend row.
+
+        Parameters, in order: app id, queue, status, runner id, time, runner id, app id,
+        task keys, blocking ids, ``allowed``'s; with ``running`` PENDING and the runner id
+        twice more; then app id, queue, app id. ``running``: the row goes on to RUNNING,
+        1 µs after PENDING; the trigger records RUNNING and the statement itself the
+        PENDING it passed through."""
+        # The time is taken before the statement finds the message: never before the
+        # status it replaces, so the history stays in order.
+        status_at = "GREATEST(%s::timestamptz, status_timestamp + interval '1 microsecond')"
+        passed_pending = ""
+        if running:
+            status_at += " + interval '1 microsecond'"
+            pending_at = "status_timestamp - interval '1 microsecond'"
+            passed_pending = (
+                f"passed AS (INSERT INTO {tables.history} (app_id, "
+                "invocation_id, timestamp, status, status_runner_id, status_timestamp, "
+                f"runner_context_id) SELECT app_id, invocation_id, {pending_at}, %s, %s, "
+                f"{pending_at}, %s FROM pend ON CONFLICT DO NOTHING), "
+            )
+        messages = tables.messages
+        return (
+            f"WITH head AS (SELECT id, invocation_id FROM {messages} "
+            f"WHERE app_id = %s AND queue = %s{no_flush} "
+            f"ORDER BY {tables.queue_order} LIMIT 1 FOR UPDATE SKIP LOCKED), "
+            f"pend AS (UPDATE {tables.invocations} SET status = %s, status_runner_id = %s, "
+            f"status_timestamp = {status_at}, "
+            "status_context_id = %s "
+            "WHERE app_id = %s AND invocation_id = (SELECT invocation_id FROM head) "
+            "AND task_id_key = ANY(%s::text[]) AND invocation_id <> ALL(%s::text[]) "
+            f"AND {allowed} "
+            "RETURNING app_id, invocation_id, status_timestamp), "
+            f"{passed_pending}"
+            f"popped AS (DELETE FROM {messages} WHERE id = (SELECT id FROM head) "
+            "AND EXISTS (SELECT 1 FROM pend) RETURNING 1) "
+            f"SELECT h.invocation_id, EXISTS (SELECT 1 FROM popped), "
+            f"(SELECT count(*) FROM (SELECT 1 FROM {messages} WHERE app_id = %s AND queue = %s "
+            f"LIMIT 2) AS q), {tables.state_columns('s')} FROM head h "
+            f"LEFT JOIN {tables.state} s "
+            "ON s.app_id = %s AND s.invocation_id = h.invocation_id"
+        )
+
+    def pop_with_state_sql(self, delete: str, tables: ClaimTables) -> str:
+        """``delete`` (a ``DELETE ... RETURNING invocation_id``) with the popped
+        invocation's state backend row joined in, which the claim reads next (one more
+        parameter: the app id)."""
+        return (
+            f"WITH popped AS ({delete}) SELECT p.invocation_id, {tables.state_columns('s')} "
+            f"FROM popped p LEFT JOIN {tables.state} s "
+            "ON s.app_id = %s AND s.invocation_id = p.invocation_id"
+        )
+
+
+@functools.cache
+def _plain_columns(model: type[Model]) -> bool:
+    return not any(f.get_internal_type() == "JSONField" for f in model._meta.concrete_fields)

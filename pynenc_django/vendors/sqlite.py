@@ -1,0 +1,35 @@
+"""SQLite: one writer at a time (``BEGIN IMMEDIATE``), signal files beside the database."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from pynenc_django.vendors.base import Vendor
+
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.backends.sqlite3.base import DatabaseWrapper as SQLiteWrapper
+
+
+class SQLite(Vendor):
+    name: ClassVar[str] = "sqlite"
+    locks_at_begin: ClassVar[bool] = True
+    needs_named_locks: ClassVar[bool] = False
+    # The database is a file of this host: its signal files reach every process using it.
+    signals_reach_every_host: ClassVar[bool] = True
+    is_server: ClassVar[bool] = False
+
+    def deletes_returning(self) -> bool:
+        """From SQLite 3.35 (MariaDB refuses the subquery on the same table)."""
+        from sqlite3 import sqlite_version_info  # the module Django's SQLite backend uses
+
+        return sqlite_version_info >= (3, 35)
+
+    def signal_path(self, connection: BaseDatabaseWrapper, signal: str) -> str | None:
+        """Beside the database file; none in memory (one process: nobody to signal)."""
+        if cast("SQLiteWrapper", connection).is_in_memory_db():
+            return None
+        name = str(connection.settings_dict["NAME"])
+        if name.startswith("file:"):
+            name = name.removeprefix("file:").split("?", 1)[0]
+        return f"{name}-pynenc-{signal}"

@@ -1,0 +1,179 @@
+"""How a client waits for results: :class:`ResultWaiter`, one per alias and settings."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+from pynenc_django.db import get_connection
+from pynenc_django.utils import BoundedCache
+from pynenc_django.vendors import vendor_of
+from pynenc_django.wakeup.signals import (
+    FINAL_CHANNEL,
+    FINAL_SIGNAL,
+    FileWatch,
+    file_watch,
+    listen_connection,
+    signal_path,
+    signals_are_complete,
+)
+
+logger = logging.getLogger("pynenc_django")
+
+
+class ResultWaiter:
+    """How a client (``invocation.result`` outside any runner) waits between status looks.
+
+    pynenc sleeps ``invocation_wait_results_sleep_time_sec`` (0.1 s) between looks, which
+    is most of a short task's round trip. Here a wait returns as soon as the database
+    announces that one of the awaited invocations is final (PostgreSQL: one ``LISTEN``
+    connection per process, used by one waiting thread at a time; announcements for
+    other invocations are remembered for their own waits), or else after a doubling
+    sleep from 2 ms up to ``max_wait``: a short task is seen within milliseconds, a long
+    one costs no more looks than pynenc's own loop. A group's wait (many ids, each look
+    a query over all of them) gathers completions for ``GROUP_WAIT`` first.
+    """
+
+    MIN_WAIT = 0.002
+    GROUP_WAIT = 0.02
+    REMEMBERED = 50_000
+
+    def __init__(self, alias: str, max_wait: float, listen: bool) -> None:
+        self.alias = alias
+        self.max_wait = max(self.GROUP_WAIT, max_wait)
+        self.listen = listen and vendor_of(get_connection(alias)).notifies
+        # SQLite and MariaDB/MySQL: the final statuses' signal file instead (see
+        # FileWatch); on MariaDB/MySQL a hint (this host's only) within the backoff.
+        self._signal = signal_path(alias, FINAL_SIGNAL) if listen else None
+        self._signals_complete = signals_are_complete(alias)
+        self._watch: FileWatch | None = None
+        self._conn: Any = None
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._announced: BoundedCache[str, bool] = BoundedCache(self.REMEMBERED)
+        #: Bumped at every (re)subscription: announcements are complete from then on.
+        self.epoch = 0
+
+    @property
+    def listening(self) -> bool:
+        """Subscribed now: every final status from :attr:`epoch` on will be announced."""
+        return self._conn is not None
+
+    def announced(self, invocation_id: str) -> bool:
+        return bool(self._announced.get(invocation_id))
+
+    def wait(self, invocation_ids: list[str]) -> None:
+        _last_waited.waiter = self
+        shortest = self.MIN_WAIT if len(invocation_ids) == 1 else self.GROUP_WAIT
+        awaited = set(invocation_ids)
+        if awaited != getattr(self._local, "awaited", None):
+            self._local.next = shortest  # a new wait, or progress on a group's
+        self._local.awaited = awaited
+        timeout = self._local.next
+        self._local.next = min(self.max_wait, timeout * 2)
+        if any(self._announced.get(i) for i in invocation_ids):
+            return
+        if (self.listen or self._signal is not None) and self._lock.acquire(blocking=False):
+            try:
+                if self.listen and self._wait_notified(awaited, shortest):
+                    return
+                if self._signal is not None and self._wait_signalled(len(awaited) > 1, timeout):
+                    return
+            finally:
+                self._lock.release()
+        time.sleep(timeout)
+
+    def _wait_signalled(self, group: bool, timeout: float) -> bool:
+        """Wait for any final status to be signalled (then, for a group, ``GROUP_WAIT``
+        longer for more): up to ``max_wait`` where signals are complete (SQLite), else
+        (MariaDB/MySQL) up to the backoff's ``timeout``. True when the caller should look
+        now; False where the file cannot be watched (the caller sleeps instead)."""
+        if self._watch is None:
+            self._watch = file_watch(self._signal)
+            if self._watch is None:
+                self._signal = None  # cannot watch here: back off from now on
+                return False
+            return True  # watching from now: a final status may have been signalled before
+        if self._watch.wait(self.max_wait if self._signals_complete else timeout) and group:
+            time.sleep(self.GROUP_WAIT)
+        return True
+
+    def _wait_notified(self, awaited: set[str], gather: float) -> bool:
+        """Wait up to ``max_wait`` for an announcement naming one of ``awaited``, then
+        ``gather`` longer for more (a group's).
+
+        True when the caller should look at the statuses now: announced, timed out, or
+        just subscribed (a final status may have been announced before). False when the
+        connection failed; the caller sleeps instead.
+        """
+        import psycopg
+
+        try:
+            if self._conn is None:
+                self._conn = listen_connection(self.alias, FINAL_CHANNEL)
+                self.epoch += 1
+                return True
+            deadline = time.monotonic() + self.max_wait
+            found = False
+            while (remaining := deadline - time.monotonic()) > 0:
+                for notify in self._conn.notifies(timeout=remaining, stop_after=1):
+                    self._announced.put(notify.payload, True)
+                    if notify.payload in awaited and not found:
+                        found = True
+                        deadline = time.monotonic() + (gather if len(awaited) > 1 else 0)
+            return True
+        except psycopg.Error as exc:
+            logger.warning("pynenc_django: lost the result LISTEN connection (%s)", exc)
+            self.close()
+            return False
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        if self._watch is not None:
+            self._watch.close()
+            self._watch = None
+
+
+_result_waiters: dict[tuple[str, float, bool], ResultWaiter] = {}
+_result_waiters_lock = threading.Lock()
+
+
+def result_waiter(alias: str, max_wait: float, listen: bool) -> ResultWaiter:
+    """The process's :class:`ResultWaiter` for ``alias`` and these settings (apps with other
+    settings in the same process get their own), so ``filter_final`` can find it."""
+    key = (alias, max_wait, listen)
+    with _result_waiters_lock:
+        if key not in _result_waiters:
+            _result_waiters[key] = ResultWaiter(alias, max_wait, listen)
+        return _result_waiters[key]
+
+
+def current_result_waiter(alias: str) -> ResultWaiter | None:
+    """The waiter this thread last waited on, if it is ``alias``'s and subscribed.
+
+    Only that one's announcements are read by the loop asking (``filter_final`` between
+    its waits); another configuration's waiter may be subscribed too with nobody reading
+    it, and trusting its announcements would hide final statuses until the next full look.
+    """
+    waiter: ResultWaiter | None = getattr(_last_waited, "waiter", None)
+    if waiter is not None and waiter.alias == alias and waiter.listening:
+        return waiter
+    return None
+
+
+_last_waited = threading.local()
+
+
+def close_result_waiters() -> None:
+    """Close and forget every result waiter of this process (their ``LISTEN`` connection
+    and signal file name the server they were made for): after the database moved."""
+    with _result_waiters_lock:
+        for waiter in _result_waiters.values():
+            waiter.close()
+        _result_waiters.clear()

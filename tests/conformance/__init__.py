@@ -1,0 +1,1 @@
+"""pynenc's own conformance suites, run on the Django backends."""

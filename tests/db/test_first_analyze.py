@@ -1,0 +1,92 @@
+"""The runner parent gives tables that never had statistics their first ANALYZE once they
+have rows, after which a status change finds its row through the unique key, not an
+``app_id`` scan (:mod:`pynenc_django.ops.planner`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from django.db import connection
+from pynenc import Pynenc
+
+from pynenc_django.ops.planner import HOT_TABLES, FirstAnalyze
+
+PRIVATE = "pynenc_test_first_analyze"
+
+
+def noop(i: int) -> int:
+    return i
+
+
+@pytest.fixture(autouse=True)
+def postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL's planner statistics")
+
+
+@pytest.fixture
+def private_table() -> Iterator[str]:
+    """A table nothing else writes: its counters are ours alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {PRIVATE}")
+        cursor.execute(f"CREATE TABLE {PRIVATE} (id integer)")
+    yield PRIVATE
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE {PRIVATE}")
+
+
+def analyzed(table: str) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = %s", [table]
+        )
+        return bool(cursor.fetchone()[0])
+
+
+def flush_statistics() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_force_next_flush()")
+    connection.close()  # a backend flushes its counters when it goes idle, or exits
+
+
+def test_a_table_is_analyzed_once_it_has_rows(private_table: str) -> None:
+    first = FirstAnalyze("default", tables=(private_table,))
+    first.tick()
+    assert not analyzed(private_table) and not first.done  # empty: nothing to learn yet
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {private_table} SELECT generate_series(1, %s)", [200])
+    flush_statistics()
+    first.tick()  # not due yet: looks are spaced
+    assert not analyzed(private_table)
+    first._next = 0.0
+    first.tick()
+    assert analyzed(private_table) and not first.done  # done at the next look, which
+    first._next = 0.0  # finds nothing left to analyze
+    first.tick()
+    assert first.done
+
+
+def test_after_it_a_status_change_uses_the_unique_key(app_instance: Pynenc) -> None:
+    with connection.cursor() as cursor:  # as if never analyzed (counters only)
+        cursor.execute("SELECT pg_stat_reset_single_table_counters('pynenc_invocation'::regclass)")
+    # Enough rows that reading them all is no longer the cheap plan.
+    app_instance.task(noop).parallelize([(i,) for i in range(2000)])
+    flush_statistics()
+    FirstAnalyze("default").tick()
+    assert analyzed("pynenc_invocation")
+    assert "pynenc_invocation" in HOT_TABLES
+
+    with connection.cursor() as cursor:
+        cursor.execute("SET plan_cache_mode = force_generic_plan")
+        cursor.execute(
+            "PREPARE pynenc_first_analyze_probe(varchar, varchar) AS "
+            "UPDATE pynenc_invocation SET retry_count = retry_count "
+            "WHERE app_id = $1 AND invocation_id = $2"
+        )
+        cursor.execute("EXPLAIN EXECUTE pynenc_first_analyze_probe('a', 'b')")
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+        cursor.execute("DEALLOCATE pynenc_first_analyze_probe")
+        cursor.execute("RESET plan_cache_mode")
+    assert "pynenc_invocation_id_uniq" in plan, plan

@@ -1,0 +1,157 @@
+"""The statements one trivial invocation costs, from submit to result, pinned.
+
+Issue 6's budget is 15 for a whole lifecycle across every process involved: the client
+that submits and reads the result, and the worker that claims and runs it. Here both
+sides run in this process, on one connection, counted with Django's
+``connection.execute_wrapper`` exactly as ``bench/`` counts real processes; the
+worker's cache of invocations is emptied first, because a real worker has never seen the
+invocation it claims. Deterministic, so it is a test; timings stay in ``bench/``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from django.db import connection, connections
+from pynenc import Pynenc
+from pynenc.invocation.status import InvocationStatus
+from pynenc.runner.runner_context import RunnerContext
+
+from pynenc_django.orchestrator.claim import ClaimOptions
+
+#: Statements per lifecycle by vendor, pinned where they are now (issue 6's budget is 15).
+#: Everywhere, triggers write the history and the client's final status look brings the
+#: result along. PostgreSQL submits in one statement, claims in one (the pop, PENDING
+#: and, for a worker that runs its claim at once, RUNNING, and the invocation's row), and
+#: stores the result with SUCCESS; SQLite counts the
+#: ``BEGIN IMMEDIATE`` of the submit and of the claim, which other drivers send themselves;
+#: MariaDB/MySQL pops in two statements (no ``DELETE ... RETURNING`` with a subquery), the
+#: first bringing the invocation's row and the queue's length along, so a worker woken by
+#: the enqueue does not look at the queue first.
+BUDGET = {"postgresql": 6, "sqlite": 15, "mysql": 12}
+#: As our worker loop claims (it runs what it claims at once), woken by the enqueue (one host).
+WORKER_CLAIM = ClaimOptions(run_at_once=True, work_announced=True)
+
+
+def add(x: int, y: int) -> int:
+    return x + y
+
+
+@contextmanager
+def counted(alias: str = "default") -> Iterator[list[str]]:
+    statements: list[str] = []
+
+    def wrapper(execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
+        statements.append(sql)
+        return execute(sql, params, many, context)
+
+    with connections[alias].execute_wrapper(wrapper):
+        yield statements
+
+
+def lifecycle(app: Pynenc, task: Any, worker: RunnerContext, value: int) -> int:
+    invocation = task(value, 1)  # client: submit
+    assert not invocation.status.is_final()  # client: pynenc's result() looks first
+    app.state_backend.store.invocations.clear()  # the worker is another process
+    [claimed] = app.orchestrator.claim(worker, WORKER_CLAIM).invocations  # worker
+    assert claimed.invocation_id == invocation.invocation_id
+    claimed.run(worker)  # worker: RUNNING, the task, result, SUCCESS
+    return invocation.result  # client: status, then the result
+
+
+@pytest.fixture
+def app(app_instance_builder: Any) -> Iterator[Pynenc]:
+    built = app_instance_builder.custom_config(django_conditions_cache_sec=3600).build()
+    yield built
+    built.purge()
+
+
+def test_trivial_invocation_lifecycle_stays_within_budget(app: Pynenc) -> None:
+    task = app.task(add)
+    worker = RunnerContext("DjangoPersistentProcessRunner", runner_id="budget-worker")
+    assert lifecycle(app, task, worker, 1) == 2  # warm-up: contexts stored, caches filled
+
+    with counted() as statements:
+        assert lifecycle(app, task, worker, 2) == 3
+
+    vendor = connections["default"].vendor
+    listing = "\n".join(f"  {sql[:150]}" for sql in statements)
+    assert len(statements) <= BUDGET[vendor], (
+        f"{len(statements)} statements on {vendor}, budget {BUDGET[vendor]}:\n{listing}"
+    )
+
+
+def test_history_is_complete_without_its_own_statements(app: Pynenc) -> None:
+    """Whoever writes it (database triggers or the orchestrator), every status change
+    is in the history, attributed to the runner that made it, in order."""
+    task = app.task(add)
+    worker = RunnerContext("DjangoPersistentProcessRunner", runner_id="history-worker")
+    invocation = task(5, 1)
+    [claimed] = app.orchestrator.claim(worker, ClaimOptions(run_at_once=True)).invocations
+    claimed.run(worker)
+    assert invocation.result == 6
+
+    history = app.state_backend.get_history(invocation.invocation_id)
+    assert [h.status_record.status for h in history] == [
+        InvocationStatus.REGISTERED,
+        InvocationStatus.PENDING,
+        InvocationStatus.RUNNING,
+        InvocationStatus.SUCCESS,
+    ]
+    assert [h.runner_context_id for h in history[1:]] == ["history-worker"] * 3
+    assert [h.status_record.runner_id for h in history[1:]] == [
+        "history-worker",
+        "history-worker",
+        None,
+    ]
+    contexts = app.state_backend.get_runner_context("history-worker")
+    assert contexts is not None and contexts.runner_id == "history-worker"
+
+
+def test_final_status_releases_waiters(app: Pynenc) -> None:
+    """The waiter edges of an invocation go with its final status (a trigger, or the
+    orchestrator's DELETE where there is none), and only then."""
+    from pynenc_django.models import BlockingEdge
+
+    task = app.task(add)
+    waiter, waited = task(1, 1), task(2, 2)
+    app.orchestrator.blocking_control.waiting_for_results(
+        waiter.invocation_id, [waited.invocation_id]
+    )
+    edges = BlockingEdge.objects.filter(app_id=app.app_id, waited_id=waited.invocation_id)
+    worker = RunnerContext("DjangoPersistentProcessRunner", runner_id="edge-worker")
+    app.orchestrator.set_invocation_status(waited.invocation_id, InvocationStatus.PENDING, worker)
+    app.orchestrator.set_invocation_status(waited.invocation_id, InvocationStatus.RUNNING, worker)
+    assert edges.count() == 1
+    app.orchestrator.set_invocation_status(waited.invocation_id, InvocationStatus.FAILED, worker)
+    assert edges.count() == 0
+
+
+@pytest.fixture
+def app_without_triggers(app_instance_builder: Any) -> Iterator[Pynenc]:
+    """MariaDB/MySQL on a server that refused migration 0004's triggers."""
+    if connection.vendor != "mysql":
+        pytest.skip("the triggers are optional on MariaDB/MySQL only")
+    migration = importlib.import_module(
+        "pynenc_django.migrations.0004_mysql_status_history_triggers"
+    )
+    with connection.schema_editor() as editor:
+        migration.remove(None, editor)
+    try:
+        built = app_instance_builder.build()
+        assert built.orchestrator.history_by_database is False
+        yield built
+        built.purge()
+    finally:
+        with connection.schema_editor() as editor:
+            migration.install(None, editor)
+
+
+def test_history_and_waiters_without_triggers(app_without_triggers: Pynenc) -> None:
+    """The orchestrator writes both itself, in the status change's transaction."""
+    test_history_is_complete_without_its_own_statements(app_without_triggers)
+    test_final_status_releases_waiters(app_without_triggers)

@@ -1,0 +1,2 @@
+"""What a project gets at set-up: settings and system checks, migrations, loading without
+Django configured."""

@@ -1,0 +1,1 @@
+"""The trigger backend's guarantees beyond pynenc's suite."""
