@@ -19,6 +19,7 @@ from pynenc_django.db.connections import (
     in_event_loop,
     sync_bridge,
 )
+from pynenc_django.interrupts import signals_deferred
 
 if TYPE_CHECKING:
     pass
@@ -115,12 +116,16 @@ def _call_with_retries[R](
     method: Callable[..., R], connection: Any, backend: Any, args: Any, kwargs: Any
 ) -> R:
     if connection.in_atomic_block:
-        return method(*args, **kwargs)
+        with signals_deferred():
+            return method(*args, **kwargs)
     retries = backend.transient_retries
     attempt = 0
     while True:
         try:
-            return method(*args, **kwargs)
+            # No signal handler runs in the middle of a statement (pynenc_django.interrupts);
+            # each attempt, so that the backoff's sleeps below do not hold them.
+            with signals_deferred():
+                return method(*args, **kwargs)
         except Exception as exc:
             lost = is_connection_lost(exc)
             if lost:

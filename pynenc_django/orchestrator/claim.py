@@ -25,6 +25,7 @@ from pynenc_django.db import (
 from pynenc_django.exceptions import InvocationLoadError
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.orchestrator.rules import (
+    _AVAILABLE,
     _PENDING_PLAN,
     _SLOW_CLAIM,
     DISABLED,
@@ -190,6 +191,51 @@ class ClaimMixin(OrchestratorCore):
         with named_locks(self.db_alias, self.app.app_id) as lock, self.write_transaction():
             return self._take(invocation_id, runner_ctx, lock)[0] is not None
 
+    def claim_awaited(
+        self,
+        invocation_ids: Sequence[InvocationId],
+        runner_ctx: RunnerContext,
+        consumes: Callable[[str], bool],
+    ) -> DistributedInvocation | None:
+        """One of ``invocation_ids``, which an invocation of the caller waits for, that
+        still waits for a worker: made PENDING for the caller to run at once, inside its
+        wait, so that a waiting worker never blocks on work nobody else would take.
+
+        ``consumes(queue)``: whether the caller's runner takes work from that queue; work
+        routed elsewhere is left to its runners. ``None``: none can be taken (running or
+        claimed elsewhere, final, held by concurrency control, or on another queue).
+
+        The message stays queued: whoever pops it finds the invocation taken and consumes
+        it, as for the blocking invocations pynenc runs first (deleting it here would need
+        an index on every message's invocation id, paid by every enqueue and pop).
+        """
+        available = self._available_among(invocation_ids) if invocation_ids else set()
+        for invocation_id in dict.fromkeys(invocation_ids):
+            if invocation_id in available and (
+                invocation := self._take_awaited(invocation_id, runner_ctx, consumes)
+            ):
+                return invocation
+        return None
+
+    @retry_transient
+    def _available_among(self, invocation_ids: Sequence[InvocationId]) -> set[str]:
+        return set(
+            self._invocations()
+            .filter(invocation_id__in=list(invocation_ids), status__in=_AVAILABLE)
+            .values_list("invocation_id", flat=True)
+        )
+
+    @retry_transient
+    def _take_awaited(
+        self,
+        invocation_id: InvocationId,
+        runner_ctx: RunnerContext,
+        consumes: Callable[[str], bool],
+    ) -> DistributedInvocation | None:
+        with named_locks(self.db_alias, self.app.app_id) as lock, self.write_transaction():
+            invocation, _ = self._take(invocation_id, runner_ctx, lock, consumes)
+            return invocation
+
     # ------------------------------------------------------------------ claiming work
 
     def get_additional_invocations_to_run(
@@ -296,10 +342,15 @@ class ClaimMixin(OrchestratorCore):
             return None, None
 
     def _take(
-        self, invocation_id: InvocationId, runner_ctx: RunnerContext, lock: Callable[[str], None]
+        self,
+        invocation_id: InvocationId,
+        runner_ctx: RunnerContext,
+        lock: Callable[[str], None],
+        consumes: Callable[[str], bool] | None = None,
     ) -> tuple[DistributedInvocation | None, DistributedInvocation | None]:
         """Inside a claim's transaction (``lock``: its :func:`named_locks`): load the
-        invocation and make it PENDING if pynenc's concurrency control allows.
+        invocation and make it PENDING if pynenc's concurrency control allows (and, given
+        ``consumes``, if its task's queue is one the caller consumes).
 
         Returns ``(claimed, None)``, ``(None, held back by concurrency control)``, or
         ``(None, None)`` when it is not claimable: already claimed or final (a stale
@@ -316,6 +367,8 @@ class ClaimMixin(OrchestratorCore):
             if is_database_error(exc):
                 raise
             self._fail_unloadable(invocation_id, exc, runner_ctx, claimed=False)
+            return None, None
+        if consumes is not None and not consumes(invocation.task.broker_queue):
             return None, None
         control = invocation.task.conf.running_concurrency
         if control != DISABLED:

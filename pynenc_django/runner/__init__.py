@@ -2,6 +2,10 @@
 
 What it changes, and why (pynenc's own runner does none of this):
 
+* **Waits never deadlock.** A task that waits for others' results (``.result``,
+  ``group.results``, their async forms) runs, inside its wait, those still queued
+  (:meth:`Worker.wait_for_results <pynenc_django.runner.worker.Worker.wait_for_results>`),
+  so a runner whose every worker waits still makes progress. pynenc's own runner sleeps.
 * **Workers start Django first.** A spawned worker runs ``django.setup()`` before the app
   (and so the user's task modules) is unpickled; task modules may import models.
 * **Idle workers wait, they do not poll.** See :mod:`pynenc_django.wakeup`.
@@ -62,6 +66,8 @@ if TYPE_CHECKING:
     from pynenc.app import Pynenc
     from pynenc.identifiers.invocation_id import InvocationId
 
+    from pynenc_django.runner.worker import Worker
+
 from pynenc_django.runner.support import (
     WORKER_CLS,
     close_stale_connections,
@@ -94,6 +100,8 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         self._last_sweep = 0.0
         self._db_healthy_since = time.monotonic()
         self._seen_losses = recovery.connection_losses()
+        #: In a worker process, the worker whose invocations wait through this runner.
+        self.worker: Worker | None = None
         super().__init__(app, runner_cache, runner_context)
         self._first_analyze = FirstAnalyze(self.db_alias)
 
@@ -121,6 +129,20 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             super().waiting_for_results(running_invocation_id, result_invocation_ids, runner_args)
             return
         self.wait_for_client_results(result_invocation_ids)
+
+    def _waiting_for_results(
+        self,
+        running_invocation_id: InvocationId,
+        result_invocation_ids: list[InvocationId],
+        runner_args: dict[str, Any] | None = None,
+    ) -> None:
+        """An invocation running in a worker waits: the worker runs what it waits for
+        (:meth:`Worker.wait_for_results <pynenc_django.runner.worker.Worker.wait_for_results>`).
+        Anywhere else (a runner used by hand), wait for an announced final status."""
+        if self.worker is not None:
+            self.worker.wait_for_results(result_invocation_ids)
+        else:
+            self.wait_for_client_results(result_invocation_ids)
 
     def wait_for_client_results(self, result_invocation_ids: list[InvocationId]) -> None:
         """Until the database announces a final status (or the safety poll)."""

@@ -1,9 +1,11 @@
 """A worker process of :class:`~pynenc_django.runner.DjangoPersistentProcessRunner`: its
 entry point (Django set up before the app is unpickled) and its loop: claim, run, wait;
-survive the database going away; reconcile claims whose outcome was lost."""
+run what a running invocation waits for inside its wait; survive the database going away;
+reconcile claims whose outcome was lost."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pickle
@@ -11,6 +13,7 @@ import signal
 import threading
 import time
 from dataclasses import replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pynenc import context
@@ -20,16 +23,6 @@ from pynenc_django.db import is_database_error
 from pynenc_django.ops import recovery
 from pynenc_django.ops.recovery import PutBack
 from pynenc_django.orchestrator.claim import ClaimOptions
-
-if TYPE_CHECKING:
-    from multiprocessing.connection import Connection
-    from types import FrameType
-
-    from pynenc.app import Pynenc
-    from pynenc.identifiers.invocation_id import InvocationId
-    from pynenc.invocation.dist_invocation import DistributedInvocation
-
-
 from pynenc_django.runner.support import (
     DB_RETRY_MAX_SEC,
     DB_RETRY_MIN_SEC,
@@ -42,6 +35,13 @@ from pynenc_django.runner.support import (
 )
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
+    from types import FrameType
+
+    from pynenc.app import Pynenc
+    from pynenc.identifiers.invocation_id import InvocationId
+    from pynenc.invocation.dist_invocation import DistributedInvocation
+
     from pynenc_django.runner import DjangoPersistentProcessRunner
 
 logger = logging.getLogger("pynenc_django")
@@ -72,11 +72,20 @@ def worker_main(
     runner = DjangoPersistentProcessRunner(app)
     parent_ctx = RunnerContext.from_json(parent_runner_ctx_json)
     ctx = parent_ctx.new_child_context(WORKER_CLS, runner_id=child_runner_id)
-    _Worker(app, runner, ctx, lifeline, parent_pid).run()
+    Worker(app, runner, ctx, lifeline, parent_pid).run()
 
 
-class _Worker:
-    """The loop of one worker process: claim, run, wait; survive the database going away."""
+class Worker:
+    """The loop of one worker process: claim, run, wait; survive the database going away.
+
+    **Waits never deadlock.** A running invocation that waits for others (``.result``,
+    ``group.results``, their async forms) waits through :meth:`wait_for_results`, which
+    runs here, nested in the wait, any of them still waiting for a worker. Without it, a
+    runner whose every worker waits would wait for good for work only they could take.
+    The invocations in progress form a stack (:attr:`running`, outermost first): all are
+    this worker's, all are rerouted when it stops mid-way, and all are its runner's to
+    reroute when it dies.
+    """
 
     def __init__(
         self,
@@ -93,7 +102,9 @@ class _Worker:
         self.lifeline = lifeline
         self.stop_event = threading.Event()  # set by the watchdog when the lifeline ends
         self.parent_pid = parent_pid
-        self.invocation_id: InvocationId | None = None
+        #: The invocations in progress here, outermost first; more than one while an
+        #: invocation waits for one that runs nested in its wait.
+        self.running: list[InvocationId] = []
         self.orphaned = threading.Event()
         self.terminating = False
         self.done = threading.Event()
@@ -119,6 +130,9 @@ class _Worker:
         from pynenc_django.wakeup import make_waiter
 
         signal.signal(signal.SIGTERM, self._on_sigterm)
+        # Every wait of an invocation run here reaches this worker through its runner.
+        context.set_current_runner(self.app.app_id, self.runner)
+        self.runner.worker = self
         watchdog = threading.Thread(target=self._watch_runner, name="pynenc-watchdog", daemon=True)
         watchdog.start()
         waiter = make_waiter(
@@ -153,12 +167,12 @@ class _Worker:
         finally:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
             self.done.set()
-            if self.invocation_id is not None:
+            for invocation_id in reversed(self.running):
                 self.app.logger.warning(
                     f"worker:{self.ctx.runner_id} stopping during "
-                    f"invocation:{self.invocation_id}, rerouting it"
+                    f"invocation:{invocation_id}, rerouting it"
                 )
-                self._reroute(self.invocation_id)
+                self._reroute(invocation_id)
             waiter.close()
             self.app.logger.info(f"worker:{self.ctx.runner_id} shutting down")
 
@@ -168,7 +182,7 @@ class _Worker:
         self.app.logger.warning(f"worker:{self.ctx.runner_id} received signal:{signum}, stopping")
         self.terminating = True
         self.stop_event.set()
-        if self.invocation_id is not None:
+        if self.running:
             raise KeyboardInterrupt
 
     def _claim(self, announced: bool) -> tuple[DistributedInvocation | None, bool]:
@@ -184,7 +198,7 @@ class _Worker:
         as the database answers: it puts back every invocation it owns but the one it is
         about to run. Nothing else can: its heartbeat stays fresh.
         """
-        if (self._claim_in_doubt or self._put_backs) and not self._reconcile(keep=None):
+        if (self._claim_in_doubt or self._put_backs) and not self._reconcile():
             return None, False
         options = replace(
             self._claim_options,
@@ -213,14 +227,16 @@ class _Worker:
             self._reconcile(keep=invocation.invocation_id if invocation else None)
         return invocation, claimed.claimed_the_last_message
 
-    def _reconcile(self, keep: InvocationId | None) -> bool:
+    def _reconcile(self, keep: InvocationId | None = None) -> bool:
         """Put back every invocation this worker owns (PENDING, RUNNING, PAUSED) except
-        ``keep``: between invocations, it can only own them through a claim (or a status
-        change) whose outcome it never learned. False if the database is still down."""
+        ``keep`` and those in progress (:attr:`running`): it can only own others through a
+        claim (or a status change) whose outcome it never learned. False if the database
+        is still down."""
+        kept = {*self.running, keep}
         try:
             held = django_orchestrator(self.app).get_owned_invocation_ids([self.ctx.runner_id])
             for invocation_id in held:
-                if invocation_id != keep and invocation_id not in self._put_backs:
+                if invocation_id not in kept and invocation_id not in self._put_backs:
                     self.app.logger.warning(
                         f"worker:{self.ctx.runner_id} owns invocation:{invocation_id} but "
                         "runs nothing (a claim or status change whose outcome was lost "
@@ -240,23 +256,28 @@ class _Worker:
         drain_put_backs(self._put_backs, self.app.logger)
 
     def _run(self, invocation: DistributedInvocation) -> None:
-        self.invocation_id = invocation.invocation_id
+        """Run one invocation, outermost or nested in a wait (:meth:`wait_for_results`)."""
+        invocation_id = invocation.invocation_id
+        outermost = not self.running
+        self.running.append(invocation_id)
         if self.terminating:  # SIGTERM arrived while claiming: hand it back untouched
             raise KeyboardInterrupt
-        recycle_connections()
+        if outermost:  # a nested run must not close a connection its waiter may use
+            recycle_connections()
         losses = recovery.connection_losses()
         try:
             invocation.run(self.ctx)
         except Exception as exc:
             # pynenc records a task's own exception (FAILED, or RETRY), logs it and
-            # re-raises it: nothing is left to do. Otherwise the outcome could not be
-            # stored (typically the database went away): the invocation is not final.
-            if not self._finished(invocation.invocation_id):
+            # re-raises it: nothing is left to do (a waiter reads it from the result).
+            # Otherwise the outcome could not be stored (typically the database went
+            # away): the invocation is not final.
+            if not self._finished(invocation_id):
                 self.app.logger.error(
                     f"worker:{self.ctx.runner_id} could not store the outcome of "
-                    f"invocation:{self.invocation_id} ({summary(exc)}); rerouting it"
+                    f"invocation:{invocation_id} ({summary(exc)}); rerouting it"
                 )
-                self._reroute(self.invocation_id)
+                self._reroute(invocation_id)
         if recovery.connection_losses() != losses:
             # A status write was retried after a lost connection: if the first attempt had
             # committed, the retry was refused, and pynenc may have left the invocation
@@ -264,8 +285,80 @@ class _Worker:
             self._claim_in_doubt = True
         # Not in a ``finally``: an interrupted invocation must stay known to ``run``,
         # which reroutes it.
-        self.invocation_id = None
-        recycle_connections()
+        self.running.remove(invocation_id)
+        if outermost:
+            recycle_connections()
+
+    # ------------------------------------------------------------------ waits
+
+    def wait_for_results(self, waited: list[InvocationId]) -> None:
+        """One turn of an invocation's wait for ``waited`` (pynenc repeats it until they
+        are final): run one of them here, nested, if it still waits for a worker (on a
+        queue this runner consumes, not held by concurrency control); otherwise wait for
+        a final status to be announced, as a client does.
+
+        Those running elsewhere progress there; one rerouted meanwhile (its worker died)
+        is taken at the next turn. A wait that nothing can resolve (a queue no runner
+        consumes, a concurrency key its own waiter holds) is what ``pynenc_status``
+        reports as a stuck wait.
+        """
+        if invocation := self._claim_awaited(waited):
+            if _in_event_loop():
+                self._run_beside_event_loop(invocation)
+            else:
+                self._run(invocation)
+            return
+        self.runner.wait_for_client_results(waited)
+
+    @cached_property
+    def _consumed_queues(self) -> frozenset[str]:
+        """The queues this worker's runner takes work from (pynenc: an empty list of the
+        runner's own means every queue the broker declares)."""
+        return frozenset(self.conf.queues or self.app.broker.conf.queues)
+
+    def _claim_awaited(self, waited: list[InvocationId]) -> DistributedInvocation | None:
+        """:meth:`DjangoOrchestrator.claim_awaited`, surviving the database as
+        :meth:`_claim` does (an error: none now, and reconcile once it answers)."""
+        if (self._claim_in_doubt or self._put_backs) and not self._reconcile():
+            return None
+        losses = recovery.connection_losses()
+        try:
+            invocation = django_orchestrator(self.app).claim_awaited(
+                waited, self.ctx, self._consumed_queues.__contains__
+            )
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            self._claim_in_doubt = True
+            self._database_unavailable(exc)
+            return None
+        self._db_backoff = DB_RETRY_MIN_SEC
+        if recovery.connection_losses() != losses:
+            self._claim_in_doubt = True
+            self._reconcile(keep=invocation.invocation_id if invocation else None)
+        return invocation
+
+    def _run_beside_event_loop(self, invocation: DistributedInvocation) -> None:
+        """Run it in a thread of its own: the waiter is an async task, whose event loop
+        runs in this thread, and pynenc cannot start an async task's loop inside another.
+        This thread waits for it awake, so a SIGTERM still interrupts the wait."""
+        thread = threading.Thread(
+            target=self._run_in_thread, args=(invocation,), name="pynenc-nested", daemon=True
+        )
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.1)
+            if self.terminating:
+                raise KeyboardInterrupt
+
+    def _run_in_thread(self, invocation: DistributedInvocation) -> None:
+        from django.db import connections
+
+        context.set_current_runner(self.app.app_id, self.runner)  # per thread
+        try:
+            self._run(invocation)
+        finally:
+            connections.close_all()  # this thread's own
 
     def _finished(self, invocation_id: InvocationId) -> bool:
         """Whether the invocation reached a final status (a database error: unknown, no)."""
@@ -342,10 +435,18 @@ class _Worker:
         # live runners take the work of workers whose heartbeat is stale.
         beat_every = float(self.conf.django_heartbeat_interval_sec)
         while True:
-            if self.invocation_id is not None:
+            if self.running:
                 try:
                     self.app.orchestrator.register_runner_heartbeats([self.ctx.runner_id])
                 except Exception as exc:  # the next round retries
                     self.app.logger.warning(f"worker heartbeat failed: {exc}")
             if self.done.wait(beat_every):
                 return
+
+
+def _in_event_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
