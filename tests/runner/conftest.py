@@ -369,6 +369,15 @@ def history_statuses(app: Pynenc, invocation_id: str) -> list[str]:
     return [entry.status for entry in history(app, invocation_id)]
 
 
+def killed_then_rerouted(app: Pynenc, invocation_id: str) -> bool:
+    """Its history shows RUNNING, then KILLED and REROUTED: a stopping worker put it back."""
+    trail = history_statuses(app, invocation_id)
+    if RUNNING not in trail:
+        return False
+    after_running = trail[trail.index(RUNNING) + 1 :]
+    return after_running[:2] == [KILLED, REROUTED]
+
+
 def success_counts(app: Pynenc, invocation_ids: Iterable[str]) -> dict[str, int]:
     from django.db.models import Count
 

@@ -10,8 +10,6 @@ from pynenc import Pynenc
 
 from tests.runner.conftest import (
     KILLED,
-    REROUTED,
-    RUNNING,
     SUCCESS,
     Runners,
     active_statuses,
@@ -19,6 +17,7 @@ from tests.runner.conftest import (
     create_times,
     describe,
     history_statuses,
+    killed_then_rerouted,
     process_gone,
     running_owned_by,
     statuses,
@@ -45,14 +44,6 @@ def _assert_nothing_active(app: Pynenc, runners: Runners) -> None:
     )
 
 
-def _killed_then_rerouted(app: Pynenc, invocation_id: str) -> bool:
-    trail = history_statuses(app, invocation_id)
-    if RUNNING not in trail:
-        return False
-    after_running = trail[trail.index(RUNNING) + 1 :]
-    return after_running[:2] == [KILLED, REROUTED]
-
-
 def test_sigterm_reroutes_the_running_invocation_and_exits_0(
     app: Pynenc, tasks: ModuleType, runners: Runners, tag: str
 ) -> None:
@@ -66,7 +57,7 @@ def test_sigterm_reroutes_the_running_invocation_and_exits_0(
     assert code == 0, runner.tail()
     assert "pynenc runner: stopped" in runner.log(), runner.tail()
     _assert_nothing_active(app, runners)
-    assert _killed_then_rerouted(app, invocation.invocation_id), (
+    assert killed_then_rerouted(app, invocation.invocation_id), (
         f"expected RUNNING > KILLED > REROUTED:\n{describe(app, [invocation.invocation_id])}\n"
         f"{runners.diag()}"
     )
@@ -117,7 +108,7 @@ def test_second_sigterm_forces_the_stop_and_the_runner_reroutes(
     assert code == 1, runner.tail()
     assert "forced stop" in runner.log(), runner.tail()
     _assert_nothing_active(app, runners)
-    assert _killed_then_rerouted(app, invocation.invocation_id), (
+    assert killed_then_rerouted(app, invocation.invocation_id), (
         f"expected RUNNING > KILLED > REROUTED:\n{describe(app, [invocation.invocation_id])}\n"
         f"{runners.diag()}"
     )

@@ -24,6 +24,7 @@ from tests.runner.conftest import (
     Runners,
     assert_success_exactly_once,
     describe,
+    killed_then_rerouted,
     statuses,
     wait_all_success,
     wait_until,
@@ -189,3 +190,52 @@ def test_sigkill_of_a_worker_running_an_awaited_child_in_its_wait(
         ("double-0", "start"),
     ]
     assert starts(record)["parent"] == 2
+
+
+def test_sigterm_reroutes_the_whole_stack_of_a_waiting_worker(
+    app: Pynenc, waits: ModuleType, runners: Runners, tmp_path: Path
+) -> None:
+    """SIGTERM (no grace) while a child runs nested in its parent's wait: the worker puts
+    both back (KILLED, REROUTED), and a new runner runs them to SUCCESS."""
+    record = tmp_path / "records.log"
+    runner = runners.start(processes=1)
+    parent = waits.parent_one_by_one(2, str(record), 3.0)
+    wait_until(
+        lambda: any(r.label == "double-0" for r in records(record)),
+        30,
+        lambda: f"the child never started\n{runners.diag()}",
+    )
+    child = next(
+        i
+        for i in tasks_invocations(app)
+        if i != parent.invocation_id and statuses(app, [i])[i] == "running"
+    )
+    runner.send(signal.SIGTERM)
+    assert runner.wait_exit(30) == 0, runner.tail()
+    for invocation_id in (parent.invocation_id, child):
+        assert killed_then_rerouted(app, invocation_id), describe(app, [invocation_id])
+
+    runners.start(processes=1, name="runner-again")
+    assert result_within(app, runners, parent, 90) == 0 + 2
+    all_succeed_exactly_once(app, runners, 60)
+
+
+def test_sigterm_with_grace_lets_a_waiting_parent_and_its_children_finish(
+    app: Pynenc, waits: ModuleType, runners: Runners, tmp_path: Path
+) -> None:
+    record = tmp_path / "records.log"
+    runner = runners.start(processes=1, env={"PYNENC__DJANGO_SHUTDOWN_GRACE_SEC": "20"})
+    parent = waits.parent_one_by_one(3, str(record), 0.5)
+    wait_until(
+        lambda: any(r.label == "double-0" for r in records(record)),
+        30,
+        lambda: f"the child never started\n{runners.diag()}",
+    )
+    runner.send(signal.SIGTERM)
+    assert runner.wait_exit(30) == 0, runner.tail()
+    assert statuses(app, [parent.invocation_id]) == {parent.invocation_id: SUCCESS}, describe(
+        app, tasks_invocations(app)
+    )
+    assert parent.result == 0 + 2 + 4
+    all_succeed_exactly_once(app, runners, 5)
+    assert_nested(record, "parent", ["double-0", "double-1", "double-2"])
