@@ -1,6 +1,7 @@
 """The shop's background work, as pynenc tasks (imported by pynenc_django at startup).
 
-    process_order(order_id)              queue "orders": the orchestrating parent
+    process_order(order_id)              the parent: waits for its children, running
+      │                                  those still queued itself, inside its wait
       ├─ reserve_stock(line_id) × lines  fan-out, then waits for all of them (fan-in)
       ├─ quote_shipping(order_id)        the carrier may time out: retried
       ├─ charge_payment(customer_id, …)  one charge per customer at a time
@@ -29,7 +30,6 @@ from pynenc.trigger.conditions import EventContext
 from orders.models import Customer, Order, OrderLine, Payment, Product, SalesReport
 from pynenc_django import app
 
-ORDERS_QUEUE = "orders"
 ORDER_COMPLETED = "order.completed"  # event emitted by process_order
 
 # Pretend latency of the warehouse, the carrier and the payment provider (seconds).
@@ -46,7 +46,7 @@ class CarrierTimeout(Exception):
     """The carrier's API did not answer in time: worth another try."""
 
 
-@app.task(queue=ORDERS_QUEUE)
+@app.task
 def process_order(order_id: int) -> dict[str, Any]:
     """Reserve every line in parallel, wait for all of them, then quote and charge."""
     Order.objects.filter(pk=order_id, status=Order.Status.NEW).update(
@@ -58,7 +58,8 @@ def process_order(order_id: int) -> dict[str, Any]:
     # Fan-out: one reserve_stock invocation per line, queued at once for the workers...
     reservations = reserve_stock.parallelize([(line_id,) for line_id in line_ids])
     # ...fan-in: blocks until every child has finished. Meanwhile pynenc records the
-    # "process_order waits on reserve_stock" edges, so runners run the children first.
+    # "process_order waits on reserve_stock" edges, so runners run the children first,
+    # and this worker runs, inside the wait, those no other worker has taken yet.
     subtotal = sum((Decimal(amount) for amount in reservations.results), Decimal("0.00"))
 
     shipping = Decimal(quote_shipping(order_id).result)  # waits, through its retries

@@ -116,10 +116,9 @@ LOGGING = {
 
 PYNENC = {
     "app_id": "shop",
-    # process_order waits for its children, and a waiting task keeps its worker busy:
-    # it gets a queue (and a runner) of its own, so waiting orders can never take every
-    # worker the children need.
-    "queues": ["default", "orders"],
+    # No "queues": every task is on pynenc's "default" queue, waiting parents included. A
+    # worker whose task waits for others runs, inside the wait, those still queued, so
+    # waiting orders may hold every worker without leaving their children to nobody.
     # Short so the demo sees the cluster-wide services (triggers: cron and events;
     # recovery) run many times a minute. Two runners split each 12 s cycle into two
     # 6 s slots (minus a 0.6 s margin); the slot's owner checks every 0.3 s.

@@ -82,7 +82,9 @@ def test_demo_runs_the_workload_twice_and_prints_the_summary(tmp_path: Path) -> 
         assert re.search(r"sales_report \('\* \* \* \* \*'\) ran [1-9]", out), text
         assert f"triggering send_receipt {ORDERS}×: {ORDERS} receipts mailed" in out, text
         assert re.search(r"Invocations  by status: success \d+\n", out), text
-        assert re.search(r"BLOCKED at [\d:.]+ \S+-runner: prior_running:", out), text
-        assert "orders-runner exit code 0, workers-runner exit code 0" in out, text
+        assert re.search(r"BLOCKED at [\d:.]+ runner-\d: prior_running:", out), text
+        assert "runner-1 exit code 0, runner-2 exit code 0" in out, text
+        assert re.search(r"\d+ parents waited on \d+ workers: \d+ of their \d+ children", out), text
+        assert "every invocation ran once, plus its retries" in out, text
         assert "login admin / pynenc-demo" in out, text
     assert any((tmp_path / "mail").iterdir()), "no receipt was mailed"

@@ -1,9 +1,10 @@
 """``manage.py demo``: the shop's workload on two real runners, then what happened.
 
 1. Clears the pynenc state the previous run left (app "shop"); orders are new every run.
-2. Places the orders, starts two ``manage.py pynenc_runner`` processes (one for the
-   "orders" queue, one for the children's "default" queue) and submits ``process_order``
-   for every order.
+2. Places the orders, starts two identical ``manage.py pynenc_runner`` processes (every
+   queue, ``--processes`` workers each) and submits ``process_order`` for every order. The
+   orders outnumber the workers, so workers whose order waits for its children run them
+   inside the wait.
 3. Waits, with a progress bar, until every order is completed, every receipt sent (event
    trigger) and the sales report has run (cron trigger).
 4. Stalls the runner that holds the atomic services (SIGSTOP, as a GC pause or a frozen
@@ -19,6 +20,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import socket
 import sys
 import time
 from collections import Counter, defaultdict
@@ -58,7 +60,8 @@ PRODUCTS = [
 ]
 RESTOCK = 1000
 ORDERS_IN_A_ROW = 4  # consecutive orders of one customer, so that their charges meet
-RUNNERS = {"orders": "orders-runner", "default": "workers-runner"}  # queue -> runner name
+# Two identical runners, each consuming every queue; told apart by their pids.
+RUNNERS = ("runner-1", "runner-2")
 POLL_SEC = 0.25
 QUIET_AFTER_SEC = 3.0  # a live runner refreshes its heartbeat every check (0.3 s)
 STALL_ATTEMPTS = 3
@@ -182,10 +185,10 @@ class Command(BaseCommand):
         log_dir = settings.VAR_DIR / "logs"
         with RunnerGroup(log_dir) as runners:
             self.step(f"Starting 2 runners (logs in {shown(log_dir)}/)")
-            for queue, name in RUNNERS.items():
-                process = runners.start(name, "--queues", queue, "--processes", str(processes))
+            for name in RUNNERS:
+                process = runners.start(name, "--processes", str(processes))
                 self.say(
-                    f"  {name:<15} pid {process.pid}: manage.py pynenc_runner "
+                    f"  {name:<10} pid {process.pid}: manage.py pynenc_runner "
                     + " ".join(process.args)
                 )
 
@@ -211,8 +214,10 @@ class Command(BaseCommand):
             }
             codes = runners.stop()
             for name, code in codes.items():
-                self.say(f"  {name:<15} exit code {code}")
-        problems = self.summary(orders, invocations, edges, codes, args, work_time, stall)
+                self.say(f"  {name:<10} exit code {code}")
+        problems = self.summary(
+            orders, invocations, edges, codes, args, work_time, stall, len(RUNNERS) * processes
+        )
         if stall is None and not options["no_stall"]:
             problems.append("could not stall the atomic-service holder to show a BLOCKED claim")
         return problems
@@ -378,33 +383,50 @@ class Command(BaseCommand):
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             held = gate.values_list("running_run_id", "runner_id").first()
+            if held and held[0] and held[1] not in by_runner_id:
+                by_runner_id = self.runner_processes(runners)  # its context came since
             process = by_runner_id.get(held[1]) if held and held[0] else None
             if process is None or not process.running():
                 time.sleep(0.005)
                 continue
             os.kill(process.pid, signal.SIGSTOP)
-            if gate.filter(running_run_id=held[0]).exists() and self.gate_lockable():
+            # Lockable first: then no write of the gate is pending (a commit that the
+            # runner sent just before it stopped has landed), and the gate shows its state.
+            if self.gate_lockable() and gate.filter(running_run_id=held[0]).exists():
                 return process, held[0]
             os.kill(process.pid, signal.SIGCONT)  # too late, or mid-transaction
             by_runner_id = self.runner_processes(runners)
         return None
 
     def runner_processes(self, runners: RunnerGroup) -> dict[str, RunnerProcess]:
-        """pynenc runner id -> our process, through the queues each runner consumes."""
-        from pynenc_django.models import RunnerHeartbeat
+        """pynenc runner id -> our process, for the live runners (those with a heartbeat)
+        whose context pynenc has stored (when their first worker registered).
 
-        by_name = {p.name: p for p in runners.processes}
-        rows = (
+        The runners are alike (same queues, same workers): what tells them apart is where
+        they run. ``manage.py pynenc_runner`` runs the runner in its own process, so the
+        pid (and host) in pynenc's runner context is the one of the process we started.
+        """
+        from pynenc_django.models import RunnerContextRecord, RunnerHeartbeat
+
+        by_pid = {p.pid: p for p in runners.processes}
+        live = (
             RunnerHeartbeat.objects.using(self.alias)
             .for_app(self.app.app_id)
             .filter(can_run_atomic_service=True)
-            .values_list("runner_id", "consumed_queues")
+            .values("runner_id")
         )
-        return {
-            runner_id: by_name[RUNNERS[queues[0]]]
-            for runner_id, queues in rows
-            if queues and queues[0] in RUNNERS
-        }
+        rows = (
+            RunnerContextRecord.objects.using(self.alias)
+            .for_app(self.app.app_id)
+            .filter(
+                runner_id__in=live,
+                parent_runner_id__isnull=True,
+                hostname=socket.gethostname(),
+                pid__in=list(by_pid),
+            )
+            .values_list("runner_id", "pid")
+        )
+        return {runner_id: by_pid[pid] for runner_id, pid in rows}
 
     def gate_lockable(self) -> bool:
         """Whether a claim could be written now: on SQLite no write lock is held, elsewhere
@@ -456,6 +478,7 @@ class Command(BaseCommand):
         runner_args: dict[str, str],
         work_time: float,
         stall: Stall | None,
+        workers: int,
     ) -> list[str]:
         from pynenc_django.models import (
             AtomicServiceExecution,
@@ -512,6 +535,36 @@ class Command(BaseCommand):
             problems.append(f"order #{biggest.pk}: total {result['total']}, expected {expected}")
         if not waited.get("reserve_stock"):
             problems.append("no blocking edge of a parent waiting on reserve_stock was seen")
+
+        # -- waits: children run nested in their parent's wait; nothing runs twice
+        nested, children = nested_children(self.alias, app_id, tasks.process_order.task_id.key)
+        self.row(
+            "Waits",
+            f"{len(ids)} parents waited on {workers} workers: {sum(nested.values())} of their "
+            f"{sum(children.values())} children ran in the parent's own worker, nested in its "
+            f"wait (the other {sum(children.values()) - sum(nested.values())} on workers free "
+            "at the time)",
+        )
+        self.row(
+            "",
+            "  ran nested: "
+            + ", ".join(f"{name} {nested[name]}/{n}" for name, n in children.most_common()),
+        )
+        repeated = extra_runs(history, invocation_rows)
+        self.row(
+            "",
+            "every invocation ran once, plus its retries"
+            if not repeated
+            else "RAN AGAIN: "
+            + ", ".join(
+                f"{task_name(task_of.get(i, '?'))} {i[:8]} +{n}" for i, n in repeated.items()
+            ),
+        )
+        if repeated:
+            problems.append(
+                f"{len(repeated)} invocations ran more often than once plus their retries "
+                "(no worker was lost: none should have)"
+            )
 
         # -- retry
         retried = list(
@@ -597,6 +650,11 @@ class Command(BaseCommand):
             dead_after=timedelta(minutes=float(self.app.conf.runner_considered_dead_after_minutes)),
             atomic_interval=timedelta(minutes=float(self.app.conf.atomic_service_interval_minutes)),
             worker_runners=False,
+            stuck_wait_after=timedelta(
+                seconds=float(
+                    ConfigDjango(config_values=self.app.config_values).django_stuck_wait_after_sec
+                )
+            ),
         )
         self.row(
             "Invocations",
@@ -716,6 +774,59 @@ def task_name(task_id_key: str) -> str:
     """``orders.tasks.process_order`` -> ``process_order``; pynenc's own tasks say so."""
     module, _, name = task_id_key.rpartition(".")
     return f"{name} (pynenc)" if module.startswith("pynenc.") else name
+
+
+def nested_children(
+    alias: str, app_id: str, parent_task_key: str
+) -> tuple[Counter[str], Counter[str]]:
+    """The children of the ``parent_task_key`` invocations by task: those that ran in
+    their parent's worker (a RUNNING record of the child names the worker of a RUNNING
+    record of the parent), and all of them.
+
+    A worker runs one invocation at a time but for those nested in a wait, and a parent
+    here waits for every child it creates: a child that ran on its parent's worker ran
+    inside the parent's wait.
+    """
+    from django.db.models import Q
+
+    from pynenc_django.models import InvocationHistory, StateInvocation
+
+    invocations = StateInvocation.objects.using(alias).for_app(app_id)
+    parents = invocations.filter(task_id_key=parent_task_key).values("invocation_id")
+    of_children = invocations.filter(parent_invocation_id__in=parents)
+    children = list(of_children.values_list("invocation_id", "parent_invocation_id", "task_id_key"))
+    runs = (
+        InvocationHistory.objects.using(alias)
+        .for_app(app_id)
+        .filter(status="running", status_runner_id__isnull=False)
+        .filter(
+            Q(invocation_id__in=parents) | Q(invocation_id__in=of_children.values("invocation_id"))
+        )
+        .values_list("invocation_id", "status_runner_id")
+    )
+    workers: dict[str, set[str]] = defaultdict(set)  # invocation -> workers that ran it
+    for invocation_id, worker in runs:
+        workers[invocation_id].add(worker)
+    nested: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    for child_id, parent_id, task_key in children:
+        total[task_name(task_key)] += 1
+        if workers[child_id] & workers[parent_id]:
+            nested[task_name(task_key)] += 1
+    return nested, total
+
+
+def extra_runs(history: Any, invocation_rows: Any) -> dict[str, int]:
+    """Invocations that RAN more often than once plus their retries, by how many more."""
+    runs = Counter(history.filter(status="running").values_list("invocation_id", flat=True))
+    retries = dict(
+        invocation_rows.filter(retry_count__gte=1).values_list("invocation_id", "retry_count")
+    )
+    return {
+        invocation_id: n - 1 - retries.get(invocation_id, 0)
+        for invocation_id, n in runs.items()
+        if n > 1 + retries.get(invocation_id, 0)
+    }
 
 
 def payment_overlaps(payments: Any) -> int:

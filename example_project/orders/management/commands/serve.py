@@ -1,7 +1,7 @@
 """``manage.py serve``: the shop with its background work, for browsing the admin.
 
-Starts the two runners the demo uses (the "orders" queue and the "default" queue, output
-in ``var/logs/``), then Django's development server in the foreground. When the server
+Starts the two runners the demo uses (identical: every queue, ``--processes`` workers each;
+output in ``var/logs/``), then Django's development server in the foreground. When the server
 stops (Ctrl-C), the runners are stopped with SIGTERM, and killed if they do not exit.
 """
 
@@ -37,10 +37,8 @@ class Command(BaseCommand):
         server = None
         try:
             with signals_raise_keyboard_interrupt(), RunnerGroup(log_dir) as runners:
-                for queue, name in RUNNERS.items():
-                    process = runners.start(
-                        name, "--queues", queue, "--processes", str(options["processes"])
-                    )
+                for name in RUNNERS:
+                    process = runners.start(name, "--processes", str(options["processes"]))
                     self.stdout.write(
                         f"{name} pid {process.pid}: manage.py pynenc_runner "
                         f"{' '.join(process.args)} (log: {process.log_path})"
