@@ -50,6 +50,11 @@ class ConfigDjango(ConfigPynencBase):
         for theirs. A database crash (not a restart) can forget a claim or a RUNNING from
         its last moments: the invocation is then queued or PENDING again, and runs again,
         as after a worker crash; nothing is lost. Set False to flush every commit.
+    :cvar ConfigField[float] django_stuck_wait_after_sec:
+        ``manage.py pynenc_status`` reports a stuck wait (and exits 1) once a running
+        invocation has waited this long for one that no worker has taken for as long (on
+        a queue no live runner consumes, held by concurrency control, ...) while its own
+        worker runs nothing else. Keep it above the time work normally waits in a queue.
     """
 
     django_db_alias = ConfigField("default")
@@ -57,6 +62,7 @@ class ConfigDjango(ConfigPynencBase):
     django_listen_notify = ConfigField(True)
     django_prepared_statements = ConfigField(True)
     django_async_claim_commits = ConfigField(True)
+    django_stuck_wait_after_sec = ConfigField(60.0)
 
 
 class ConfigOrchestratorDjango(ConfigOrchestrator, ConfigDjango):

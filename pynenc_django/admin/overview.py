@@ -25,10 +25,12 @@ from pynenc_django.admin.base import (
     request_cache,
     status_badge,
 )
-from pynenc_django.admin.config import db_alias, pynenc_conf
+from pynenc_django.admin.config import app_config_values, db_alias, pynenc_conf
 from pynenc_django.admin.queries import execution_summary
 from pynenc_django.admin.sql import capped_counts, estimated_count
+from pynenc_django.conf import ConfigDjango
 from pynenc_django.models import BrokerMessage, Invocation, RunnerHeartbeat
+from pynenc_django.ops.status import stuck_waits
 
 STATUS_CAP = 10_000
 #: Statuses an invocation waits in before a runner takes it.
@@ -84,6 +86,18 @@ def overview_context(request: HttpRequest, app_id: str) -> dict[str, Any]:
     )
     request_cache(request)["app_id"] = app_id
     executions = execution_summary(request)
+    stuck = stuck_waits(
+        app_id,
+        alias,
+        after=timedelta(
+            seconds=float(
+                ConfigDjango(
+                    config_values=app_config_values(app_id, request)
+                ).django_stuck_wait_after_sec
+            )
+        ),
+        dead_after=timedelta(minutes=float(conf.runner_considered_dead_after_minutes)),
+    )
 
     inv_url = changelist_url(Invocation, app_id=app_id)
     rows = []
@@ -116,6 +130,7 @@ def overview_context(request: HttpRequest, app_id: str) -> dict[str, Any]:
         "runners": runners,
         "dead_after_minutes": float(conf.runner_considered_dead_after_minutes),
         "executions": executions,
+        "stuck_waits": stuck,
         "urls": {
             "runners_alive": changelist_url(RunnerHeartbeat, app_id=app_id, alive="yes"),
             "runners_dead": changelist_url(RunnerHeartbeat, app_id=app_id, alive="no"),

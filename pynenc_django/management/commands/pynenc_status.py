@@ -16,8 +16,10 @@ from pynenc_django.project import get_app
 class Command(BaseCommand):
     help = (
         "Show runners, queue depth, invocations by status and atomic-service health of the "
-        "project's pynenc app. Exits 1 when unhealthy: no live runner, or atomic services "
-        "(triggers, recovery) stalled."
+        "project's pynenc app. Exits 1 when unhealthy: no live runner, atomic services "
+        "(triggers, recovery) stalled, or a stuck wait: a running invocation waiting longer "
+        "than django_stuck_wait_after_sec for one no worker takes (a queue no live runner "
+        "consumes, concurrency control holding it) while its worker runs nothing else."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -31,12 +33,14 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         app = get_app()
+        conf = ConfigDjango(config_values=app.config_values)
         report = collect_status(
             options.get("app_id") or app.app_id,
-            str(ConfigDjango(config_values=app.config_values).django_db_alias),
+            str(conf.django_db_alias),
             dead_after=timedelta(minutes=float(app.conf.runner_considered_dead_after_minutes)),
             atomic_interval=timedelta(minutes=float(app.conf.atomic_service_interval_minutes)),
             worker_runners=not options["no_runner_ok"],
+            stuck_wait_after=timedelta(seconds=float(conf.django_stuck_wait_after_sec)),
         )
         if options["json"]:
             self.stdout.write(json.dumps(report.to_json(), indent=2, sort_keys=True))
