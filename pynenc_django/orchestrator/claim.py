@@ -437,7 +437,8 @@ class ClaimMixin(OrchestratorCore):
         statement (:attr:`_claim_sql`): one round trip instead of BEGIN, pop, UPDATE and
         COMMIT. Only for the usual case, decided by the database: a task known here to
         run without concurrency control, an invocation free to become PENDING and not one
-        this worker runs as a blocking one. Otherwise nothing changes and the caller
+        this worker runs as a blocking one. A stale message (its invocation taken or
+        final) is consumed: ``(None, None)``. Otherwise nothing changes and the caller
         takes the general path (``_SLOW_CLAIM``). ``None``: the queue is empty.
         ``call``: the claim's options (:attr:`ClaimOptions.run_at_once`: claimed straight
         into RUNNING); it learns what the statement saw of the queue (default options)."""
@@ -459,13 +460,16 @@ class ClaimMixin(OrchestratorCore):
             params.append(runner_id)
         if running:
             params += [InvocationStatus.PENDING.value, runner_id, runner_id]
+        params += [app_id, task_keys, sorted(blocking_invocation_ids), *free, *owned]
+        if owned:
+            params.append(runner_id)
         rows = self._fetch(self._claim_sql(running), [*params, app_id, queue_name, app_id])
         if not rows:
             return None
-        invocation_id, claimed, queued, *state_row = rows[0]
-        if not claimed:
-            return _SLOW_CLAIM
+        invocation_id, claimed, consumed, queued, *state_row = rows[0]
         call.queue_look = int(queued)  # the statement's snapshot still holds its head
+        if not claimed:
+            return (None, None) if consumed else _SLOW_CLAIM  # consumed: a stale message
         if state_row[0] is not None:
             self.store.remember_row(state_row)
         invocation_id = InvocationId(invocation_id)

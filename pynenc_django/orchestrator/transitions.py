@@ -310,7 +310,8 @@ class TransitionsMixin(OrchestratorCore):
         no_flush = self.dialect.no_flush_condition if async_commit else ""
         update = (
             f"UPDATE {self._table(Invocation)} SET status = %s, status_runner_id = %s, "
-            f"status_timestamp = %s, status_context_id = %s{purge} "
+            f"status_timestamp = {self.dialect.status_time_after_current()}, "
+            f"status_context_id = %s{purge} "
             f"WHERE app_id = %s AND invocation_id = %s AND {self._allowed_sql(free, owned, no_owner)}"
             f"{no_flush}"
         )

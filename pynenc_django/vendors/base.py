@@ -85,6 +85,14 @@ class Vendor:
         """``DELETE ... RETURNING`` with a subquery on the same table is available."""
         return False
 
+    def status_time_after_current(self) -> str:
+        """The new ``status_timestamp`` of a transition, from its one parameter (the time
+        the caller took): never before the status it replaces, strictly after it. The
+        time is taken before the statement waits for the row (or SQLite's write lock), so
+        a transition that waited behind a racing one would otherwise stamp, and record in
+        the history, a time before the status it replaced."""
+        return "%s"
+
     def unindexed(self, column: str) -> str:
         """``column`` as the WHERE clause of a transition compares it."""
         return column

@@ -35,6 +35,9 @@ class MySQL(Vendor):
             )
             return int(cursor.fetchone()[0]) == len(HISTORY_TRIGGERS)
 
+    def status_time_after_current(self) -> str:
+        return "GREATEST(%s, status_timestamp + INTERVAL 1 MICROSECOND)"
+
     def conflict_clause(
         self, qn: Callable[[str], str], unique: Sequence[str], update: Sequence[str] | None
     ) -> tuple[str, str]:

@@ -36,6 +36,9 @@ class PostgreSQL(Vendor):
     def deletes_returning(self) -> bool:
         return True
 
+    def status_time_after_current(self) -> str:
+        return "GREATEST(%s::timestamptz, status_timestamp + interval '1 microsecond')"
+
     def unindexed(self, column: str) -> str:
         """Compared as an expression, which no index can serve: the row is then always
         found through the unique key. Without statistics (autovacuum off, a young table)
@@ -67,15 +70,19 @@ class PostgreSQL(Vendor):
     def claim_sql(self, tables: ClaimTables, *, allowed: str, running: bool, no_flush: str) -> str:
         """The head (skipping heads other workers hold), PENDING for its invocation where
         allowed, and the DELETE only if that happened: the transition is the proof of
-        ownership, and a message the fast path may not take stays queued. Returns the
-        head's invocation id, whether it was claimed, the queue's length up to 2 (before
-        the claim), and the invocation's state backend row.
+        ownership, and a message the fast path may not take stays queued. A stale head
+        (its invocation, of a task the fast path knows, is one ``allowed`` refuses:
+        taken already, say by a worker that ran it inside a wait, or final) is deleted
+        too, as the general path would. Returns the head's invocation id, whether it was
+        claimed, whether the message was deleted, the queue's length up to 2 (before the
+        claim), and the invocation's state backend row.
 
         Parameters, in order: app id, queue, status, runner id, time, runner id, app id,
         task keys, blocking ids, ``allowed``'s; with ``running`` PENDING and the runner id
-        twice more; then app id, queue, app id. ``running``: the row goes on to RUNNING,
-        1 µs after PENDING; the trigger records RUNNING and the statement itself the
-        PENDING it passed through."""
+        twice more; app id, task keys, blocking ids, ``allowed``'s again (the stale
+        check); then app id, queue, app id. ``running``: the row goes on to RUNNING, 1 µs
+        after PENDING; the trigger records RUNNING and the statement itself the PENDING it
+        passed through."""
         # The time is taken before the statement finds the message: never before the
         # status it replaces, so the history stays in order.
         status_at = "GREATEST(%s::timestamptz, status_timestamp + interval '1 microsecond')"
@@ -102,9 +109,13 @@ class PostgreSQL(Vendor):
             f"AND {allowed} "
             "RETURNING app_id, invocation_id, status_timestamp), "
             f"{passed_pending}"
+            f"stale AS (SELECT 1 FROM {tables.invocations} WHERE app_id = %s "
+            "AND invocation_id = (SELECT invocation_id FROM head) "
+            "AND task_id_key = ANY(%s::text[]) AND invocation_id <> ALL(%s::text[]) "
+            f"AND NOT {allowed}), "
             f"popped AS (DELETE FROM {messages} WHERE id = (SELECT id FROM head) "
-            "AND EXISTS (SELECT 1 FROM pend) RETURNING 1) "
-            f"SELECT h.invocation_id, EXISTS (SELECT 1 FROM popped), "
+            "AND (EXISTS (SELECT 1 FROM pend) OR EXISTS (SELECT 1 FROM stale)) RETURNING 1) "
+            "SELECT h.invocation_id, EXISTS (SELECT 1 FROM pend), EXISTS (SELECT 1 FROM popped), "
             f"(SELECT count(*) FROM (SELECT 1 FROM {messages} WHERE app_id = %s AND queue = %s "
             f"LIMIT 2) AS q), {tables.state_columns('s')} FROM head h "
             f"LEFT JOIN {tables.state} s "

@@ -19,6 +19,16 @@ class SQLite(Vendor):
     signals_reach_every_host: ClassVar[bool] = True
     is_server: ClassVar[bool] = False
 
+    def status_time_after_current(self) -> str:
+        """Times are text (``YYYY-MM-DD HH:MM:SS[.ffffff]``, naive UTC), which sort as they
+        compare; one microsecond is added to the stored one's fraction (a stored fraction
+        of .999999 wraps within its second: a race on that very microsecond keeps the
+        caller's time)."""
+        return (
+            "MAX(%s, substr(status_timestamp, 1, 19) || '.' || substr(printf('%%06d', "
+            "CAST(substr(status_timestamp || '.000000', 21, 6) AS INTEGER) + 1), -6, 6))"
+        )
+
     def deletes_returning(self) -> bool:
         """From SQLite 3.35 (MariaDB refuses the subquery on the same table)."""
         from sqlite3 import sqlite_version_info  # the module Django's SQLite backend uses

@@ -165,7 +165,10 @@ def test_a_task_under_concurrency_control_takes_the_general_path(app: Pynenc) ->
     assert queued(app) == 0
 
 
-def test_a_stale_message_is_consumed_and_its_invocation_left_alone(app: Pynenc) -> None:
+@pytest.mark.parametrize("running", [False, True], ids=["pending", "running"])
+def test_a_stale_message_is_consumed_by_the_one_statement(app: Pynenc, running: bool) -> None:
+    """Taken meanwhile (a waiting worker ran it inside its wait): consumed by the claim
+    statement itself, its invocation left alone."""
     invocation = app.task(noop)()
     app.orchestrator.set_invocation_status(
         invocation.invocation_id, InvocationStatus.PENDING, WORKER
@@ -173,7 +176,9 @@ def test_a_stale_message_is_consumed_and_its_invocation_left_alone(app: Pynenc) 
     app.orchestrator.set_invocation_status(
         invocation.invocation_id, InvocationStatus.RUNNING, WORKER
     )
-    assert claim(app) == (None, None)
+    with counted() as statements:
+        assert claim(app, running=running) == (None, None)
+    assert len(statements) == 1, statements
     assert queued(app) == 0
     assert app.orchestrator.get_invocation_status(invocation.invocation_id) == (
         InvocationStatus.RUNNING

@@ -10,7 +10,9 @@ says: the same new status and owner, or the same kind of error with the row unto
 from __future__ import annotations
 
 import itertools
+from datetime import datetime, timedelta, tzinfo
 
+import pytest
 from pynenc import Pynenc
 from pynenc.exceptions import InvocationStatusError
 from pynenc.invocation.status import (
@@ -66,3 +68,39 @@ def test_every_transition_matches_pynenc(app_instance: Pynenc) -> None:
         if got != want or not consistent:
             mismatches.append((current, owner, target, caller, want, got, stored))
     assert not mismatches, "\n".join(map(str, mismatches[:20]))
+
+
+def test_a_transition_stamped_early_still_comes_after_the_status_it_replaces(
+    app_instance: Pynenc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two writers race on one invocation: the statement that waited behind the other's
+    (for its row lock, or SQLite's write lock) took its time before that one committed.
+    Its status time, and so its history row, must still come after (pynenc's conformance
+    check found KILLED recorded before the RUNNING it replaced)."""
+    from pynenc.invocation import status as status_module
+    from pynenc.runner.runner_context import RunnerContext
+
+    app = app_instance
+    ctx = RunnerContext("DjangoPersistentProcessRunner", runner_id="runner-a")
+    invocation_id = app.task(noop)().invocation_id
+    app.orchestrator.set_invocation_status(invocation_id, InvocationStatus.PENDING, ctx)
+    pending_at = app.orchestrator.get_invocation_status_record(invocation_id).timestamp
+    early = pending_at - timedelta(seconds=5)
+
+    class EarlyClock(datetime):
+        @classmethod
+        def now(cls, tz: tzinfo | None = None) -> EarlyClock:
+            return cls.fromtimestamp(early.timestamp(), tz)
+
+    monkeypatch.setattr(status_module, "datetime", EarlyClock)
+    app.orchestrator.set_invocation_status(invocation_id, InvocationStatus.RUNNING, ctx)
+    monkeypatch.undo()
+
+    running_at = app.orchestrator.get_invocation_status_record(invocation_id).timestamp
+    assert running_at > pending_at
+    history = sorted(app.state_backend.get_history(invocation_id), key=lambda h: h.timestamp)
+    assert [h.status_record.status for h in history] == [
+        InvocationStatus.REGISTERED,
+        InvocationStatus.PENDING,
+        InvocationStatus.RUNNING,
+    ]
