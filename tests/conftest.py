@@ -13,11 +13,13 @@ import ctypes
 import hashlib
 import multiprocessing
 import os
+import weakref
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from pynenc import Pynenc, PynencBuilder
+from pynenc.runner.base_runner import BaseRunner
 
 if TYPE_CHECKING:
     from _pytest.fixtures import FixtureRequest
@@ -210,14 +212,26 @@ def _start_method_restored() -> Generator[None, None, None]:
         multiprocessing.set_start_method(before, force=True)
 
 
+#: Every pynenc runner started in this process (its ``on_start``), whichever app holds it:
+#: an app may be replaced in ``Pynenc._instances`` by a newer one of the same id while
+#: its runner still runs (pynenc's ``test_run_retry`` left one polling all session).
+_STARTED_RUNNERS: weakref.WeakSet[BaseRunner] = weakref.WeakSet()
+
+
+def _on_start_recorded(on_start: Callable[[BaseRunner], None]) -> Callable[[BaseRunner], None]:
+    def recorded(runner: BaseRunner) -> None:
+        _STARTED_RUNNERS.add(runner)
+        on_start(runner)
+
+    return recorded
+
+
+BaseRunner.on_start = _on_start_recorded(BaseRunner.on_start)  # type: ignore[method-assign]
+
+
 def _running_runners() -> list[Any]:
-    """The pynenc runners of this process's apps whose loop is running."""
-    found = []
-    for app in list(Pynenc._instances.values()):
-        runner = app.__dict__.get("_runner_instance")
-        if runner is not None and getattr(runner, "running", False):
-            found.append(runner)
-    return found
+    """The pynenc runners started in this process whose loop is still running."""
+    return [runner for runner in list(_STARTED_RUNNERS) if getattr(runner, "running", False)]
 
 
 @pytest.fixture(autouse=True)
