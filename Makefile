@@ -5,6 +5,8 @@
 #   make lint                      ruff, mypy (django-stubs), migrations drift
 #   make bench-runner              idle cost and wake-up latency of the runner, 3 databases
 #   make bench-admin               admin page query counts and server times at 1M invocations
+#   make bench-fan-in              parents waiting for children: our runner vs ProcessRunner, 3 databases
+#                                  (FAN_IN_ARGS='--parents 20 --children 5 --runs 1' for a quick look)
 #   make bench                     throughput, latency, SQL cost vs the peers; bench/results/<date>.md
 #                                  (BENCH_ARGS='--quick --runs 1' for a quick look; --help for more)
 
@@ -75,6 +77,10 @@ bench-runner: $(VENV)/.installed-mysql
 
 bench-admin: $(VENV)/.installed
 	$(PY) bench/admin_pages.py
+
+.PHONY: bench-fan-in
+bench-fan-in: $(VENV)/.installed-mysql
+	$(PY) bench/fan_in.py $(FAN_IN_ARGS)
 
 # bench/ is a directory: without .PHONY, make would call the target up to date.
 .PHONY: bench
