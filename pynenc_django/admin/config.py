@@ -15,6 +15,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pynenc_django.conf import ConfigDjango
+
 if TYPE_CHECKING:
     from django.http import HttpRequest
     from pynenc.conf.config_pynenc import ConfigPynenc
@@ -119,6 +121,16 @@ def _pynenc_conf(frozen: str) -> ConfigPynenc:
 def pynenc_conf(app_id: str, request: HttpRequest | None = None) -> ConfigPynenc:
     """pynenc's settings of ``app_id`` (``runner_considered_dead_after_minutes``, ...)."""
     return _pynenc_conf(_frozen(app_config_values(app_id, request)))
+
+
+@functools.lru_cache(maxsize=64)
+def _django_conf(frozen: str) -> ConfigDjango:
+    return ConfigDjango(config_values=json.loads(frozen))
+
+
+def django_conf(app_id: str, request: HttpRequest | None = None) -> ConfigDjango:
+    """pynenc-django's settings of ``app_id`` (``django_stuck_wait_after_sec``, ...)."""
+    return _django_conf(_frozen(app_config_values(app_id, request)))
 
 
 @dataclass(frozen=True)

@@ -25,10 +25,9 @@ from pynenc_django.admin.base import (
     request_cache,
     status_badge,
 )
-from pynenc_django.admin.config import app_config_values, db_alias, pynenc_conf
+from pynenc_django.admin.config import db_alias, django_conf, pynenc_conf
 from pynenc_django.admin.queries import execution_summary
 from pynenc_django.admin.sql import capped_counts, estimated_count
-from pynenc_django.conf import ConfigDjango
 from pynenc_django.models import BrokerMessage, Invocation, RunnerHeartbeat
 from pynenc_django.ops.status import stuck_waits
 
@@ -89,13 +88,7 @@ def overview_context(request: HttpRequest, app_id: str) -> dict[str, Any]:
     stuck = stuck_waits(
         app_id,
         alias,
-        after=timedelta(
-            seconds=float(
-                ConfigDjango(
-                    config_values=app_config_values(app_id, request)
-                ).django_stuck_wait_after_sec
-            )
-        ),
+        after=timedelta(seconds=float(django_conf(app_id, request).django_stuck_wait_after_sec)),
         dead_after=timedelta(minutes=float(conf.runner_considered_dead_after_minutes)),
     )
 

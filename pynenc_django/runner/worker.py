@@ -12,6 +12,7 @@ import pickle
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -198,34 +199,49 @@ class Worker:
         as the database answers: it puts back every invocation it owns but the one it is
         about to run. Nothing else can: its heartbeat stays fresh.
         """
-        if (self._claim_in_doubt or self._put_backs) and not self._reconcile():
-            return None, False
         options = replace(
             self._claim_options,
             work_announced=announced,
             no_blocking_until=self._no_blocking_until,
         )
-        losses = recovery.connection_losses()
-        try:
-            claimed = django_orchestrator(self.app).claim(
+        claimed = self._guarded_claim(
+            lambda: django_orchestrator(self.app).claim(
                 self.ctx,
                 options,
                 queue_provider=self.runner.queue_names_for_retrieval,
                 on_queue_retrieved=self.runner.note_queue_retrieved,
-            )
+            ),
+            lambda claimed: claimed.invocations[0] if claimed.invocations else None,
+        )
+        if claimed is None:
+            return None, False
+        self._no_blocking_until = claimed.no_blocking_until
+        invocation = claimed.invocations[0] if claimed.invocations else None
+        return invocation, claimed.claimed_the_last_message
+
+    def _guarded_claim[T](
+        self, claim: Callable[[], T], taken: Callable[[T], DistributedInvocation | None]
+    ) -> T | None:
+        """``claim()``, surviving the database (see :meth:`_claim`): ``None`` after a
+        database error, reconciling first when a claim is in doubt and after one whose
+        connection was lost; ``taken`` tells which invocation the claim got, to keep."""
+        if (self._claim_in_doubt or self._put_backs) and not self._reconcile():
+            return None
+        losses = recovery.connection_losses()
+        try:
+            claimed = claim()
         except Exception as exc:
             if not is_database_error(exc):
                 raise
             self._claim_in_doubt = True
             self._database_unavailable(exc)
-            return None, False
-        self._no_blocking_until = claimed.no_blocking_until
+            return None
         self._db_backoff = DB_RETRY_MIN_SEC
-        invocation = claimed.invocations[0] if claimed.invocations else None
         if recovery.connection_losses() != losses:
             self._claim_in_doubt = True
+            invocation = taken(claimed)
             self._reconcile(keep=invocation.invocation_id if invocation else None)
-        return invocation, claimed.claimed_the_last_message
+        return claimed
 
     def _reconcile(self, keep: InvocationId | None = None) -> bool:
         """Put back every invocation this worker owns (PENDING, RUNNING, PAUSED) except
@@ -318,25 +334,13 @@ class Worker:
 
     def _claim_awaited(self, waited: list[InvocationId]) -> DistributedInvocation | None:
         """:meth:`DjangoOrchestrator.claim_awaited`, surviving the database as
-        :meth:`_claim` does (an error: none now, and reconcile once it answers)."""
-        if (self._claim_in_doubt or self._put_backs) and not self._reconcile():
-            return None
-        losses = recovery.connection_losses()
-        try:
-            invocation = django_orchestrator(self.app).claim_awaited(
+        :meth:`_claim` does."""
+        return self._guarded_claim(
+            lambda: django_orchestrator(self.app).claim_awaited(
                 waited, self.ctx, self._consumed_queues.__contains__
-            )
-        except Exception as exc:
-            if not is_database_error(exc):
-                raise
-            self._claim_in_doubt = True
-            self._database_unavailable(exc)
-            return None
-        self._db_backoff = DB_RETRY_MIN_SEC
-        if recovery.connection_losses() != losses:
-            self._claim_in_doubt = True
-            self._reconcile(keep=invocation.invocation_id if invocation else None)
-        return invocation
+            ),
+            lambda invocation: invocation,
+        )
 
     def _run_beside_event_loop(self, invocation: DistributedInvocation) -> None:
         """Run it in a thread of its own: the waiter is an async task, whose event loop
