@@ -6,12 +6,64 @@ This module is imported by pynenc's plugin loader in every process that builds a
 
 from typing import TYPE_CHECKING
 
+from pynenc_django import logs
 from pynenc_django.transactions import enqueue_on_commit, enqueue_on_commit_using
 
-if TYPE_CHECKING:
-    from pynenc import Pynenc
+logs.install()  # pynenc's log records through Django's LOGGING (see pynenc_django.logs)
 
-    app: Pynenc  # see __getattr__
+if TYPE_CHECKING:
+    from collections.abc import Callable, Coroutine
+    from typing import Any, Protocol, TypedDict, Unpack, overload
+
+    from pynenc import Pynenc
+    from pynenc.conf.config_task import ConcurrencyControlType
+    from pynenc.task import Task
+    from pynenc.trigger.trigger_builder import TriggerBuilder
+
+    class TaskOptions(TypedDict, total=False):
+        """The options of pynenc's ``Pynenc.task``."""
+
+        parallel_batch_size: int | None
+        retry_for: tuple[type[Exception], ...] | None
+        max_retries: int | None
+        running_concurrency: ConcurrencyControlType | None
+        registration_concurrency: ConcurrencyControlType | None
+        key_arguments: tuple[str, ...] | None
+        on_diff_non_key_args_raise: bool | None
+        call_result_cache: bool | None
+        disable_cache_args: tuple[str, ...] | None
+        triggers: TriggerBuilder | list[TriggerBuilder] | None
+        reroute_on_concurrency_control: bool | None
+        queue: str | None
+        priority: float | None
+
+    class TaskDecorator(Protocol):
+        """``app.task(**options)``: the decorator, keeping the function's types."""
+
+        @overload
+        def __call__[**P, R](self, func: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+        @overload
+        def __call__[**P, R](self, func: Callable[P, R], /) -> Task[P, R]: ...
+
+    class ProjectApp(Pynenc):
+        """pynenc's ``Pynenc``, for type checkers only: its ``task`` keeps the decorated
+        function's parameters and result type (pynenc's returns ``Task[Any, Any]``), so
+        ``add(1, 2).result`` is an ``int`` and ``add("1", 2)`` a type error. An async
+        task's result is what its coroutine returns, as pynenc runs it."""
+
+        @overload
+        def task[**P, R](
+            self, func: Callable[P, Coroutine[Any, Any, R]], **options: Unpack[TaskOptions]
+        ) -> Task[P, R]: ...
+        @overload
+        def task[**P, R](
+            self, func: Callable[P, R], **options: Unpack[TaskOptions]
+        ) -> Task[P, R]: ...
+        @overload
+        def task(self, func: None = None, **options: Unpack[TaskOptions]) -> TaskDecorator: ...
+        def task(self, func: Any = None, **options: Any) -> Any: ...
+
+    app: ProjectApp  # see __getattr__
 
 __version__ = "0.1.0"
 __all__ = ["app", "enqueue_on_commit", "enqueue_on_commit_using"]

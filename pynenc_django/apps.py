@@ -1,5 +1,3 @@
-import contextlib
-
 from django.apps import AppConfig
 
 
@@ -12,8 +10,18 @@ class PynencDjangoConfig(AppConfig):
 
     def ready(self) -> None:
         from pynenc_django import checks  # noqa: F401  (registers the system checks)
-        from pynenc_django.project import PynencSettingsError, autodiscover_tasks
+        from pynenc_django.project import (
+            PynencSettingsError,
+            autodiscover_tasks,
+            settings_problems,
+        )
 
-        # A malformed PYNENC is reported by the pynenc_django.E002 system check.
-        with contextlib.suppress(PynencSettingsError):
-            autodiscover_tasks()
+        # With a malformed PYNENC, importing the tasks modules would stop every manage.py
+        # command (runserver, check, migrate) at the first bad value, with a traceback:
+        # skip them, and let the system checks (pynenc_django.E0xx) name every bad value.
+        try:
+            if settings_problems():
+                return
+        except PynencSettingsError:  # PYNENC is not a dict: pynenc_django.E002
+            return
+        autodiscover_tasks()

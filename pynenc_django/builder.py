@@ -19,7 +19,14 @@ COMPONENT_CLASSES = {
 #: ``cached_status_time``: pynenc reuses a non-final status for 0.1 s, so a result
 #: could never be seen sooner; a status read here is one indexed query, and the wait
 #: between reads is the runner's (``ResultWaiter``), not a busy loop.
-DEFAULT_SETTINGS: dict[str, Any] = {"cached_status_time": 0.0}
+#: ``serializer_cls``: pynenc's ``JsonPickleSerializer`` stores what it cannot encode as
+#: ``null`` (a lambda argument reaches the task as ``None``, the invocation ends SUCCESS);
+#: ours writes the same JSON and refuses the rest at the call site
+#: (:mod:`pynenc_django.serializer`).
+DEFAULT_SETTINGS: dict[str, Any] = {
+    "cached_status_time": 0.0,
+    "serializer_cls": "DjangoSerializer",
+}
 
 
 def django(builder: PynencBuilder, db_alias: str | None = None) -> PynencBuilder:

@@ -3,13 +3,22 @@
 Every setting goes through pynenc's own config system (cistell), so it can be given to
 ``PynencBuilder().django(db_alias=...)``, ``Pynenc(config_values=...)``, a pynenc config
 file, or environment variables such as ``PYNENC__DJANGO_DB_ALIAS``.
+
+The rules a value must follow beyond its type (:data:`BOUNDS`, :func:`setting_problems`)
+live here too, so ``manage.py check`` and the runner refuse the same values.
 """
 
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from cistell import ConfigField
+from cistell.root import ConfigRoot
 from pynenc.conf.config_base import ConfigPynencBase
-from pynenc.conf.config_broker import ConfigBroker
+from pynenc.conf.config_broker import ConfigBroker, validate_queue_name
 from pynenc.conf.config_client_data_store import ConfigClientDataStore
 from pynenc.conf.config_orchestrator import ConfigOrchestrator
 from pynenc.conf.config_runner import ConfigPersistentProcessRunner
@@ -18,6 +27,209 @@ from pynenc.conf.config_trigger import ConfigTrigger
 
 #: ``django_runner_dead_after_sec`` spans at least this many heartbeat intervals.
 MIN_BEATS_BEFORE_DEAD = 3
+
+#: Where a settings problem comes from when it is not an environment variable.
+SETTINGS = "settings.PYNENC"
+ENV_PREFIX = "PYNENC__"
+
+
+class PynencSettingsError(ValueError):
+    """``settings.PYNENC`` (or a ``PYNENC__*`` environment variable) cannot be used."""
+
+
+@dataclass(frozen=True)
+class Bound:
+    """The range a numeric setting accepts."""
+
+    low: float = 0.0
+    low_inclusive: bool = True
+    high: float | None = None
+
+    def refuses(self, number: float) -> str | None:
+        """Why ``number`` is out of range, or ``None``."""
+        if number < self.low or (number == self.low and not self.low_inclusive):
+            return f"must be {'at least' if self.low_inclusive else 'greater than'} {self.low:g}"
+        if self.high is not None and number > self.high:
+            return f"must be at most {self.high:g}"
+        return None
+
+
+_POSITIVE = Bound(0.0, low_inclusive=False)
+
+#: Numeric settings with a range of their own. Every other numeric setting is a duration,
+#: interval, timeout, count or size, so it must not be negative (:data:`NON_NEGATIVE`).
+#: Only values that are given are checked: pynenc's default 0 for ``num_processes`` and
+#: ``max_processes`` means "the CPU count", which leaving the key out says.
+BOUNDS: dict[str, Bound] = {
+    "num_processes": Bound(1),
+    "max_processes": Bound(1),
+    "max_events_batch_size": Bound(1),
+    "parallel_batch_size": Bound(1),
+    # A zero interval would be a busy loop, a zero age an instant verdict.
+    "django_heartbeat_interval_sec": _POSITIVE,
+    "django_idle_wait_max_sec": _POSITIVE,
+    "django_notify_safety_poll_sec": _POSITIVE,
+    "django_stuck_wait_after_sec": _POSITIVE,
+    "runner_considered_dead_after_minutes": _POSITIVE,
+    "max_pending_seconds": _POSITIVE,
+    "atomic_service_interval_minutes": _POSITIVE,
+    "atomic_service_check_interval_minutes": _POSITIVE,
+    "scheduler_interval_seconds": _POSITIVE,
+    "atomic_service_max_start_slot_fraction": Bound(0.0, low_inclusive=False, high=1.0),
+}
+NON_NEGATIVE = Bound(0.0)
+#: Numeric settings that may be negative (pynenc checks their range itself).
+SIGNED = frozenset({"priority"})
+
+
+#: Kinds of :class:`SettingProblem` (each is a system check id of its own).
+WRONG_TYPE, OUT_OF_RANGE, BAD_QUEUES = "type", "range", "queues"
+
+
+@dataclass(frozen=True)
+class SettingProblem:
+    """One unusable value: where it was given, its key, the value and why."""
+
+    source: str  # SETTINGS, or the environment variable's name
+    key: str
+    value: Any
+    reason: str
+    kind: str = WRONG_TYPE
+    secret: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{SETTINGS}[{self.key!r}]" if self.source == SETTINGS else self.source
+
+    def __str__(self) -> str:
+        shown = "(secret)" if self.secret else _short_repr(self.value)
+        return f"{self.where} is {shown}: {self.reason}"
+
+
+def _short_repr(value: Any, limit: int = 80) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def config_fields() -> dict[str, list[ConfigField[Any]]]:
+    """Every pynenc setting (ours and plugins' included), by name: the fields that read it
+    (``queues`` is read by the broker and by runners, with different rules)."""
+    from pynenc.conf.config_base import ConfigPynencBase
+    from pynenc.plugin_loader import load_all_plugins
+    from pynenc.util.subclasses import get_all_subclasses
+
+    load_all_plugins()
+    found: dict[str, list[ConfigField[Any]]] = {}
+    classes: list[type[ConfigPynencBase]] = [
+        ConfigPynencBase,
+        *get_all_subclasses(ConfigPynencBase),
+    ]
+    for cls in classes:
+        for klass in cls.__mro__:
+            for name, field in vars(klass).items():
+                if isinstance(field, ConfigField) and all(
+                    field is not known for known in found.get(name, [])
+                ):
+                    found.setdefault(name, []).append(field)
+    return found
+
+
+def bound_problem(name: str, value: Any) -> str | None:
+    """Why a parsed numeric ``value`` of setting ``name`` is out of range, or ``None``."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or name in SIGNED:
+        return None
+    return BOUNDS.get(name, NON_NEGATIVE).refuses(value)
+
+
+def _queues_problem(value: Any) -> str | None:
+    """``PYNENC["queues"]`` is a list or tuple of names, never a string: ``"a,b"`` would be
+    read by pynenc as two queues, ``"emails"`` as one, and a typo as neither."""
+    if isinstance(value, str):
+        return f"must be a list of queue names, not a string (write {value.split(',')!r})"
+    if not isinstance(value, list | tuple):
+        return f"must be a list or tuple of queue names, not {type(value).__name__}"
+    if not value:
+        return "must name at least one queue (leave it out for just 'default')"
+    bad = [name for name in value if not isinstance(name, str) or not _valid_queue(name)]
+    if bad:
+        return (
+            f"has invalid queue name(s) {', '.join(map(repr, bad))}: "
+            "names are non-empty and use only letters, digits, '_', '.' and '-'"
+        )
+    repeated = sorted({name for name in value if value.count(name) > 1})
+    if repeated:
+        return f"repeats {', '.join(map(repr, repeated))}"
+    return None
+
+
+def _valid_queue(name: str) -> bool:
+    try:
+        validate_queue_name(name)
+    except Exception:  # pynenc's ConfigError
+        return False
+    return True
+
+
+def _value_problem(
+    name: str, value: Any, fields: list[ConfigField[Any]], source: str
+) -> tuple[str, str] | None:
+    """``(kind, reason)`` when setting ``name`` cannot take ``value``."""
+    if name == "queues" and source == SETTINGS and (reason := _queues_problem(value)):
+        return BAD_QUEUES, reason
+    for field in fields:
+        try:
+            parsed = field._mapper(value, type(field._default_value))
+        except Exception as exc:  # cistell and pynenc raise assorted types for bad values
+            return (BAD_QUEUES if name == "queues" else WRONG_TYPE), str(exc) or repr(exc)
+        if reason := bound_problem(name, parsed):
+            return OUT_OF_RANGE, reason
+    return None
+
+
+#: Keys of ``settings.PYNENC`` that configure the integration, with the rule for each.
+INTEGRATION_RULES: dict[str, tuple[type, str]] = {
+    "db_alias": (str, "must be the name of a DATABASES entry (a non-empty string)"),
+    "autodiscover": (bool, "must be True or False"),
+    "tasks_module": (str, "must be a module name such as 'tasks' (a non-empty string)"),
+}
+
+
+def setting_problems(
+    user: Mapping[str, Any] | None, environ: Mapping[str, str] | None = None
+) -> list[SettingProblem]:
+    """Every unusable value in ``settings.PYNENC`` and in pynenc's ``PYNENC__<NAME>``
+    environment variables, each named (unknown keys are not this function's business)."""
+    fields = config_fields()
+    problems: list[SettingProblem] = []
+    for key, value in (user or {}).items():
+        if key in INTEGRATION_RULES:
+            kind, rule = INTEGRATION_RULES[key]
+            if not isinstance(value, kind) or value == "":
+                problems.append(SettingProblem(SETTINGS, key, value, rule))
+            continue
+        name = str(key)
+        if name in fields and (found := _value_problem(name, value, fields[name], SETTINGS)):
+            secret = any(field._secret for field in fields[name])
+            problems.append(SettingProblem(SETTINGS, name, value, found[1], found[0], secret))
+    for variable, value in sorted((os.environ if environ is None else environ).items()):
+        if not variable.startswith(ENV_PREFIX):
+            continue
+        name = variable[len(ENV_PREFIX) :].rsplit("__", 1)[-1].lower()
+        if name in fields and (found := _value_problem(name, value, fields[name], variable)):
+            secret = any(field._secret for field in fields[name])
+            problems.append(SettingProblem(variable, name, value, found[1], found[0], secret))
+    return problems
+
+
+def config_bound_problems(config: ConfigRoot) -> list[str]:
+    """Out-of-range values a built config holds, for the values that were given (from
+    ``config_values``, a file or the environment), never pynenc's defaults."""
+    found = []
+    for name in sorted(config._provenance):
+        value = getattr(config, name, None)
+        if reason := bound_problem(name, value):
+            found.append(f"{name} is {value!r}: {reason}")
+    return found
 
 
 class ConfigDjango(ConfigPynencBase):
@@ -55,6 +267,11 @@ class ConfigDjango(ConfigPynencBase):
         invocation has waited this long for one that no worker has taken for as long (on
         a queue no live runner consumes, held by concurrency control, ...) while its own
         worker runs nothing else. Keep it above the time work normally waits in a queue.
+    :cvar ConfigField[str] django_runner_name:
+        What this process's runner is called (``manage.py pynenc_runner --name``): stored
+        with its heartbeat and its workers', and shown with host and pid in the admin.
+        ``""``: unnamed, the admin shows the runner's id. Per process: set it with
+        ``--name`` or ``PYNENC__DJANGO_RUNNER_NAME`` (say, a pod name), not in ``PYNENC``.
     """
 
     django_db_alias = ConfigField("default")
@@ -63,6 +280,18 @@ class ConfigDjango(ConfigPynencBase):
     django_prepared_statements = ConfigField(True)
     django_async_claim_commits = ConfigField(True)
     django_stuck_wait_after_sec = ConfigField(60.0)
+    django_runner_name = ConfigField("")
+
+    def __init__(
+        self, config_values: dict[str, Any] | None = None, config_filepath: str | None = None
+    ) -> None:
+        super().__init__(config_values=config_values, config_filepath=config_filepath)
+        self._validate()
+
+    def _validate(self) -> None:
+        """The backends and the runner refuse what ``manage.py check`` reports (BOUNDS)."""
+        if problems := config_bound_problems(self):
+            raise PynencSettingsError("; ".join(problems))
 
 
 class ConfigOrchestratorDjango(ConfigOrchestrator, ConfigDjango):
@@ -144,18 +373,16 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
     django_reroute_timeout_sec = ConfigField(300.0)
     django_blocking_check_interval_sec = ConfigField(0.1)
 
-    def __init__(
-        self, config_values: dict[str, Any] | None = None, config_filepath: str | None = None
-    ) -> None:
-        super().__init__(config_values=config_values, config_filepath=config_filepath)
+    def _validate(self) -> None:
         beat = float(self.django_heartbeat_interval_sec)
         dead_after = float(self.django_runner_dead_after_sec)
         if beat <= 0:
-            raise ValueError(f"django_heartbeat_interval_sec must be > 0, not {beat:g}")
+            raise PynencSettingsError(f"django_heartbeat_interval_sec must be > 0, not {beat:g}")
         if dead_after < 0 or 0 < dead_after < MIN_BEATS_BEFORE_DEAD * beat:
-            raise ValueError(
+            raise PynencSettingsError(
                 f"django_runner_dead_after_sec ({dead_after:g}) must be 0 (off) or at least "
                 f"{MIN_BEATS_BEFORE_DEAD} heartbeat intervals "
                 f"({MIN_BEATS_BEFORE_DEAD} x django_heartbeat_interval_sec = "
                 f"{MIN_BEATS_BEFORE_DEAD * beat:g}s)"
             )
+        super()._validate()

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynenc.exceptions import InvocationError
+from django.core.exceptions import ImproperlyConfigured
+from django.core.management.base import CommandError
+from pynenc.exceptions import (
+    InvocationError,
+    InvocationNotFoundError,
+    RunnerError,
+    TaskError,
+)
 
 
 class InvocationLoadError(InvocationError):
@@ -41,3 +48,83 @@ class InvocationLoadError(InvocationError):
     @classmethod
     def _from_json_dict(cls, json_dict: dict[str, Any]) -> InvocationLoadError:
         return cls(**json_dict)
+
+
+class InvocationNotStoredError(InvocationNotFoundError, KeyError):
+    """A look-up by an invocation id that is not stored: unknown, purged, of another app,
+    or registered in a transaction that has not committed yet.
+
+    pynenc's :class:`~pynenc.exceptions.InvocationNotFoundError`, which its state backend
+    raises for ``get_invocation``; also a ``KeyError``, which pynenc documents for its
+    orchestrator's status look-ups (and callers catch)."""
+
+    @classmethod
+    def for_app(cls, invocation_id: str, app_id: str, db_alias: str) -> InvocationNotStoredError:
+        return cls(
+            invocation_id,
+            f"no invocation with this id is stored for app {app_id!r} on database alias "
+            f"{db_alias!r}: an unknown or purged id, or one registered in a transaction "
+            "that has not committed yet",
+        )
+
+
+class NotMigratedError(ImproperlyConfigured):
+    """pynenc's tables are missing (or not up to date) on the database alias: the project
+    did not run ``manage.py migrate pynenc_django`` there. ``detail`` is the database's
+    own error, when one revealed it."""
+
+    def __init__(self, alias: str, detail: str = "") -> None:
+        super().__init__(alias, detail)
+        self.alias = alias
+        self.detail = detail
+
+    def __str__(self) -> str:
+        detail = f" ({self.detail})" if self.detail else ""
+        return (
+            f"pynenc's tables are not up to date on database alias {self.alias!r}{detail}. "
+            f"Run: manage.py migrate pynenc_django --database {self.alias}"
+        )
+
+
+class WorkersCannotStartError(RunnerError, CommandError):
+    """The runner's workers die as they start, again and again: the runner stops instead
+    of respawning them forever. A ``CommandError``, so ``manage.py pynenc_runner`` exits
+    non-zero with the message and no traceback."""
+
+
+class NotSerializableError(TypeError):
+    """A value the serializer (:class:`pynenc_django.serializer.DjangoSerializer`) refuses,
+    because it would arrive changed (a lambda as ``None``, a generator as a list
+    iterator) or not at all; the message says what to pass instead. A ``TypeError``, so
+    pynenc's call reports it with the task and the argument it came from."""
+
+
+class ResultNotStorableError(TaskError):
+    """A task returned a value that cannot be stored: the invocation ends FAILED with this
+    error, instead of SUCCESS with ``None``. The message names the invocation, the
+    value's type and the reason."""
+
+
+#: The attribute a task's exception carries, where it is read, with the worker's traceback.
+REMOTE_TRACEBACK_ATTRIBUTE = "remote_traceback"
+
+
+class RemoteTaskError(Exception):
+    """A task's exception that cannot be rebuilt where it is read (its class cannot be
+    imported there, or its arguments or attributes could not be stored), instead of a
+    ``None`` or another exception in its place: ``error_type`` is its class's qualified
+    name, ``message`` its text, ``remote_traceback`` the worker's traceback and
+    ``reason`` why it is not the original."""
+
+    def __init__(
+        self, error_type: str, message: str = "", remote_traceback: str = "", reason: str = ""
+    ) -> None:
+        super().__init__(error_type, message, remote_traceback, reason)
+        self.error_type = error_type
+        self.message = message
+        self.remote_traceback = remote_traceback
+        self.reason = reason
+
+    def __str__(self) -> str:
+        text = f"{self.error_type}: {self.message}" if self.message else self.error_type
+        return f"{text} [not rebuilt: {self.reason}]" if self.reason else text

@@ -13,7 +13,8 @@ Every key of ``PYNENC`` is a pynenc setting (``app_id``, ``runner_cls``, ``queue
 ``num_processes``, ``max_pending_seconds``, ...) except the few Django-side keys in
 :data:`DJANGO_KEYS`. pynenc's ``PYNENC__*`` environment variables still override them.
 The Django backends and :class:`~pynenc_django.runner.DjangoPersistentProcessRunner` are
-the defaults; misconfiguration is reported by ``manage.py check`` (``pynenc_django.E0xx``).
+the defaults; misconfiguration is reported by ``manage.py check`` (``pynenc_django.E0xx``),
+and an app is never built from values the check refuses (:class:`PynencSettingsError`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 from typing import TYPE_CHECKING, Any
 
 from pynenc_django.builder import COMPONENT_CLASSES, DEFAULT_SETTINGS
+from pynenc_django.conf import PynencSettingsError, SettingProblem, config_fields, setting_problems
 
 if TYPE_CHECKING:
     from pynenc import Pynenc
@@ -39,10 +41,6 @@ DJANGO_KEYS = {
 
 # pynenc's placeholder runners cannot execute anything.
 NOT_RUNNABLE = ("DummyRunner", "ExternalRunner")
-
-
-class PynencSettingsError(ValueError):
-    """``settings.PYNENC`` cannot be turned into a pynenc configuration."""
 
 
 def raw_settings() -> dict[str, Any] | None:
@@ -83,8 +81,28 @@ def config_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     if "db_alias" in user:
         values["django_db_alias"] = user["db_alias"]
     values.update({k: v for k, v in user.items() if k not in DJANGO_KEYS})
+    if "queues" in user:
+        # pynenc reads a top-level ``queues`` as the runners' selection too, so a runner
+        # would consume only these, never 'default': runners consume every queue the
+        # broker declares unless told otherwise (``pynenc_runner --queues``).
+        values["runner"] = {"queues": [], **dict(values.get("runner") or {})}
     values.update(overrides or {})
     return values
+
+
+def settings_problems() -> list[SettingProblem]:
+    """Every unusable value of ``settings.PYNENC`` and ``PYNENC__*`` variables, by key."""
+    return setting_problems(raw_settings())
+
+
+def ensure_valid_settings() -> None:
+    """Raise :class:`PynencSettingsError` naming every unusable value, before pynenc's own
+    parsing would raise a ``TypeError`` naming none."""
+    if problems := settings_problems():
+        raise PynencSettingsError(
+            "pynenc cannot use these settings (manage.py check explains each): "
+            + "; ".join(str(problem).rstrip(".") for problem in problems)
+        )
 
 
 def django_setting(name: str) -> Any:
@@ -113,23 +131,7 @@ _django_configs: dict[str, Any] = {}
 
 def known_pynenc_settings() -> set[str]:
     """Every setting name some pynenc config class (ours and plugins' included) accepts."""
-    from cistell import ConfigField
-    from pynenc.conf.config_base import ConfigPynencBase
-    from pynenc.plugin_loader import load_all_plugins
-    from pynenc.util.subclasses import get_all_subclasses
-
-    import pynenc_django.conf  # noqa: F401  (our config classes)
-
-    load_all_plugins()
-    names: set[str] = set()
-    classes: list[type[ConfigPynencBase]] = [
-        ConfigPynencBase,
-        *get_all_subclasses(ConfigPynencBase),
-    ]
-    for cls in classes:
-        for klass in cls.__mro__:
-            names.update(k for k, v in vars(klass).items() if isinstance(v, ConfigField))
-    return names
+    return set(config_fields())
 
 
 def runnable_runners() -> dict[str, type]:
@@ -175,8 +177,30 @@ def apply_overrides(app: Pynenc, overrides: dict[str, Any]) -> None:
 
 @functools.cache
 def get_app() -> Pynenc:
-    """The project's pynenc app (one per process), built on first use."""
+    """The project's pynenc app (one per process), built on first use.
+
+    :raises PynencSettingsError: a value of ``settings.PYNENC`` cannot be used.
+    """
+    ensure_valid_settings()
     return build_app()
+
+
+def app_built() -> bool:
+    """Whether this process built the project's app (no task is registered before)."""
+    return get_app.cache_info().currsize > 0
+
+
+def declared_queues(app: Pynenc) -> dict[str, list[str]]:
+    """Queue -> ids of the app's registered tasks that route there (``@app.task(queue=...)``
+    or per-task settings)."""
+    queues: dict[str, list[str]] = {}
+    for task_id, task in list(app.tasks.items()):
+        try:
+            queue = str(task.conf.queue)
+        except Exception:  # a per-task setting pynenc rejects: its own check reports it
+            continue
+        queues.setdefault(queue, []).append(task_id.config_key)
+    return queues
 
 
 def autodiscover_tasks() -> None:

@@ -48,8 +48,11 @@ def enqueue_on_commit_using(
             "invocation chosen at registration: its id cannot be returned before commit. "
             "Call the task inside transaction.on_commit() instead."
         )
+    from pynenc_django.serializer.calls import serialize_arguments_first
+
     app = task.app
     call: Call[..., Any] = Call(task, Arguments.from_call(task.func, *args, **kwargs))
+    serialize_arguments_first([call])  # an argument that cannot be stored fails here, not at commit
     invocation = DistributedInvocation.from_parent(
         call,
         parent_invocation=context.get_dist_invocation_context(app.app_id),

@@ -17,7 +17,7 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 
 INSTALLED_APPS = [
-    # Before django.contrib.admin, so its admin/index.html (the overview link) is found first.
+    # Any order works: pynenc_django gives the admin site its index template (overview link).
     "pynenc_django",
     "django.contrib.admin",
     "django.contrib.auth",

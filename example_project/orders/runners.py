@@ -65,7 +65,9 @@ class RunnerGroup:
         self.processes: list[RunnerProcess] = []
 
     def start(self, name: str, *args: str) -> RunnerProcess:
-        """``manage.py pynenc_runner <args>``; output to ``<log_dir>/<name>.log`` if set."""
+        """``manage.py pynenc_runner --name <name> <args>``; output to ``<log_dir>/<name>.log``
+        if set. The admin shows the runner, and its workers, by that name."""
+        args = ("--name", name, *args)
         command = [sys.executable, str(MANAGE_PY), "pynenc_runner", *args]
         log = log_path = None
         if self.log_dir is not None:

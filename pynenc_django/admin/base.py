@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import calendar
 import datetime
+import functools
 import json
+import re
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -20,10 +22,11 @@ from django.contrib import admin
 from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Page, Paginator
 from django.db import connections
-from django.db.models import Field, Model, QuerySet
+from django.db import models as db_models
+from django.db.models import Field, Model, OuterRef, Q, QuerySet, Subquery
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import dateformat, timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
@@ -97,6 +100,150 @@ def runner_link(app_id: str, runner_id: str | None) -> str:
 
     url = changelist_url(RunnerHeartbeat, app_id=app_id, q=runner_id)
     return format_html('<a href="{}"><code>{}</code></a>', url, runner_id)
+
+
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def short_id(value: str) -> str:
+    """A UUID's first 8 characters, as pynenc's log lines show it; other ids whole."""
+    return value[:8] if UUID_RE.fullmatch(value) else value
+
+
+def runner_annotations(prefix: str, runner_id: Any) -> dict[str, Subquery]:
+    """``<prefix>_name``, ``<prefix>_host`` and ``<prefix>_pid`` of the runner whose id is
+    ``runner_id`` (an ``OuterRef`` or an expression of the outer row): scalar subqueries on
+    the ``(app_id, runner_id)`` keys of its heartbeat and its context, so a page of rows
+    gets its runners' names in its own query."""
+    from pynenc_django.models import RunnerContextRecord, RunnerHeartbeat
+
+    beats = RunnerHeartbeat.objects.filter(app_id=OuterRef("app_id"), runner_id=runner_id)
+    contexts = RunnerContextRecord.objects.filter(app_id=OuterRef("app_id"), runner_id=runner_id)
+    return {
+        f"{prefix}_name": Subquery(beats.values("name")[:1]),
+        f"{prefix}_host": Subquery(contexts.values("hostname")[:1]),
+        f"{prefix}_pid": Subquery(contexts.values("pid")[:1]),
+    }
+
+
+def runner_label(
+    app_id: str,
+    runner_id: str | None,
+    name: str | None = None,
+    host: str | None = None,
+    pid: int | None = None,
+) -> str:
+    """A runner as people know it: its name (else its id, short as in the logs) linked to
+    its page, then where it runs, ``(host, pid N)``; the full id in the link's title."""
+    if not runner_id:
+        return "-"
+    from pynenc_django.models import RunnerHeartbeat
+
+    url = changelist_url(RunnerHeartbeat, app_id=app_id, q=runner_id)
+    text = format_html("{}", name) if name else format_html("<code>{}</code>", short_id(runner_id))
+    where = format_html(" <small>({}, pid {})</small>", host, pid) if host else ""
+    return format_html(
+        '<a class="pynenc-runner" href="{}" title="runner {}">{}</a>{}', url, runner_id, text, where
+    )
+
+
+def annotated_runner(obj: Any, app_id: str, runner_id: str | None, prefix: str) -> str:
+    """:func:`runner_label` from the values :func:`runner_annotations` put on a row (an
+    object or a ``.values()`` dict)."""
+
+    def value(key: str) -> Any:
+        key = f"{prefix}_{key}"
+        return obj.get(key) if isinstance(obj, dict) else getattr(obj, key, None)
+
+    return runner_label(app_id, runner_id, value("name"), value("host"), value("pid"))
+
+
+#: How the admin shows a stored time: to the second (Django's default format stops at
+#: minutes), in the current time zone.
+TIME_FORMAT = "Y-m-d H:i:s"
+
+
+def local_time(value: datetime.datetime | None) -> str:
+    """A stored time to the second, its exact ISO value in the ``<time>`` element."""
+    if value is None:
+        return "-"
+    return format_html(
+        '<time datetime="{}">{}</time>',
+        value.isoformat(),
+        dateformat.format(timezone.localtime(value), TIME_FORMAT),
+    )
+
+
+def clock(value: datetime.datetime) -> str:
+    """``HH:MM:SS`` in the current time zone."""
+    return dateformat.format(timezone.localtime(value), "H:i:s")
+
+
+def time_column(model: type[Model], name: Any) -> Any:
+    """``name`` itself, unless it is a ``DateTimeField`` of ``model``: then a display
+    function showing it to the second, sortable by the field, for lists and pages (the
+    same function each time: Django compares list entries by identity)."""
+    if not isinstance(name, str):
+        return name
+    return _time_column(model._meta.label, name)
+
+
+@functools.cache
+def _time_column(model_label: str, name: str) -> Any:
+    from django.apps import apps
+    from django.core.exceptions import FieldDoesNotExist
+
+    try:
+        field = apps.get_model(model_label)._meta.get_field(name)
+    except FieldDoesNotExist:  # a method or attribute of the ModelAdmin: not ours to change
+        return name
+    if not isinstance(field, db_models.DateTimeField):
+        return name
+
+    def column(obj: Model) -> str:
+        return local_time(getattr(obj, name))
+
+    column.__name__ = name  # the column's CSS class, as for the field itself
+    column.short_description = field.verbose_name  # type: ignore[attr-defined]
+    column.admin_order_field = name  # type: ignore[attr-defined]
+    return column
+
+
+def time_columns(model: type[Model], names: Sequence[Any]) -> list[Any]:
+    return [
+        tuple(time_columns(model, n)) if isinstance(n, list | tuple) else time_column(model, n)
+        for n in names
+    ]
+
+
+#: An id prefix as the logs show it: 8 hex characters or more (dashes after the first 8).
+ID_PREFIX_RE = re.compile(r"[0-9a-f]{8}[0-9a-f-]*")
+#: The next character of a hex digit in every collation: digits sort before letters.
+_HEX_NEXT = {
+    **{str(d): str(d + 1) for d in range(9)},
+    "9": "a",
+    **dict(zip("abcdef", "bcdefg", strict=True)),
+}
+
+
+def id_search(field: str, term: str) -> Q:
+    """Rows whose ``field`` is ``term``, or starts with it when ``term`` is an id prefix.
+
+    A prefix of lowercase hex ids is searched as a range on the leading hex digits,
+    ``field >= 'a1b2c3d4' AND field < 'a1b2c3d5'``, which every database answers from the
+    ``(app_id, field)`` index (PostgreSQL uses no btree index for ``LIKE 'x%'`` unless
+    the column has a C collation or a ``*_pattern_ops`` index); ``startswith`` then keeps
+    only the exact prefix. The range holds in C, ICU/glibc and MariaDB collations alike,
+    since it compares only hex digits, which all of them order as ASCII does.
+    """
+    lowered = term.lower()
+    if not ID_PREFIX_RE.fullmatch(lowered):
+        return Q(**{field: term})
+    digits = re.match(r"[0-9a-f]+", lowered)
+    assert digits is not None  # the pattern starts with 8 hex digits
+    low = digits.group()
+    high = low[:-1] + _HEX_NEXT[low[-1]]
+    return Q(**{f"{field}__gte": low, f"{field}__lt": high, f"{field}__startswith": lowered})
 
 
 def pretty_stored_text(value: str | None) -> str:
@@ -366,19 +513,38 @@ class PynencModelAdmin(admin.ModelAdmin):
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
     ) -> tuple[QuerySet, bool]:
-        """Exact match on indexed id columns: never ``LIKE '%...%'`` over millions of rows."""
+        """Exact match, or an id prefix (:func:`id_search`), on indexed id columns: never
+        ``LIKE '%...%'`` over millions of rows."""
         term = search_term.strip()
         if not term or not self.exact_search_fields:
             return queryset, False
-        from django.db.models import Q
-
         condition = Q()
         for field in self.exact_search_fields:
-            condition |= Q(**{field: term})
+            condition |= id_search(field, term)
         return queryset.filter(condition), False
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[str]:
-        return [f.name for f in self.model._meta.fields]
+    # Times to the second: Django's DATETIME_FORMAT stops at minutes, and pynenc's
+    # events are seconds apart. Each DateTimeField becomes a display function
+    # (:func:`time_column`), in lists and in the read-only pages.
+
+    def get_list_display(self, request: HttpRequest) -> list[Any]:
+        return time_columns(self.model, super().get_list_display(request))
+
+    def get_sortable_by(self, request: HttpRequest) -> list[Any]:
+        return time_columns(self.model, super().get_sortable_by(request))
+
+    def get_list_display_links(self, request: HttpRequest, list_display: Any) -> Any:
+        links = super().get_list_display_links(request, list_display)
+        return None if links is None else time_columns(self.model, links)
+
+    def get_fieldsets(self, request: HttpRequest, obj: Model | None = None) -> Any:
+        return [
+            (title, {**options, "fields": time_columns(self.model, options["fields"])})
+            for title, options in super().get_fieldsets(request, obj)
+        ]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[Any]:
+        return [time_column(self.model, f.name) for f in self.model._meta.fields]
 
     def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False

@@ -21,12 +21,14 @@ from pynenc_django.admin.base import (
     FixedChoicesFilter,
     IndexedValuesFilter,
     PynencModelAdmin,
+    annotated_runner,
     changelist_url,
     current_app_id,
     duration_text,
     indexed_values,
     invocation_link,
     request_cache,
+    runner_annotations,
     runner_link,
     status_badge,
 )
@@ -42,6 +44,7 @@ from pynenc_django.admin.queries import (
     liveness_badge,
     runner_detail,
 )
+from pynenc_django.admin.reasons import execution_annotations, reason_html
 from pynenc_django.admin.sql import capped_counts
 from pynenc_django.models import (
     AtomicServiceExecution,
@@ -127,7 +130,10 @@ class InvocationAdmin(PynencModelAdmin):
     ordering = ("-registered_at", "-id")
     date_hierarchy = "registered_at"
     exact_search_fields = ("invocation_id", "call_id_key", "status_runner_id")
-    search_help_text = "Exact invocation id, call id or owner runner id."
+    search_help_text = (
+        "Invocation id (or its first 8 or more characters, as the logs show them), call id "
+        "or owner runner id."
+    )
     actions = ("rerun_invocations", "cancel_invocations", "reroute_invocations")
     fieldsets = (
         (
@@ -149,7 +155,12 @@ class InvocationAdmin(PynencModelAdmin):
         ),
     )
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """The owner's name and place with each row (:func:`runner_annotations`)."""
+        owner = runner_annotations("owner", OuterRef("status_runner_id"))
+        return super().get_queryset(request).annotate(**owner)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         return [*super().get_readonly_fields(request, obj), "status_label", "owner"]
 
     @admin.display(description="status", ordering="status")
@@ -158,7 +169,7 @@ class InvocationAdmin(PynencModelAdmin):
 
     @admin.display(description="owner runner")
     def owner(self, obj: Invocation) -> str:
-        return runner_link(obj.app_id, obj.status_runner_id)
+        return annotated_runner(obj, obj.app_id, obj.status_runner_id, "owner")
 
     def decorate_results(self, request: HttpRequest, rows: list[Any]) -> None:
         for row in rows:
@@ -373,19 +384,43 @@ def _routes(selected: list[Invocation], request: HttpRequest) -> dict[str, Any]:
 @admin.register(BlockingEdge)
 class BlockingEdgeAdmin(PynencModelAdmin):
     list_display = ("waiter", "waited", "app_id", "created_at")
+    # The edge's own page opens from its time: the invocations link to themselves.
+    list_display_links = ("created_at",)
     list_filter = (AppIdFilter,)
     exact_search_fields = ("waiter_id", "waited_id")
-    search_help_text = "Exact invocation id (waiter or waited)."
+    search_help_text = "Invocation id, waiter or waited (or its first 8 or more characters)."
     ordering = ("-id",)
     sortable_by = ()
 
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """Both invocations' tasks with each edge: scalar subqueries on the
+        ``(app_id, invocation_id)`` key, no query per row."""
+        invocations = Invocation.objects.filter(app_id=OuterRef("app_id"))
+
+        def task_of(column: str) -> Subquery:
+            return Subquery(
+                invocations.filter(invocation_id=OuterRef(column)).values("task_id_key")[:1]
+            )
+
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(waiter_task=task_of("waiter_id"), waited_task=task_of("waited_id"))
+        )
+
+    @staticmethod
+    def _with_task(app_id: str, invocation_id: str, task: str | None) -> str:
+        return format_html(
+            "{} <small>{}</small>", invocation_link(app_id, invocation_id), task or "(purged)"
+        )
+
     @admin.display(description="waiter (blocked)")
     def waiter(self, obj: BlockingEdge) -> str:
-        return invocation_link(obj.app_id, obj.waiter_id)
+        return self._with_task(obj.app_id, obj.waiter_id, getattr(obj, "waiter_task", None))
 
     @admin.display(description="waits for")
     def waited(self, obj: BlockingEdge) -> str:
-        return invocation_link(obj.app_id, obj.waited_id)
+        return self._with_task(obj.app_id, obj.waited_id, getattr(obj, "waited_task", None))
 
 
 # --------------------------------------------------------------------------- runners
@@ -434,6 +469,7 @@ def owned_counts(runners: list[RunnerHeartbeat], cap: int) -> dict[str, int]:
 class RunnerHeartbeatAdmin(PynencModelAdmin):
     list_display = (
         "runner_id",
+        "name",
         "app_id",
         "liveness",
         "last_heartbeat",
@@ -446,8 +482,8 @@ class RunnerHeartbeatAdmin(PynencModelAdmin):
         "owned",
     )
     list_filter = (AppIdFilter, AliveFilter, "can_run_atomic_service")
-    exact_search_fields = ("runner_id",)
-    search_help_text = "Exact runner id."
+    exact_search_fields = ("runner_id", "name")
+    search_help_text = "Runner id (or its first 8 or more characters) or name."
     ordering = ("-last_heartbeat", "-id")
     sortable_by = ("last_heartbeat",)
 
@@ -556,7 +592,7 @@ class AtomicServiceExecutionAdmin(PynencModelAdmin):
     )
     list_filter = (AppIdFilter, ExecutionStatusFilter, ExecutionRunnerFilter)
     exact_search_fields = ("run_id", "runner_id")
-    search_help_text = "Exact run id or runner id."
+    search_help_text = "Run id or runner id (or their first 8 or more characters)."
     ordering = ("-start_time", "-id")
     sortable_by = ("start_time",)
     date_hierarchy = "start_time"
@@ -565,18 +601,23 @@ class AtomicServiceExecutionAdmin(PynencModelAdmin):
         "run_id",
         "status_label",
         "runner",
-        "reason_text",
+        "reason_detail",
         "start_time",
         "end_time",
         "duration",
     )
 
-    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        """Runner names, and BLOCKED rows' holders, with the rows (see
+        :mod:`pynenc_django.admin.reasons`)."""
+        return super().get_queryset(request).annotate(**execution_annotations())
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
         return [
             *super().get_readonly_fields(request, obj),
             "status_label",
             "runner",
-            "reason_text",
+            "reason_detail",
             "duration",
         ]
 
@@ -586,11 +627,15 @@ class AtomicServiceExecutionAdmin(PynencModelAdmin):
 
     @admin.display(description="runner")
     def runner(self, obj: AtomicServiceExecution) -> str:
-        return runner_link(obj.app_id, obj.runner_id)
+        return annotated_runner(obj, obj.app_id, obj.runner_id, "runner")
 
     @admin.display(description="reason")
     def reason_text(self, obj: AtomicServiceExecution) -> str:
-        return format_html('<span class="pynenc-reason">{}</span>', obj.reason or "-")
+        return reason_html(obj)
+
+    @admin.display(description="reason")
+    def reason_detail(self, obj: AtomicServiceExecution) -> str:
+        return reason_html(obj, raw_line=True)
 
     @admin.display(description="duration")
     def duration(self, obj: AtomicServiceExecution) -> str:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, OuterRef, Q, Subquery
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.utils import timezone
@@ -22,16 +22,20 @@ from pynenc_django.admin.base import (
     changelist_url,
     default_app_id,
     duration_text,
+    local_time,
     request_cache,
+    runner_label,
     status_badge,
 )
 from pynenc_django.admin.config import db_alias, django_conf, pynenc_conf
 from pynenc_django.admin.queries import execution_summary
 from pynenc_django.admin.sql import capped_counts, estimated_count
-from pynenc_django.models import BrokerMessage, Invocation, RunnerHeartbeat
+from pynenc_django.models import BrokerMessage, Invocation, RunnerContextRecord, RunnerHeartbeat
 from pynenc_django.ops.status import stuck_waits
 
 STATUS_CAP = 10_000
+#: Live runners listed by name (their workers are counted, not listed).
+RUNNERS_LISTED = 20
 #: Statuses an invocation waits in before a runner takes it.
 WAITING = (InvocationStatus.REGISTERED, InvocationStatus.REROUTED, InvocationStatus.RETRY)
 
@@ -83,6 +87,7 @@ def overview_context(request: HttpRequest, app_id: str) -> dict[str, Any]:
             dead=Count("id", filter=Q(last_heartbeat__lt=cutoff)),
         )
     )
+    live_runners = _live_runners(app_id, cutoff)
     request_cache(request)["app_id"] = app_id
     executions = execution_summary(request)
     stuck = stuck_waits(
@@ -121,6 +126,8 @@ def overview_context(request: HttpRequest, app_id: str) -> dict[str, Any]:
         if oldest["pending"]
         else None,
         "runners": runners,
+        "live_runners": live_runners[:RUNNERS_LISTED],
+        "more_live_runners": len(live_runners) > RUNNERS_LISTED,
         "dead_after_minutes": float(conf.runner_considered_dead_after_minutes),
         "executions": executions,
         "stuck_waits": stuck,
@@ -132,6 +139,37 @@ def overview_context(request: HttpRequest, app_id: str) -> dict[str, Any]:
             "queues": changelist_url(BrokerMessage, app_id=app_id),
         },
     }
+
+
+def _live_runners(app_id: str, cutoff: Any) -> list[dict[str, Any]]:
+    """Live runners (not their workers) with name, place and queues, in one query."""
+    alias = db_alias()
+    contexts = RunnerContextRecord.objects.using(alias).filter(
+        app_id=app_id, runner_id=OuterRef("runner_id")
+    )
+    rows = (
+        RunnerHeartbeat.objects.using(alias)
+        .filter(app_id=app_id, last_heartbeat__gte=cutoff)
+        .annotate(
+            host=Subquery(contexts.values("hostname")[:1]),
+            pid=Subquery(contexts.values("pid")[:1]),
+            parent=Subquery(contexts.values("parent_runner_id")[:1]),
+        )
+        .filter(parent__isnull=True)
+        .order_by("created_at", "runner_id")
+        .values(
+            "runner_id", "name", "host", "pid", "consumed_queues", "created_at", "last_heartbeat"
+        )[: RUNNERS_LISTED + 1]
+    )
+    return [
+        {
+            "label": runner_label(app_id, r["runner_id"], r["name"], r["host"], r["pid"]),
+            "queues": ", ".join(r["consumed_queues"] or []) or "all",
+            "started": local_time(r["created_at"]),
+            "last_heartbeat": local_time(r["last_heartbeat"]),
+        }
+        for r in rows
+    ]
 
 
 def overview_view(request: HttpRequest) -> HttpResponse:

@@ -23,11 +23,13 @@ from pynenc_django.admin.base import (
     current_app_id,
     duration_text,
     invocation_link,
+    local_time,
     pretty_stored_text,
     runner_link,
     status_badge,
 )
 from pynenc_django.admin.config import db_alias, prime_app_config, pynenc_conf
+from pynenc_django.admin.reasons import execution_annotations, reason_html
 from pynenc_django.models import (
     AppInfoRecord,
     AtomicServiceExecution,
@@ -161,7 +163,12 @@ def invocation_detail(inv: Invocation, request: HttpRequest) -> dict[str, Any]:
                 RunnerHeartbeat.objects.using(alias)
                 .filter(app_id=app_id, runner_id=OuterRef("runner_id"))
                 .values("last_heartbeat")[:1]
-            )
+            ),
+            name=Subquery(
+                RunnerHeartbeat.objects.using(alias)
+                .filter(app_id=app_id, runner_id=OuterRef("runner_id"))
+                .values("name")[:1]
+            ),
         )
         .values(
             "runner_id",
@@ -171,6 +178,7 @@ def invocation_detail(inv: Invocation, request: HttpRequest) -> dict[str, Any]:
             "hostname",
             "thread_id",
             "last_heartbeat",
+            "name",
         )
     }
     dead_after = timedelta(
@@ -270,11 +278,13 @@ def _arguments(serialized: str) -> list[dict[str, Any]]:
 
 
 def _exception(text: str | None) -> dict[str, Any] | None:
-    """pynenc's exception envelope, read as JSON only.
+    """pynenc's exception envelope, read as JSON only (never rebuilt or unpickled).
 
-    ``error_data`` is the serializer's text; for jsonpickle it names the type and holds
-    the arguments (``py/reduce``), which are shown as the message. pynenc 0.4 stores no
-    traceback; one is shown when the stored data has a ``traceback`` entry.
+    pynenc-django's envelope (:mod:`pynenc_django.serializer.envelope`) has the type's
+    qualified name (``error_type``), the message and the worker's traceback. Envelopes
+    without them (pynenc's own, older rows): ``error_data`` is the serializer's text;
+    for jsonpickle it names the type and holds the arguments (``py/reduce``), which are
+    shown as the message.
     """
     if text is None:
         return None
@@ -286,7 +296,13 @@ def _exception(text: str | None) -> dict[str, Any] | None:
     }
     try:
         envelope = json.loads(text)
-        info["name"] = str(envelope.get("error_name", ""))
+        info["name"] = str(envelope.get("error_type") or envelope.get("error_name", ""))
+        if isinstance(envelope.get("message"), str):
+            info["message"] = envelope["message"]
+        if problem := envelope.get("error_data_problem"):
+            info["message"] += f" (stored without its data: {problem})"
+        if isinstance(envelope.get("traceback"), str):
+            info["traceback"] = envelope["traceback"]
         data = envelope.get("error_data")
         parsed = json.loads(data) if isinstance(data, str) else data
     except (ValueError, AttributeError, TypeError):
@@ -295,7 +311,7 @@ def _exception(text: str | None) -> dict[str, Any] | None:
         reduce = parsed.get("py/reduce")
         if isinstance(reduce, list) and len(reduce) > 1 and isinstance(reduce[1], dict):
             args = reduce[1].get("py/tuple")
-            if isinstance(args, list):
+            if isinstance(args, list) and not info["message"]:
                 info["message"] = ", ".join(str(a) for a in args)
         for key in ("message", "msg"):
             if not info["message"] and isinstance(parsed.get(key), str):
@@ -303,7 +319,7 @@ def _exception(text: str | None) -> dict[str, Any] | None:
         tb = parsed.get("traceback") or parsed.get("formatted_traceback")
         if isinstance(tb, list):
             tb = "".join(str(line) for line in tb)
-        if isinstance(tb, str):
+        if isinstance(tb, str) and not info["traceback"]:
             info["traceback"] = tb
     return info
 
@@ -347,11 +363,23 @@ def runner_detail(runner: RunnerHeartbeat, request: HttpRequest) -> dict[str, An
         .order_by("status_timestamp")
         .values("pk", "invocation_id", "task_id_key", "status", "status_timestamp")[:RELATED_LIMIT]
     )
+    annotations = execution_annotations()
     executions = list(
         AtomicServiceExecution.objects.using(alias)
         .filter(app_id=app_id, runner_id=runner.runner_id)
+        .annotate(**annotations)
         .order_by("-start_time", "-id")
-        .values("pk", "run_id", "status", "reason", "start_time", "end_time")[:20]
+        .values(
+            "pk",
+            "app_id",
+            "run_id",
+            "runner_id",
+            "status",
+            "reason",
+            "start_time",
+            "end_time",
+            *annotations,
+        )[:20]
     )
     minutes = float(pynenc_conf(app_id, request).runner_considered_dead_after_minutes)
     alive = runner.last_heartbeat >= timezone.now() - timedelta(minutes=minutes)
@@ -366,7 +394,15 @@ def runner_detail(runner: RunnerHeartbeat, request: HttpRequest) -> dict[str, An
         "pynenc_sections": [
             {
                 "title": "Runner",
-                "headers": ["alive", "class", "hostname", "pid", "thread", "parent runner"],
+                "headers": [
+                    "alive",
+                    "name",
+                    "class",
+                    "hostname",
+                    "pid",
+                    "thread",
+                    "parent runner",
+                ],
                 "rows": [
                     [
                         format_html(
@@ -374,6 +410,7 @@ def runner_detail(runner: RunnerHeartbeat, request: HttpRequest) -> dict[str, An
                             liveness_badge(alive),
                             f"{minutes:g}",
                         ),
+                        runner.name or "-",
                         own["runner_cls"] if own else "-",
                         own["hostname"] if own else "-",
                         own["pid"] if own else "-",
@@ -400,7 +437,7 @@ def runner_detail(runner: RunnerHeartbeat, request: HttpRequest) -> dict[str, An
                         ),
                         r["task_id_key"],
                         status_badge(r["status"]),
-                        r["status_timestamp"],
+                        local_time(r["status_timestamp"]),
                     ]
                     for r in owned
                 ],
@@ -414,8 +451,8 @@ def runner_detail(runner: RunnerHeartbeat, request: HttpRequest) -> dict[str, An
                             '<a href="{}"><code>{}</code></a>', run_url(r["pk"]), r["run_id"]
                         ),
                         status_badge(r["status"]),
-                        format_html('<span class="pynenc-reason">{}</span>', r["reason"] or "-"),
-                        r["start_time"],
+                        reason_html(r),
+                        local_time(r["start_time"]),
                         duration_text(r["start_time"], r["end_time"]),
                     ]
                     for r in executions

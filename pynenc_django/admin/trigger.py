@@ -17,6 +17,7 @@ from pynenc_django.admin.base import (
     PynencModelAdmin,
     changelist_url,
     invocation_link,
+    local_time,
     pretty_stored_text,
 )
 from pynenc_django.admin.config import db_alias
@@ -199,7 +200,8 @@ class EventEntryAdmin(TriggerAdmin):
                 "title": "Invocations triggered by this event",
                 "headers": ["invocation", "trigger run", "linked at"],
                 "rows": [
-                    [invocation_link(obj.app_id, inv), run or "-", at] for inv, run, at in rows
+                    [invocation_link(obj.app_id, inv), run or "-", local_time(at)]
+                    for inv, run, at in rows
                 ],
             }
         ]

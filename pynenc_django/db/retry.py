@@ -1,6 +1,7 @@
 """Transient errors: lock timeouts, deadlocks, serialization failures and dropped
 connections are retried with jittered exponential backoff by :func:`retry_transient`,
-and only when no outer transaction would be left half-done. Anything else propagates.
+and only when no outer transaction would be left half-done. A missing table becomes
+:class:`~pynenc_django.exceptions.NotMigratedError`; anything else propagates.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pynenc_django.db.connections import (
     close_when_thread_ends,
@@ -19,10 +20,8 @@ from pynenc_django.db.connections import (
     in_event_loop,
     sync_bridge,
 )
+from pynenc_django.db.schema import is_missing_schema, not_migrated
 from pynenc_django.interrupts import signals_deferred
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger("pynenc_django")
 
@@ -113,6 +112,19 @@ def retry_transient[**P, R](method: Callable[P, R]) -> Callable[P, R]:
 
 
 def _call_with_retries[R](
+    method: Callable[..., R], connection: Any, backend: Any, args: Any, kwargs: Any
+) -> R:
+    try:
+        return _attempts(method, connection, backend, args, kwargs)
+    except Exception as exc:
+        # A missing table is no outage: say which alias lacks ``migrate``, not the raw
+        # "no such table" / "relation ... does not exist" of each database.
+        if is_missing_schema(exc):
+            raise not_migrated(backend.db_alias, exc) from exc
+        raise
+
+
+def _attempts[R](
     method: Callable[..., R], connection: Any, backend: Any, args: Any, kwargs: Any
 ) -> R:
     if connection.in_atomic_block:

@@ -102,10 +102,20 @@ class BlockingEdge(AppScopedModel):
         return f"{self.waiter_id} waits for {self.waited_id}"
 
 
+#: Longest runner name (``manage.py pynenc_runner --name``).
+RUNNER_NAME_LENGTH = 100
+
+
 class RunnerHeartbeat(AppScopedModel):
-    """Liveness of one runner; slot assignment orders runners by ``created_at, runner_id``."""
+    """Liveness of one runner; slot assignment orders runners by ``created_at, runner_id``.
+
+    ``name`` is what the operator called the runner (``pynenc_runner --name``), shared by
+    its workers; empty when unnamed. A database default too, so rows written without it
+    (older runners, bulk loads) stay valid.
+    """
 
     runner_id = id_field()
+    name = models.CharField(max_length=RUNNER_NAME_LENGTH, blank=True, default="", db_default="")
     created_at = models.DateTimeField()
     last_heartbeat = models.DateTimeField()
     can_run_atomic_service = models.BooleanField(default=False)
@@ -126,7 +136,7 @@ class RunnerHeartbeat(AppScopedModel):
         ]
 
     def __str__(self) -> str:
-        return self.runner_id
+        return f"{self.name} ({self.runner_id})" if self.name else self.runner_id
 
 
 class AtomicServiceStatus(models.TextChoices):

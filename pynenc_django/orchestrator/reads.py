@@ -17,6 +17,7 @@ from pynenc.invocation.status import (
 )
 
 from pynenc_django.db import retry_transient
+from pynenc_django.exceptions import InvocationNotStoredError
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.orchestrator.rules import _FINAL
 from pynenc_django.utils import (
@@ -172,14 +173,15 @@ class ReadsMixin(OrchestratorCore):
 
     def get_invocation_status_record(self, invocation_id: str) -> InvocationStatusRecord:
         """Every status look of every waiting client: fixed SQL, and none for a status
-        this process has seen final."""
+        this process has seen final. :class:`InvocationNotStoredError` (a ``KeyError``)
+        for an id not stored."""
         return self.store.finals.get(invocation_id) or self._read_status_record(invocation_id)
 
     @retry_transient
     def _read_status_record(self, invocation_id: str) -> InvocationStatusRecord:
         rows = self._fetch(self._status_sql, [self.app.app_id, invocation_id])
         if not rows:
-            raise KeyError(f"Invocation ID {invocation_id} not found")
+            raise InvocationNotStoredError.for_app(invocation_id, self.app.app_id, self.db_alias)
         status, runner_id, timestamp = rows[0][:3]
         record = InvocationStatusRecord(
             InvocationStatus(status), runner_id, from_db_time(timestamp)

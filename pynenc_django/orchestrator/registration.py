@@ -26,6 +26,7 @@ from pynenc_django.orchestrator.rules import (
     concurrency_lock_name,
     indexes_arguments,
 )
+from pynenc_django.serializer.calls import serialize_arguments_first
 from pynenc_django.utils import sha256_hex
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class RegistrationMixin(OrchestratorCore):
         as pynenc creates it."""
         from pynenc_django.state_backend import DjangoStateBackend
 
+        serialize_arguments_first([call])  # an argument that cannot be stored: nothing stored
         backend = self.app.state_backend
         if call.task.conf.registration_concurrency != DISABLED:
             return self._route_call_exclusively(call)
@@ -65,6 +67,7 @@ class RegistrationMixin(OrchestratorCore):
         one statement rather than one each as pynenc creates them."""
         from pynenc_django.state_backend import DjangoStateBackend
 
+        serialize_arguments_first(calls)  # an argument that cannot be stored: nothing stored
         backend = self.app.state_backend
         if not isinstance(backend, DjangoStateBackend):
             return super().route_calls(calls)

@@ -79,13 +79,18 @@ class RunnersMixin(OrchestratorCore):
         can_run_atomic_service: bool = False,
         consumed_queues: Sequence[str] | None = None,
     ) -> None:
-        """Upsert heartbeats. ``created_at`` is set once: slot order depends on it."""
+        """Upsert heartbeats. ``created_at`` is set once: slot order depends on it.
+
+        The runner's name (:meth:`runner_name`) goes with every heartbeat this process
+        writes: the runner's own, and its workers', whichever process writes them.
+        """
         from pynenc_django.models import RunnerHeartbeat
 
         if not runner_ids:
             return
         now = now_utc()
         queues = list(consumed_queues or ())
+        name = self.runner_name()
         manager = RunnerHeartbeat.objects.using(self.db_alias)
         unique_ids = list(dict.fromkeys(runner_ids))
         with self.write_transaction():
@@ -98,16 +103,30 @@ class RunnersMixin(OrchestratorCore):
                         last_heartbeat=now,
                         can_run_atomic_service=can_run_atomic_service,
                         consumed_queues=queues,
+                        name=name,
                     )
                     for runner_id in unique_ids
                 ],
                 ignore_conflicts=True,
             )
+            # An unnamed writer (a script's runner, an older process) never erases a name.
+            named = {"name": name} if name else {}
             manager.for_app(self.app.app_id).filter(runner_id__in=unique_ids).update(
                 last_heartbeat=now,
                 can_run_atomic_service=can_run_atomic_service,
                 consumed_queues=queues,
+                **named,
             )
+
+    def runner_name(self) -> str:
+        """The name this process's runner was given (``pynenc_runner --name``), or ``""``.
+
+        A pynenc setting, ``django_runner_name``, so it travels with the app into spawned
+        workers.
+        """
+        from pynenc_django.models.orchestrator import RUNNER_NAME_LENGTH
+
+        return str(self.conf.django_runner_name or "")[:RUNNER_NAME_LENGTH]
 
     @retry_transient
     def forget_runners(self, runner_ids: Sequence[str]) -> None:

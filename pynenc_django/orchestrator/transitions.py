@@ -19,6 +19,7 @@ from pynenc.invocation.status import (
 from pynenc_django.db import (
     retry_transient,
 )
+from pynenc_django.exceptions import NotSerializableError
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.orchestrator.rules import (
     _SUCCESS_PLAN,
@@ -26,6 +27,7 @@ from pynenc_django.orchestrator.rules import (
     _transition_plan,
     storage_write,
 )
+from pynenc_django.serializer.calls import result_not_storable, serialize_result
 from pynenc_django.utils import now_utc
 from pynenc_django.wakeup import (
     FINAL_SIGNAL,
@@ -85,10 +87,13 @@ class TransitionsMixin(OrchestratorCore):
         was recovered and run again elsewhere overwrote the result of the run that
         counted, although its SUCCESS was refused."""
         if not self.shares_database(self.app.state_backend):
-            super().set_invocation_result(invocation, result, runner_ctx)
+            try:
+                super().set_invocation_result(invocation, result, runner_ctx)
+            except NotSerializableError as exc:
+                raise result_not_storable(invocation, result, exc) from exc
             return
         invocation_id = invocation.invocation_id
-        serialized = self.app.client_data_store.serialize(result)
+        serialized = serialize_result(self.app, invocation, result)  # or FAILED, with why
         if self.history_by_database and self.dialect.writes_in_ctes:
             self.record_status_change(
                 invocation_id, InvocationStatus.SUCCESS, runner_ctx, serialized

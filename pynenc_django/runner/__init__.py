@@ -40,12 +40,13 @@ from __future__ import annotations
 import multiprocessing
 import os
 import pickle
+import sys
 import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from pynenc.runner.persistent_process_runner import PersistentProcessRunner
 from pynenc.runner.runner_context import RunnerContext
@@ -53,6 +54,7 @@ from pynenc.util.subclasses import get_all_subclasses
 
 from pynenc_django.conf import ConfigDjangoPersistentProcessRunner
 from pynenc_django.db import is_database_error
+from pynenc_django.exceptions import WorkersCannotStartError
 from pynenc_django.ops import recovery
 from pynenc_django.ops.planner import FirstAnalyze
 from pynenc_django.ops.recovery import PutBack
@@ -61,6 +63,7 @@ from pynenc_django.utils import now_utc
 from pynenc_django.wakeup import ResultWaiter, result_waiter
 
 if TYPE_CHECKING:
+    from multiprocessing.connection import Connection
     from types import FrameType
 
     from pynenc.app import Pynenc
@@ -74,9 +77,14 @@ from pynenc_django.runner.support import (
     django_orchestrator,
     drain_put_backs,
 )
-from pynenc_django.runner.worker import worker_main
+from pynenc_django.runner.worker import StartupReport, worker_main
 
 SPAWN = multiprocessing.get_context("spawn")
+
+#: Workers in a row that die before they start (no start in between) that stop the runner.
+EARLY_DEATHS_LIMIT = 5
+#: A spawned worker re-running an unguarded main module exits with this (EX_CONFIG).
+UNGUARDED_MAIN_EXIT_CODE = 78
 
 
 class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter):
@@ -88,7 +96,15 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         runner_cache: dict | None = None,
         runner_context: RunnerContext | None = None,
     ) -> None:
+        if _reimporting_main():
+            _exit_unguarded_main()
         self.forced_stop = False
+        # Workers not started yet: their startup pipes (StartupReport); and how many died
+        # in a row before they started, with what the last one said.
+        self._starting: dict[str, Connection] = {}
+        self._unstarted: dict[str, bytes] = {}  # said they failed, or died without a word
+        self._early_deaths = 0
+        self.startup_failure: str | None = None
         self._stop_signals = 0
         self._last_heartbeat = 0.0
         self._unrecovered: set[str] = set()
@@ -175,11 +191,13 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         if not self.running:
             raise RuntimeError("Trying to spawn new process after stopping loop")
         child_runner_id = str(uuid.uuid4())
+        started, started_writer = SPAWN.Pipe(duplex=False)
         process = SPAWN.Process(
             target=worker_main,
             kwargs={
                 "app_pickle": pickle.dumps(self.app),
                 "lifeline": self._lifeline,
+                "started": started_writer,
                 "parent_runner_ctx_json": self.runner_context.to_json(),
                 "child_runner_id": child_runner_id,
                 "parent_pid": os.getpid(),
@@ -187,7 +205,11 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             daemon=True,
             name=f"pynenc-worker-{child_runner_id[:8]}",
         )
-        process.start()
+        try:
+            process.start()
+        finally:
+            started_writer.close()  # the worker's now: EOF once it is gone
+        self._starting[child_runner_id] = started
         # pynenc types these as multiprocessing.Process; a spawn context's SpawnProcess is
         # a sibling BaseProcess class with the same interface.
         self.child_runner_ids[child_runner_id] = process  # type: ignore[assignment]
@@ -197,7 +219,12 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
 
     def runner_loop_iteration(self) -> None:
         """Reap dead workers (rerouting what they held), respawn, retry pending recoveries;
-        give new tables their first statistics (:mod:`pynenc_django.ops.planner`)."""
+        give new tables their first statistics (:mod:`pynenc_django.ops.planner`).
+
+        Workers that die before they start, :data:`EARLY_DEATHS_LIMIT` in a row, stop
+        the runner (:meth:`run` raises ``WorkersCannotStartError``): respawning them
+        would only fail again, forever."""
+        self._note_started()
         for runner_id, process in list(self.child_runner_ids.items()):
             if process.is_alive():
                 continue
@@ -206,12 +233,58 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
                 f"worker:{runner_id} pid:{process.pid} exited with code {process.exitcode}"
             )
             self._unrecovered.add(runner_id)
+            self._note_exit(runner_id, process.exitcode)
         if self._unrecovered or self._put_backs:
             self._recover_workers()
         while self.running and len(self.child_runner_ids) < self.num_processes:
             self._spawn_persistent_process()
         self._recover_lost_runners()
         self._first_analyze.tick()
+
+    def _note_started(self) -> None:
+        """Read what workers said on their startup pipes: a start resets the count of
+        early deaths; a failure is kept for when the worker is reaped."""
+        for runner_id, pipe in list(self._starting.items()):
+            if pipe.poll():
+                self._read_startup(runner_id)
+
+    def _read_startup(self, runner_id: str) -> bytes:
+        """The one message of a worker's startup pipe (empty: it died without a word)."""
+        pipe = self._starting.pop(runner_id)
+        message = _startup_message(pipe)
+        pipe.close()
+        if message == StartupReport.STARTED:
+            self._early_deaths = 0
+        else:
+            self._unstarted[runner_id] = message
+        return message
+
+    def _note_exit(self, runner_id: str, exitcode: int | None) -> None:
+        """Count a worker that died before it started; stop the runner at the limit."""
+        if runner_id in self._starting:
+            self._read_startup(runner_id)
+        if runner_id not in self._unstarted:
+            return  # it had started: a later death (killed, OOM) is replaced as ever
+        message = self._unstarted.pop(runner_id)
+        self._early_deaths += 1
+        if self._early_deaths < EARLY_DEATHS_LIMIT or not self.running:
+            return
+        error = message.removeprefix(StartupReport.FAILED).decode(errors="replace")
+        self.startup_failure = _early_deaths_message(self._early_deaths, exitcode, error)
+        self.logger.error(self.startup_failure)
+        self.running = False
+
+    def run(self) -> None:
+        """pynenc's loop; ``WorkersCannotStartError`` once stopped because workers kept
+        dying before they could start (:meth:`runner_loop_iteration`)."""
+        try:
+            super().run()
+        finally:
+            for pipe in self._starting.values():
+                pipe.close()
+            self._starting.clear()
+        if self.startup_failure is not None:
+            raise WorkersCannotStartError(self.startup_failure)
 
     def _recover_workers(self) -> None:
         """Reroute every invocation still held by workers that are gone."""
@@ -416,3 +489,49 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         self._terminate_all_processes()
         for runner_id in list(self.child_runner_ids):
             self.child_runner_ids.pop(runner_id, None)
+
+
+def _startup_message(pipe: Connection) -> bytes:
+    """What a worker said on its startup pipe (:class:`StartupReport`), if anything yet."""
+    try:
+        return pipe.recv_bytes() if pipe.poll() else b""
+    except (EOFError, OSError):
+        return b""  # it died without a word: before its first line of ours ran
+
+
+def _early_deaths_message(deaths: int, exitcode: int | None, error: str) -> str:
+    """Why the runner stops, and what to do about it."""
+    said = f" ({error})" if error else ""
+    text = (
+        f"pynenc runner: {deaths} worker processes in a row died before they could take "
+        f"work, the last with exit code {exitcode}{said}; stopping instead of respawning "
+        "them forever."
+    )
+    if exitcode == UNGUARDED_MAIN_EXIT_CODE:
+        main = getattr(sys.modules.get("__main__"), "__file__", None) or "manage.py"
+        return (
+            f"{text} Each worker re-ran the command: the main module {main} has no "
+            '`if __name__ == "__main__":` guard, and the spawn start method imports it '
+            "again in every worker process. Put its body under that guard, as Django's "
+            "own manage.py does."
+        )
+    if not error:
+        return f"{text} The worker's traceback, if it wrote one, is above."
+    return text
+
+
+def _reimporting_main() -> bool:
+    """Whether this is a spawned process still importing its parent's main module (as
+    ``__mp_main__``): where a runner is built only by a main module without a
+    ``__name__ == "__main__"`` guard. (``_inheriting`` is how multiprocessing itself
+    tells, for its own "bootstrapping phase" error.)"""
+    return bool(getattr(multiprocessing.current_process(), "_inheriting", False))
+
+
+def _exit_unguarded_main() -> NoReturn:
+    """End this would-be worker at once, with an exit code its runner recognizes
+    (:data:`UNGUARDED_MAIN_EXIT_CODE`), instead of building a runner in it: spawning
+    workers from here raises multiprocessing's "bootstrapping phase" error."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(UNGUARDED_MAIN_EXIT_CODE)

@@ -48,32 +48,91 @@ if TYPE_CHECKING:
 logger = logging.getLogger("pynenc_django")
 
 
+class StartupReport:
+    """The worker's end of its startup pipe: it tells its runner once that it started
+    (it can take work), or why it could not. A runner whose workers keep dying before
+    they start stops instead of respawning them forever (``runner_loop_iteration``)."""
+
+    STARTED = b"started"
+    FAILED = b"failed:"
+
+    def __init__(self, conn: Connection | None) -> None:
+        self.conn = conn
+
+    def started(self) -> None:
+        self._send(self.STARTED)
+
+    def failed(self, exc: BaseException) -> None:
+        self._send(self.FAILED + summary(exc).encode(errors="replace")[:2000])
+
+    def _send(self, message: bytes) -> None:
+        """Once: whatever happens later is not about starting."""
+        conn, self.conn = self.conn, None
+        if conn is None:
+            return
+        try:
+            conn.send_bytes(message)
+        except OSError:
+            pass  # the runner is gone: nobody to tell
+        finally:
+            conn.close()
+
+
 def worker_main(
     app_pickle: bytes,
+    *,
+    lifeline: Connection,
+    started: Connection | None = None,
+    parent_runner_ctx_json: str,
+    child_runner_id: str,
+    parent_pid: int,
+) -> None:
+    """Entry point of a spawned worker process: :func:`_worker_main`, telling the
+    runner through ``started`` (:class:`StartupReport`) why it failed before it started."""
+    startup = StartupReport(started)
+    try:
+        _worker_main(
+            app_pickle,
+            startup,
+            lifeline=lifeline,
+            parent_runner_ctx_json=parent_runner_ctx_json,
+            child_runner_id=child_runner_id,
+            parent_pid=parent_pid,
+        )
+    except BaseException as exc:
+        startup.failed(exc)
+        raise
+
+
+def _worker_main(
+    app_pickle: bytes,
+    startup: StartupReport,
     *,
     lifeline: Connection,
     parent_runner_ctx_json: str,
     child_runner_id: str,
     parent_pid: int,
 ) -> None:
-    """Entry point of a spawned worker process.
+    """The worker process's setup and loop.
 
     ``lifeline`` is the read end of a pipe only the runner can write to: it reads EOF
     when the runner asks its workers to stop *or* dies, with no shared lock that a
     killed process could leave held (a ``multiprocessing.Event`` can).
     """
     from pynenc_django.db import ensure_django
+    from pynenc_django.logs import configure_runner_logging
 
     # Ctrl-C reaches the whole process group; the runner decides how its workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     ensure_django()  # before the app is unpickled: task modules may import models
     app: Pynenc = pickle.loads(app_pickle)
+    configure_runner_logging(app)
     from pynenc_django.runner import DjangoPersistentProcessRunner  # the package imports us
 
     runner = DjangoPersistentProcessRunner(app)
     parent_ctx = RunnerContext.from_json(parent_runner_ctx_json)
     ctx = parent_ctx.new_child_context(WORKER_CLS, runner_id=child_runner_id)
-    Worker(app, runner, ctx, lifeline, parent_pid).run()
+    Worker(app, runner, ctx, lifeline, parent_pid, startup).run()
 
 
 class Worker:
@@ -95,8 +154,10 @@ class Worker:
         ctx: RunnerContext,
         lifeline: Connection,
         parent_pid: int,
+        startup: StartupReport | None = None,
     ) -> None:
         self.app = app
+        self.startup = startup or StartupReport(None)
         self.runner = runner
         self.conf = runner.conf
         self.ctx = ctx
@@ -149,6 +210,7 @@ class Worker:
             self._with_db_retries(lambda: self.runner._register_new_child_runner_context(self.ctx))
             context.set_runner_context(self.app.app_id, self.ctx)
             self.app.logger.info(f"Persistent process worker started with pid:{os.getpid()}")
+            self.startup.started()
             waiter.start()
             while not self.stopping:
                 invocation, drained = self._claim(announced=waiter.woken)

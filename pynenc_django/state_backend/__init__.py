@@ -12,6 +12,7 @@ One module per concern, each a mixin of :class:`DjangoStateBackend`:
 * :mod:`.workflows`: workflow runs, their data and sub-invocations;
 * :mod:`.runner_contexts`: runner contexts and their parent chains;
 * :mod:`.app_info`: each app's stored info, and discovery of every app's;
+* :mod:`.lookups`: look-ups by id, an id not stored raising ``InvocationNotStoredError``;
 * :mod:`.core`: what they all stand on (settings, paged reads, purge); the caches it
   shares with the broker and the orchestrator are :mod:`pynenc_django.store`'s.
 """
@@ -24,12 +25,14 @@ from pynenc_django.state_backend.app_info import AppInfoMixin
 from pynenc_django.state_backend.core import PAGE_SIZE
 from pynenc_django.state_backend.history import INSERT_BATCH_SIZE, HistoryMixin
 from pynenc_django.state_backend.invocations import INVOCATION_FIELDS, InvocationsMixin
+from pynenc_django.state_backend.lookups import LookupsMixin
 from pynenc_django.state_backend.results import ResultsMixin
 from pynenc_django.state_backend.runner_contexts import RunnerContextsMixin
 from pynenc_django.state_backend.workflows import WorkflowsMixin
 
 
 class DjangoStateBackend(
+    LookupsMixin[Params, Result],
     InvocationsMixin[Params, Result],
     HistoryMixin[Params, Result],
     ResultsMixin[Params, Result],

@@ -1,5 +1,9 @@
 """Results and exceptions: one upserted row per invocation, and the small results the
 orchestrator read along with their SUCCESS status, kept until their ``get_result``.
+
+Exceptions are stored in pynenc's envelope with their type's qualified name, message and
+traceback, and read back as their own type or a ``RemoteTaskError``
+(:mod:`pynenc_django.serializer.envelope`).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.types import Params, Result
 
 from pynenc_django.db import retry_transient
+from pynenc_django.serializer.envelope import dump_exception, load_exception
 from pynenc_django.state_backend.core import StateBackendCore
 
 
@@ -41,6 +46,16 @@ class ResultsMixin(StateBackendCore[Params, Result]):
         if (fetched := self.store.take_result(invocation_id)) is not None:
             return fetched
         return self._get_text(InvocationResult, "result", invocation_id)
+
+    def serialize_exception(self, exception: Exception) -> str:
+        """pynenc's envelope with the type's qualified name, the message and the
+        traceback; an exception whose data cannot be stored is stored without it."""
+        return dump_exception(self.app, exception)
+
+    def deserialize_exception(self, serialized: str) -> Exception:
+        """The exception as its own type when it can be rebuilt, else a
+        ``RemoteTaskError``; the worker's traceback on it either way."""
+        return load_exception(self.app, serialized)  # type: ignore[return-value]
 
     @retry_transient
     def _set_exception(self, invocation_id: InvocationId, serialized_exception: str) -> None:

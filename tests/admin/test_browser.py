@@ -1,5 +1,7 @@
 """The admin in a real browser: headless Chromium (Debian's ``chromium``) driven by
-Playwright logs into a live test server and reads the BLOCKED atomic-service executions.
+Playwright logs into a live test server and reads the BLOCKED atomic-service executions:
+a sentence naming the run that held the slot and its runner by name, host and pid, each a
+link that finds it.
 
 Skipped with the reason when Playwright or Chromium is missing, except under CI
 (``CI=true``), where a missing browser is a failure. The screenshot is written to
@@ -9,6 +11,7 @@ Skipped with the reason when Playwright or Chromium is missing, except under CI
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -47,7 +50,14 @@ def test_blocked_executions_in_chromium(
     chromium = chromium_or_skip()
     from playwright.sync_api import expect, sync_playwright
 
+    from pynenc_django.models import RunnerHeartbeat
+
     user = make_user(superuser=True)
+    # As ``pynenc_runner --name`` would store them, for each runner and its workers.
+    for n in (0, 1):
+        RunnerHeartbeat.objects.filter(
+            app_id=seeded_app, runner_id__startswith=f"seed-runner-{n}"
+        ).update(name=f"runner-{n + 1}")
     SCREENSHOT.parent.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
@@ -65,12 +75,36 @@ def test_blocked_executions_in_chromium(
                 f"{live_server.url}/admin/pynenc_django/atomicserviceexecution/"
                 f"?app_id={seeded_app}&status=blocked"
             )
+            # The reason is a sentence naming the holder run and its runner, both links;
+            # the stored text is the sentence's title.
             reason = page.locator("#result_list .pynenc-reason").first
             expect(reason).to_be_visible()
-            expect(reason).to_contain_text("prior_running:seed-run-")
+            expect(reason).to_contain_text(
+                re.compile(
+                    r"^Blocked: run seed-run-\d+ of the atomic services was still running on "
+                    r"runner runner-[12] \(host-[01], pid 100[01]\) since \d\d:\d\d:\d\d\.$"
+                )
+            )
+            expect(reason).to_have_attribute("title", re.compile(r"^prior_running:seed-run-"))
+            holder = reason.get_attribute("title").split()[0].removeprefix("prior_running:")
+            row_runner = page.locator("#result_list td.field-runner").first
+            expect(row_runner).to_contain_text(
+                re.compile(r"^runner-[12] \(host-[01], pid 100[01]\)$")
+            )
             expect(page.locator("#pynenc-execution-summary")).to_contain_text("Blocked, last hour")
             expect(page.locator("#result_list")).not_to_contain_text("COMPLETED")
             page.screenshot(path=str(SCREENSHOT))
+
+            # The run link finds the holder's row; the runner link, the runner by name.
+            holder_runner = reason.locator("a.pynenc-runner").inner_text()
+            reason.get_by_role("link", name=holder).click()
+            expect(page.locator("#result_list tbody tr")).to_have_count(1)
+            expect(page.locator("#result_list th.field-run_id")).to_have_text(holder)
+            page.go_back()
+            page.locator("#result_list .pynenc-reason").first.locator("a.pynenc-runner").click()
+            expect(page.locator("#result_list tbody tr")).to_have_count(1)
+            expect(page.locator("#result_list td.field-name")).to_have_text(holder_runner)
+            page.go_back()
 
             # Two more pages a person would look at next, kept as screenshots too.
             page.click("text=pynenc overview")

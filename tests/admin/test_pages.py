@@ -5,15 +5,20 @@ The budget (10 queries) includes the session and user lookups of the logged-in c
 
 from __future__ import annotations
 
+import re
+import uuid
 from typing import Any
 
 import pytest
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from pynenc_django import models as m
 
 MAX_QUERIES = 10
+#: How a runner cell starts (``runner_label``); the runner id follows ``q=``.
+RUNNER_LINK = '<a class="pynenc-runner" href="/admin/pynenc_django/runnerheartbeat/?app_id='
 
 CHANGELISTS = [
     m.Invocation,
@@ -242,7 +247,8 @@ def test_blocked_executions_show_reason_and_summary(
     html = get(superuser_client, url, {"app_id": seeded_app, "status": "abandoned"})
     assert "reaped: runner" in html
     html = get(superuser_client, url, {"app_id": seeded_app, "runner": "seed-runner-1"})
-    assert "seed-runner-0</code></a></td>" not in html
+    assert f'<td class="field-runner">{RUNNER_LINK}{seeded_app}&amp;q=seed-runner-1"' in html
+    assert f'<td class="field-runner">{RUNNER_LINK}{seeded_app}&amp;q=seed-runner-0"' not in html
 
 
 def test_runners_alive_and_dead(seeded_app: str, superuser_client: Client) -> None:
@@ -341,3 +347,300 @@ def test_runner_owned_counts_are_capped(
     monkeypatch.setattr(orchestrator, "OWNED_CAP", 3)
     html = get(superuser_client, changelist(m.RunnerHeartbeat), {"app_id": seeded_app, "q": owner})
     assert f'q={owner}">3+</a>' in html
+
+
+# ------------------------------------------------------------------ names, sentences, ids
+
+
+def name_runner(app_id: str, runner_id: str, name: str) -> None:
+    """What ``pynenc_runner --name`` writes: the name on the runner's and its workers' rows."""
+    m.RunnerHeartbeat.objects.filter(app_id=app_id, runner_id__startswith=runner_id).update(
+        name=name
+    )
+
+
+def cell(html: str, column: str) -> list[str]:
+    """The contents of every ``<td>`` of a changelist column."""
+    return re.findall(rf'<t[dh] class="field-{column}">(.*?)</t[dh]>', html, re.S)
+
+
+def test_runner_names_with_host_and_pid_everywhere(
+    fresh_app: str, superuser_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    name_runner(fresh_app, "seed-runner-0", "runner-<1>")  # escaped like any stored text
+    named = '<a class="pynenc-runner" href="/admin/pynenc_django/runnerheartbeat/?app_id='
+    shown = "runner-&lt;1&gt;</a> <small>(host-0, pid 1000)</small>"
+
+    # The runner list and page.
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, changelist(m.RunnerHeartbeat), {"app_id": fresh_app})
+    assert "runner-&lt;1&gt;" in cell(html, "name") and "runner-<1>" not in html
+    runner = m.RunnerHeartbeat.objects.get(app_id=fresh_app, runner_id="seed-runner-0")
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, change(runner))
+    assert "runner-&lt;1&gt; (seed-runner-0)" in html  # the page's title
+    html = get(
+        superuser_client, changelist(m.RunnerHeartbeat), {"app_id": fresh_app, "q": "runner-<1>"}
+    )
+    assert "seed-runner-0-worker-1" in html and "seed-runner-1" not in html  # search by name
+
+    # An invocation's owner (a worker carries its runner's name), in the list and page.
+    inv, other = m.Invocation.objects.filter(app_id=fresh_app, status="success")[:2]
+    m.Invocation.objects.filter(pk=inv.pk).update(
+        status="running", status_runner_id="seed-runner-0-worker-1"
+    )
+    m.Invocation.objects.filter(pk=other.pk).update(
+        status="running", status_runner_id="seed-runner-1-worker-0"
+    )
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(
+            superuser_client, changelist(m.Invocation), {"app_id": fresh_app, "status": "running"}
+        )
+    owners = cell(html, "owner")
+    assert "runner-&lt;1&gt;</a> <small>(host-0, pid 2001)</small>" in "".join(owners)
+    unnamed = "<code>seed-runner-1-worker-0</code></a> <small>(host-1, pid 2010)</small>"
+    assert unnamed in "".join(owners)
+    html = get(superuser_client, change(inv))
+    assert "<strong>runner-&lt;1&gt;</strong> <code>seed-runner-0-worker-1</code>" in html
+
+    # Atomic-service executions: the row's runner and the holder in BLOCKED reasons.
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(
+            superuser_client,
+            changelist(m.AtomicServiceExecution),
+            {"app_id": fresh_app, "runner": "seed-runner-0"},
+        )
+    assert all(shown in c for c in cell(html, "runner")) and cell(html, "runner")
+    html = get(
+        superuser_client,
+        changelist(m.AtomicServiceExecution),
+        {"app_id": fresh_app, "runner": "seed-runner-1", "status": "blocked"},
+    )
+    assert all(shown in c for c in cell(html, "reason_text")) and cell(html, "reason_text")
+
+    # The runner contexts list, and the overview's live runners.
+    html = get(superuser_client, changelist(m.RunnerContextRecord), {"app_id": fresh_app})
+    assert "runner-&lt;1&gt;" in cell(html, "name")
+    with django_assert_max_num_queries(MAX_QUERIES + 5):
+        html = get(superuser_client, reverse("admin:pynenc_django_overview"), {"app_id": fresh_app})
+    live = html[html.index('id="pynenc-live-runners"') :]
+    live = live[: live.index("</table>")]
+    assert named in live and shown in live
+    assert "seed-runner-1</code></a> <small>(host-1, pid 1001)</small>" in live  # unnamed
+    assert "seed-runner-3" not in live  # dead
+    assert "worker" not in live  # runners, not their workers
+
+
+def test_blocked_reason_is_a_sentence_with_links(
+    fresh_app: str, superuser_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    from django.utils import dateformat
+
+    name_runner(fresh_app, "seed-runner-0", "runner-1")
+    blocked = (
+        m.AtomicServiceExecution.objects.filter(
+            app_id=fresh_app, status="blocked", reason__contains="runner:seed-runner-0"
+        )
+        .order_by("-start_time")
+        .first()
+    )
+    holder_run = blocked.reason.split()[0].removeprefix("prior_running:")
+    holder = m.AtomicServiceExecution.objects.get(app_id=fresh_app, run_id=holder_run)
+    since = dateformat.format(timezone.localtime(holder.start_time), "H:i:s")
+    url = changelist(m.AtomicServiceExecution)
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, url, {"app_id": fresh_app, "q": blocked.run_id})
+    (reason,) = cell(html, "reason_text")
+    assert reason == (
+        f'<span class="pynenc-reason" title="{blocked.reason}">Blocked: run '
+        f'<a href="{url}?app_id={fresh_app}&amp;q={holder_run}" title="run {holder_run}">'
+        f"<code>{holder_run}</code></a> of the atomic services was still running on runner "
+        f'{RUNNER_LINK}{fresh_app}&amp;q=seed-runner-0" title="runner seed-runner-0">'
+        f"runner-1</a> <small>(host-0, pid 1000)</small> since {since}.</span>"
+    )
+    # Both links lead where they say.
+    assert f"{holder_run}</a></th>" in get(
+        superuser_client, url, {"app_id": fresh_app, "q": holder_run}
+    )
+    html = get(
+        superuser_client, changelist(m.RunnerHeartbeat), {"app_id": fresh_app, "q": "seed-runner-0"}
+    )
+    assert cell(html, "runner_id") == [
+        '<a href="'
+        + change(m.RunnerHeartbeat.objects.get(app_id=fresh_app, runner_id="seed-runner-0"))
+        + f'?_changelist_filters=app_id%3D{fresh_app}%26q%3Dseed-runner-0">seed-runner-0</a>'
+    ]
+
+    # The page shows the stored text on a line of its own too.
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, change(blocked))
+    assert "Blocked: run" in html
+    assert f"stored: <code>{blocked.reason}</code>" in html
+
+    # The runner's page tells its executions the same way, within its budget.
+    runner = m.RunnerHeartbeat.objects.get(app_id=fresh_app, runner_id="seed-runner-1")
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, change(runner))
+    assert "of the atomic services was still running on runner" in html
+
+    # A holder whose row is gone: no time, still the links; ABANDONED reasons; the
+    # unknown forms as stored, escaped.
+    m.AtomicServiceExecution.objects.filter(pk=blocked.pk).update(
+        reason="prior_running:gone-run runner:seed-runner-0"
+    )
+    html = get(superuser_client, url, {"app_id": fresh_app, "q": blocked.run_id})
+    (reason,) = cell(html, "reason_text")
+    assert "q=gone-run" in reason and "runner-1</a>" in reason and " since " not in reason
+    abandoned = m.AtomicServiceExecution.objects.filter(
+        app_id=fresh_app, status="abandoned", runner_id="seed-runner-0"
+    ).first()
+    for stored, told in [
+        (
+            "reaped: runner seed-runner-0 last heartbeat 2026-01-02T03:04:05+00:00 is older "
+            "than 0:10:00",
+            "Abandoned: runner {runner} stopped sending heartbeats (last at 03:04:05), and a "
+            "run is given up after 0:10:00 without one; the next claim ended it.",
+        ),
+        (
+            "superseded: runner seed-runner-0 claimed again, run x never finalized",
+            "Abandoned: runner {runner} claimed the slot again before this run was finalized",
+        ),
+        ("exception:OperationalError", "Abandoned: the run raised OperationalError on runner"),
+        ("prior_running:a <b>b</b>", "prior_running:a &lt;b&gt;b&lt;/b&gt;"),
+        ("reaped: runner someone-else last heartbeat is older than 0:10:00", "reaped: runner"),
+    ]:
+        m.AtomicServiceExecution.objects.filter(pk=abandoned.pk).update(reason=stored)
+        html = get(superuser_client, url, {"app_id": fresh_app, "q": abandoned.run_id})
+        (reason,) = cell(html, "reason_text")
+        runner_html = (
+            f'{RUNNER_LINK}{fresh_app}&amp;q=seed-runner-0" title="runner seed-runner-0">'
+            "runner-1</a> <small>(host-0, pid 1000)</small>"
+        )
+        assert told.format(runner=runner_html) in reason, reason
+        assert "<b>" not in reason
+
+
+def test_search_by_id_prefix(
+    fresh_app: str, superuser_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    """The 8 characters a log line shows, or more, find the row; so does the full id."""
+    ids = ["0123abc9-" + str(uuid.uuid4())[9:], "0123abcf-" + str(uuid.uuid4())[9:]]
+    rows = list(m.Invocation.objects.filter(app_id=fresh_app, status="success").order_by("pk")[:2])
+    owner = str(uuid.uuid4())
+    for row, new_id in zip(rows, ids, strict=True):
+        m.Invocation.objects.filter(pk=row.pk).update(invocation_id=new_id)
+    m.Invocation.objects.filter(pk=rows[1].pk).update(status="running", status_runner_id=owner)
+    url = changelist(m.Invocation)
+
+    def found(q: str) -> set[str]:
+        with django_assert_max_num_queries(MAX_QUERIES):
+            html = get(superuser_client, url, {"app_id": fresh_app, "q": q})
+        return set(re.findall(r'class="field-invocation_id"><a [^>]*>([^<]+)</a>', html))
+
+    first, second = ids
+    assert found(first[:8]) == {first}  # ends in 9: the range's end is "...abca"
+    assert found(second[:8]) == {second}  # ends in f: "...abcg"
+    assert found(first[:13]) == {first}  # with the dash
+    assert found(first[:8].upper()) == {first}
+    assert found(first) == {first}
+    assert found(second[:20]) == {second}
+    assert found("0123abc") == set()  # 7 characters: exact ids only
+    assert found(first[:8] + "x") == set()
+    assert found(owner[:8]) == {second}  # the owner's id, as the worker's log shows it
+
+    # The other lists that search by id.
+    run = m.AtomicServiceExecution.objects.filter(app_id=fresh_app, status="blocked").first()
+    run_id = str(uuid.uuid4())
+    m.AtomicServiceExecution.objects.filter(pk=run.pk).update(run_id=run_id)
+    html = get(
+        superuser_client,
+        changelist(m.AtomicServiceExecution),
+        {"app_id": fresh_app, "q": run_id[:8]},
+    )
+    assert f">{run_id}</a>" in html and len(cell(html, "run_id")) == 1
+    edge = m.BlockingEdge.objects.filter(app_id=fresh_app).first()
+    m.BlockingEdge.objects.filter(pk=edge.pk).update(waiter_id=first)
+    html = get(superuser_client, changelist(m.BlockingEdge), {"app_id": fresh_app, "q": first[:8]})
+    assert len(cell(html, "waiter")) == 1 and first in cell(html, "waiter")[0]
+    worker = m.RunnerHeartbeat.objects.get(app_id=fresh_app, runner_id="seed-runner-1-worker-0")
+    m.RunnerHeartbeat.objects.filter(pk=worker.pk).update(runner_id=owner)
+    html = get(
+        superuser_client, changelist(m.RunnerHeartbeat), {"app_id": fresh_app, "q": owner[:8]}
+    )
+    assert len(cell(html, "runner_id")) == 1 and owner in cell(html, "runner_id")[0]
+
+
+def test_times_to_the_second(seeded_app: str, superuser_client: Client) -> None:
+    from django.utils import dateformat
+
+    def shown(value: Any) -> str:
+        return dateformat.format(timezone.localtime(value), "Y-m-d H:i:s")
+
+    inv = m.Invocation.objects.filter(app_id=seeded_app).order_by("-registered_at", "-id").first()
+    html = get(superuser_client, changelist(m.Invocation), {"app_id": seeded_app})
+    assert f">{shown(inv.registered_at)}</time>" in cell(html, "registered_at")[0]
+    assert "registered_at" in html and "o=" in html  # still sortable by it
+    html = get(superuser_client, change(inv))
+    assert f">{shown(inv.registered_at)}</time>" in html
+    assert f">{shown(inv.status_timestamp)}</time>" in html
+    edge = m.BlockingEdge.objects.filter(app_id=seeded_app).order_by("-id").first()
+    html = get(superuser_client, changelist(m.BlockingEdge), {"app_id": seeded_app})
+    assert f">{shown(edge.created_at)}</time>" in cell(html, "created_at")[0]
+    waiter = m.Invocation.objects.get(app_id=seeded_app, invocation_id=edge.waiter_id)
+    html = get(superuser_client, change(waiter))
+    assert f"since {shown(edge.created_at)}</small>" in html
+    runner = m.RunnerHeartbeat.objects.get(app_id=seeded_app, runner_id="seed-runner-0")
+    html = get(superuser_client, changelist(m.RunnerHeartbeat), {"app_id": seeded_app})
+    assert any(f">{shown(runner.last_heartbeat)}</time>" in c for c in cell(html, "last_heartbeat"))
+    completed = (
+        m.AtomicServiceExecution.objects.filter(app_id=seeded_app, status="completed")
+        .order_by("-end_time")
+        .first()
+    )
+    html = get(superuser_client, changelist(m.AtomicServiceExecution), {"app_id": seeded_app})
+    assert f"<small>{shown(completed.end_time)}</small>" in html  # the summary's last run
+    assert re.search(r"<time datetime=\S+>\d{4}-\d\d-\d\d \d\d:\d\d:\d\d</time>", html)
+
+
+def test_blocking_edges_show_task_names(
+    seeded_app: str, superuser_client: Client, django_assert_max_num_queries: Any
+) -> None:
+    edges = list(m.BlockingEdge.objects.filter(app_id=seeded_app).order_by("-id")[:50])
+    tasks = dict(
+        m.Invocation.objects.filter(
+            app_id=seeded_app,
+            invocation_id__in={e.waiter_id for e in edges} | {e.waited_id for e in edges},
+        ).values_list("invocation_id", "task_id_key")
+    )
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, changelist(m.BlockingEdge), {"app_id": seeded_app})
+    waiters, waited = cell(html, "waiter"), cell(html, "waited")
+    assert len(waiters) == len(edges) == len(waited)
+    for edge, waiter_html, waited_html in zip(edges, waiters, waited, strict=True):
+        assert f"<code>{edge.waiter_id}</code></a> <small>{tasks[edge.waiter_id]}</small>" in (
+            waiter_html
+        )
+        assert f"<code>{edge.waited_id}</code></a> <small>{tasks[edge.waited_id]}</small>" in (
+            waited_html
+        )
+    # The edge's page opens from its time; the invocations link to themselves.
+    assert f'href="{change(edges[0])}' in cell(html, "created_at")[0]
+    assert change(edges[0]) not in waiters[0]
+
+
+@pytest.mark.parametrize("admin_first", [True, False], ids=["admin-first", "pynenc-first"])
+def test_overview_link_on_the_index_whatever_the_app_order(
+    admin_first: bool, superuser_client: Client
+) -> None:
+    from django.conf import settings
+    from django.test import override_settings
+
+    apps = [a for a in settings.INSTALLED_APPS if a != "pynenc_django"]
+    at = apps.index("django.contrib.admin") + (1 if admin_first else 0)
+    order = [*apps[:at], "pynenc_django", *apps[at:]]
+    assert (order.index("django.contrib.admin") < order.index("pynenc_django")) == admin_first
+    with override_settings(INSTALLED_APPS=order):
+        html = get(superuser_client, reverse("admin:index"))
+    assert html.count('id="pynenc-overview-link"') == 1
+    assert reverse("admin:pynenc_django_overview") in html
+    assert "Site administration" in html  # Django's own index around it

@@ -10,6 +10,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pynenc.invocation.status import InvocationStatus
 
 from pynenc_django.conf import ConfigDjango
+from pynenc_django.db.schema import check_migrated_for_command
 from pynenc_django.ops.retention import FINAL_STATUSES, purge
 from pynenc_django.project import get_app
 from pynenc_django.utils import now_utc
@@ -55,6 +56,8 @@ class Command(BaseCommand):
             raise CommandError("--batch-size must be at least 1")
         app = get_app()
         app_id = options.get("app_id") or app.app_id
+        alias = str(ConfigDjango(config_values=app.config_values).django_db_alias)
+        check_migrated_for_command(alias)
         cutoff = now_utc() - options["older_than"]
         verb = "would delete" if options["dry_run"] else "deleted"
         self.stdout.write(
@@ -67,7 +70,7 @@ class Command(BaseCommand):
         try:
             report = purge(
                 app_id,
-                str(ConfigDjango(config_values=app.config_values).django_db_alias),
+                alias,
                 cutoff=cutoff,
                 statuses=statuses,
                 batch_size=options["batch_size"],

@@ -10,6 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from pynenc_django.conf import ConfigDjango
+from pynenc_django.logs import configure_runner_logging
 from pynenc_django.project import DEFAULT_RUNNER, apply_overrides, get_app, runnable_runners
 from pynenc_django.vendors import vendor_of
 
@@ -36,6 +37,20 @@ def describe_database(alias: str) -> str:
     return f"{conn.vendor} {str(settings.get('NAME'))!r}{place} (alias {alias!r})"
 
 
+def runner_name(value: str) -> str:
+    """``--name``: printable, at most as long as the heartbeat's column."""
+    from argparse import ArgumentTypeError
+
+    from pynenc_django.models.orchestrator import RUNNER_NAME_LENGTH
+
+    name = value.strip()
+    if not name or not name.isprintable() or len(name) > RUNNER_NAME_LENGTH:
+        raise ArgumentTypeError(
+            f"{value!r} is not a runner name: 1 to {RUNNER_NAME_LENGTH} printable characters"
+        )
+    return name
+
+
 class Command(BaseCommand):
     help = (
         "Run pynenc workers for this project (DjangoPersistentProcessRunner by default). "
@@ -57,6 +72,12 @@ class Command(BaseCommand):
             help="Comma-separated queues to consume (default: all of the broker's queues).",
         )
         parser.add_argument("--log-level", choices=LOG_LEVELS, help="pynenc's log level.")
+        parser.add_argument(
+            "--name",
+            type=runner_name,
+            help="A name for this runner, shown with its host and pid in the admin "
+            "(default: none, the admin shows host and pid).",
+        )
 
     # Checks run in handle(), without database checks: those connect, and a database
     # that is not up yet must get the wait-and-retry below, not a traceback.
@@ -67,7 +88,10 @@ class Command(BaseCommand):
             self.check(databases=[])
         app = get_app()
         overrides = self._overrides(app, options)
+        if options.get("name"):
+            overrides["django_runner_name"] = options["name"]
         apply_overrides(app, overrides)
+        configure_runner_logging(app)
         alias = str(ConfigDjango(config_values=app.config_values).django_db_alias)
         self._wait_for_database(alias)
         self._check_migrations(alias)
@@ -94,13 +118,20 @@ class Command(BaseCommand):
             overrides.update(num_processes=processes, max_processes=processes)
             overrides["max_threads"] = processes
         if queues_option := options.get("queues"):
+            from pynenc_django.project import declared_queues
+
             queues = tuple(q.strip() for q in queues_option.split(",") if q.strip())
-            known = tuple(app.broker.conf.queues)
-            unknown = [q for q in queues if q not in known]
+            # A queue is real when the broker declares it or a registered task routes
+            # there (@app.task(queue=...)): a runner dedicated to it must start.
+            broker_queues = tuple(app.broker.conf.queues)
+            task_queues = tuple(q for q in declared_queues(app) if q not in broker_queues)
+            unknown = [q for q in queues if q not in broker_queues + task_queues]
             if not queues or unknown:
+                by_tasks = f"; tasks route to: {', '.join(task_queues)}" if task_queues else ""
                 raise CommandError(
                     f"Unknown queue(s) {', '.join(map(repr, unknown)) or repr(queues_option)}. "
-                    f"The broker declares: {', '.join(known)} (PYNENC['queues']).",
+                    f"The broker declares: {', '.join(broker_queues)} (PYNENC['queues'])"
+                    f"{by_tasks}.",
                     returncode=2,
                 )
             runner_section = dict((app.config_values or {}).get("runner") or {})
@@ -128,16 +159,9 @@ class Command(BaseCommand):
                 delay = min(DB_RETRY_MAX_SEC, delay * 2)
 
     def _check_migrations(self, alias: str) -> None:
-        from django.db import connections
-        from django.db.migrations.executor import MigrationExecutor
+        from pynenc_django.db.schema import check_migrated_for_command
 
-        executor = MigrationExecutor(connections[alias])
-        targets = [key for key in executor.loader.graph.leaf_nodes() if key[0] == "pynenc_django"]
-        if executor.migration_plan(targets):
-            raise CommandError(
-                f"pynenc's tables are not up to date on database alias {alias!r}. "
-                f"Run: manage.py migrate pynenc_django --database {alias}"
-            )
+        check_migrated_for_command(alias)
 
     def _banner(self, app: Any, runner: Any, alias: str) -> str:
         conf = runner.conf
@@ -154,6 +178,7 @@ class Command(BaseCommand):
                 f"  app id     {app.app_id}",
                 f"  database   {describe_database(alias)}",
                 f"  runner     {type(runner).__name__}",
+                f"  name       {getattr(app.orchestrator, 'runner_name', str)() or '-'}",
                 f"  processes  {processes}",
                 f"  queues     {queues}",
                 f"  pid        {os.getpid()}",

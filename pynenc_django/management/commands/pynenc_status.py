@@ -9,6 +9,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandParser
 
 from pynenc_django.conf import ConfigDjango
+from pynenc_django.db.schema import check_migrated_for_command
 from pynenc_django.ops.status import StatusReport, collect_status
 from pynenc_django.project import get_app
 
@@ -34,9 +35,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         app = get_app()
         conf = ConfigDjango(config_values=app.config_values)
+        alias = str(conf.django_db_alias)
+        check_migrated_for_command(alias)
         report = collect_status(
             options.get("app_id") or app.app_id,
-            str(conf.django_db_alias),
+            alias,
             dead_after=timedelta(minutes=float(app.conf.runner_considered_dead_after_minutes)),
             atomic_interval=timedelta(minutes=float(app.conf.atomic_service_interval_minutes)),
             worker_runners=not options["no_runner_ok"],
