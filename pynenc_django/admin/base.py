@@ -23,7 +23,9 @@ from django.contrib.admin.views.main import ChangeList
 from django.core.paginator import Page, Paginator
 from django.db import connections
 from django.db import models as db_models
-from django.db.models import Field, Model, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Field, Model, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.expressions import Combinable
+from django.db.models.functions import Coalesce, NullIf
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import dateformat, timezone
@@ -110,7 +112,7 @@ def short_id(value: str) -> str:
     return value[:8] if UUID_RE.fullmatch(value) else value
 
 
-def runner_annotations(prefix: str, runner_id: Any) -> dict[str, Subquery]:
+def runner_annotations(prefix: str, runner_id: Any) -> dict[str, Combinable]:
     """``<prefix>_name``, ``<prefix>_host`` and ``<prefix>_pid`` of the runner whose id is
     ``runner_id`` (an ``OuterRef`` or an expression of the outer row): scalar subqueries on
     the ``(app_id, runner_id)`` keys of its heartbeat and its context, so a page of rows
@@ -120,7 +122,11 @@ def runner_annotations(prefix: str, runner_id: Any) -> dict[str, Subquery]:
     beats = RunnerHeartbeat.objects.filter(app_id=OuterRef("app_id"), runner_id=runner_id)
     contexts = RunnerContextRecord.objects.filter(app_id=OuterRef("app_id"), runner_id=runner_id)
     return {
-        f"{prefix}_name": Subquery(beats.values("name")[:1]),
+        # The heartbeat's name, else the context's: a runner that stopped cleanly has none.
+        f"{prefix}_name": Coalesce(
+            NullIf(Subquery(beats.values("name")[:1]), Value("")),
+            Subquery(contexts.values("name")[:1]),
+        ),
         f"{prefix}_host": Subquery(contexts.values("hostname")[:1]),
         f"{prefix}_pid": Subquery(contexts.values("pid")[:1]),
     }

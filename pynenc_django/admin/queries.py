@@ -11,7 +11,8 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery
+from django.db.models import Count, F, Max, Min, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce, NullIf
 from django.http import HttpRequest
 from django.urls import reverse
 from django.utils import timezone
@@ -164,10 +165,16 @@ def invocation_detail(inv: Invocation, request: HttpRequest) -> dict[str, Any]:
                 .filter(app_id=app_id, runner_id=OuterRef("runner_id"))
                 .values("last_heartbeat")[:1]
             ),
-            name=Subquery(
-                RunnerHeartbeat.objects.using(alias)
-                .filter(app_id=app_id, runner_id=OuterRef("runner_id"))
-                .values("name")[:1]
+            runner_name=Coalesce(
+                NullIf(
+                    Subquery(
+                        RunnerHeartbeat.objects.using(alias)
+                        .filter(app_id=app_id, runner_id=OuterRef("runner_id"))
+                        .values("name")[:1]
+                    ),
+                    Value(""),
+                ),
+                F("name"),
             ),
         )
         .values(
@@ -178,7 +185,7 @@ def invocation_detail(inv: Invocation, request: HttpRequest) -> dict[str, Any]:
             "hostname",
             "thread_id",
             "last_heartbeat",
-            "name",
+            "runner_name",
         )
     }
     dead_after = timedelta(
@@ -186,6 +193,7 @@ def invocation_detail(inv: Invocation, request: HttpRequest) -> dict[str, Any]:
     )
     now = timezone.now()
     for row in contexts.values():
+        row["name"] = row.pop("runner_name")
         beat = row["last_heartbeat"]
         row["alive"] = None if beat is None else beat >= now - dead_after
         row["parent"] = contexts.get(row["parent_runner_id"] or "")

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from django.contrib import admin
-from django.db.models import OuterRef, QuerySet, Subquery
-from django.http import HttpRequest
 
 from pynenc_django.admin.base import AppIdFilter, PynencModelAdmin, runner_link
-from pynenc_django.models import RunnerContextRecord, RunnerHeartbeat
+from pynenc_django.models import RunnerContextRecord
 
 
 @admin.register(RunnerContextRecord)
@@ -27,21 +25,6 @@ class RunnerContextRecordAdmin(PynencModelAdmin):
     search_help_text = "Runner id (or its first 8 or more characters)."
     ordering = ("app_id", "runner_id")
     sortable_by = ()
-
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        """The runner's name from its heartbeat, while it has one (a scalar subquery)."""
-        beats = RunnerHeartbeat.objects.filter(
-            app_id=OuterRef("app_id"), runner_id=OuterRef("runner_id")
-        )
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(heartbeat_name=Subquery(beats.values("name")[:1]))
-        )
-
-    @admin.display(description="name")
-    def name(self, obj: RunnerContextRecord) -> str:
-        return getattr(obj, "heartbeat_name", None) or "-"
 
     @admin.display(description="parent runner")
     def parent(self, obj: RunnerContextRecord) -> str:

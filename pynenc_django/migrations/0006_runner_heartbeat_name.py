@@ -1,5 +1,6 @@
 """Runners have a name (``pynenc_runner --name``), stored with their heartbeats and their
-workers'; a database default as well, so rows written without it stay valid."""
+workers', and with their runner contexts, which outlive a clean stop; a database default
+as well, so rows written without it stay valid."""
 
 from django.db import migrations, models
 
@@ -13,6 +14,11 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name='runnerheartbeat',
+            name='name',
+            field=models.CharField(blank=True, db_default='', default='', max_length=100),
+        ),
+        migrations.AddField(
+            model_name='runnercontextrecord',
             name='name',
             field=models.CharField(blank=True, db_default='', default='', max_length=100),
         ),

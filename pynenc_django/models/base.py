@@ -14,6 +14,7 @@ ID_LENGTH = 255  # invocation ids, runner ids, run ids, condition ids, ...
 KEY_LENGTH = 320  # task id keys, call id keys (module.function plus an argument hash)
 STATUS_LENGTH = 32
 QUEUE_LENGTH = 255
+RUNNER_NAME_LENGTH = 100  # manage.py pynenc_runner --name
 
 
 def app_id_field() -> models.CharField:

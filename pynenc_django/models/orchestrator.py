@@ -3,6 +3,7 @@ from django.db import models
 from pynenc_django.models.base import (
     APP_ID_LENGTH,
     KEY_LENGTH,
+    RUNNER_NAME_LENGTH,
     STATUS_LENGTH,
     AppScopedModel,
     id_field,
@@ -100,10 +101,6 @@ class BlockingEdge(AppScopedModel):
 
     def __str__(self) -> str:
         return f"{self.waiter_id} waits for {self.waited_id}"
-
-
-#: Longest runner name (``manage.py pynenc_runner --name``).
-RUNNER_NAME_LENGTH = 100
 
 
 class RunnerHeartbeat(AppScopedModel):

@@ -9,6 +9,7 @@ from django.db import models
 
 from pynenc_django.models.base import (
     KEY_LENGTH,
+    RUNNER_NAME_LENGTH,
     STATUS_LENGTH,
     AppScopedModel,
     id_field,
@@ -149,6 +150,9 @@ class RunnerContextRecord(AppScopedModel):
     hostname = models.CharField(max_length=HOSTNAME_LENGTH)
     # Thread idents are pointer-sized, far beyond a 32-bit integer.
     thread_id = models.BigIntegerField()
+    #: The runner's name (``pynenc_runner --name``): kept here because a runner that stops
+    #: cleanly drops its heartbeats, and the admin still names it in what it did.
+    name = models.CharField(max_length=RUNNER_NAME_LENGTH, blank=True, default="", db_default="")
 
     class Meta:
         db_table = "pynenc_state_runner_context"

@@ -124,7 +124,7 @@ class RunnersMixin(OrchestratorCore):
         A pynenc setting, ``django_runner_name``, so it travels with the app into spawned
         workers.
         """
-        from pynenc_django.models.orchestrator import RUNNER_NAME_LENGTH
+        from pynenc_django.models.base import RUNNER_NAME_LENGTH
 
         return str(self.conf.django_runner_name or "")[:RUNNER_NAME_LENGTH]
 

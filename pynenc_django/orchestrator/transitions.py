@@ -19,7 +19,7 @@ from pynenc.invocation.status import (
 from pynenc_django.db import (
     retry_transient,
 )
-from pynenc_django.exceptions import NotSerializableError
+from pynenc_django.exceptions import InvocationNotStoredError, NotSerializableError
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.orchestrator.rules import (
     _SUCCESS_PLAN,
@@ -269,7 +269,9 @@ class TransitionsMixin(OrchestratorCore):
                 .first()
             )
             if row is None:
-                raise KeyError(f"Invocation ID {invocation_id} not found")
+                raise InvocationNotStoredError.for_app(
+                    invocation_id, self.app.app_id, self.db_alias
+                )
             current = InvocationStatusRecord(InvocationStatus(row[0]), row[1], row[2])
             new_record = status_record_transition(current, status, runner_id)
             if result is not None:  # only once the transition is known to be allowed

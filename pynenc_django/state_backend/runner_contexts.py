@@ -60,8 +60,12 @@ class RunnerContextsMixin(StateBackendCore[Params, Result]):
 
     @retry_transient
     def _store_runner_contexts(self, contexts: list[RunnerContext]) -> None:
+        """Upsert the rows, each with this process's runner name: a chain never leaves
+        one runner (its workers and threads), and the name outlives its heartbeats."""
         from pynenc_django.models import RunnerContextRecord
+        from pynenc_django.models.base import RUNNER_NAME_LENGTH
 
+        name = str(self.conf.django_runner_name or "")[:RUNNER_NAME_LENGTH]
         by_id = {
             ctx.runner_id: RunnerContextRecord(
                 app_id=self.app.app_id,
@@ -71,6 +75,7 @@ class RunnerContextsMixin(StateBackendCore[Params, Result]):
                 pid=ctx.pid,
                 hostname=ctx.hostname,
                 thread_id=ctx.thread_id,
+                name=name,
             )
             for ctx in contexts
         }
@@ -78,7 +83,7 @@ class RunnerContextsMixin(StateBackendCore[Params, Result]):
             RunnerContextRecord,
             [by_id[key] for key in sorted(by_id)],
             ["app_id", "runner_id"],
-            ["runner_cls", "parent_runner_id", "pid", "hostname", "thread_id"],
+            ["runner_cls", "parent_runner_id", "pid", "hostname", "thread_id", "name"],
         )
 
     def _runner_contexts(self) -> Any:

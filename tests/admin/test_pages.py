@@ -353,10 +353,10 @@ def test_runner_owned_counts_are_capped(
 
 
 def name_runner(app_id: str, runner_id: str, name: str) -> None:
-    """What ``pynenc_runner --name`` writes: the name on the runner's and its workers' rows."""
-    m.RunnerHeartbeat.objects.filter(app_id=app_id, runner_id__startswith=runner_id).update(
-        name=name
-    )
+    """What ``pynenc_runner --name`` writes: the name on the runner's and its workers'
+    heartbeats and runner contexts."""
+    for model in (m.RunnerHeartbeat, m.RunnerContextRecord):
+        model.objects.filter(app_id=app_id, runner_id__startswith=runner_id).update(name=name)
 
 
 def cell(html: str, column: str) -> list[str]:

@@ -3,8 +3,10 @@ its workers', and the admin shows it with host and pid. A bad name changes nothi
 
 from __future__ import annotations
 
+import signal
 import socket
 from collections.abc import Generator
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -80,3 +82,31 @@ def test_bad_name_exits_2_and_registers_nothing(app: Pynenc, runners: Runners, n
     assert "argument --name" in log and "is not a runner name" in log, process.tail()
     assert "Traceback" not in log, process.tail()
     assert heartbeats(app) == {}
+
+
+def test_a_runner_stopped_cleanly_keeps_its_name_in_the_admin(
+    app: Pynenc, runners: Runners, tasks: ModuleType, admin_client: Client
+) -> None:
+    """A clean stop drops the runner's heartbeats (the name's first home); what it ran
+    still names it, from its runner contexts."""
+    from pynenc_django.models import Invocation, RunnerContextRecord
+
+    named = runners.start("--name", "green-2", processes=1)
+    runner_id, workers = named.runner_id, set(named.workers().values())
+    invocation = tasks.add(20, 22)
+    assert invocation.result == 42
+    named.send(signal.SIGTERM)
+    assert named.wait_exit(30) == 0, named.tail()
+    assert heartbeats(app) == {}, "a clean stop drops its heartbeats"
+
+    names = dict(
+        RunnerContextRecord.objects.filter(app_id=app.app_id).values_list("runner_id", "name")
+    )
+    assert {names.get(r) for r in {runner_id, *workers}} == {"green-2"}, names
+    contexts = reverse("admin:pynenc_django_runnercontextrecord_changelist")
+    (worker_id,) = workers
+    html = get(admin_client, contexts, {"app_id": app.app_id, "q": worker_id[:8]})
+    assert worker_id in html and ">green-2</td>" in html, html[-3000:]
+    pk = Invocation.objects.get(app_id=app.app_id, invocation_id=invocation.invocation_id).pk
+    page = get(admin_client, reverse("admin:pynenc_django_invocation_change", args=[pk]), {})
+    assert "<strong>green-2</strong>" in page

@@ -64,6 +64,21 @@ def test_every_lookup_of_an_unknown_id_raises_invocation_not_found(app_instance:
         assert isinstance(raised.value, KeyError), name
 
 
+def test_a_status_change_of_an_unknown_id_raises_invocation_not_found(
+    app_instance: Pynenc,
+) -> None:
+    """A write by id too (the admin's actions and pynenc's status changes go through it)."""
+    from pynenc.invocation.status import InvocationStatus
+
+    ctx = app_instance.runner.runner_context
+    with pytest.raises(InvocationNotFoundError) as raised:
+        app_instance.orchestrator.record_status_change(  # type: ignore[attr-defined]
+            "nope", InvocationStatus.RUNNING, ctx
+        )
+    assert isinstance(raised.value, KeyError)
+    assert "database alias 'default'" in str(raised.value)
+
+
 def test_status_and_result_of_an_enqueued_invocation_before_commit(app_instance: Pynenc) -> None:
     task = app_instance.task(add)
 

@@ -41,7 +41,7 @@ def runner_name(value: str) -> str:
     """``--name``: printable, at most as long as the heartbeat's column."""
     from argparse import ArgumentTypeError
 
-    from pynenc_django.models.orchestrator import RUNNER_NAME_LENGTH
+    from pynenc_django.models.base import RUNNER_NAME_LENGTH
 
     name = value.strip()
     if not name or not name.isprintable() or len(name) > RUNNER_NAME_LENGTH:
