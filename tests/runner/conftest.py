@@ -219,9 +219,14 @@ class Runners:
         self.started: list[RunnerProcess] = []
 
     def manage(
-        self, *args: str, env: dict[str, str] | None = None, name: str | None = None
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        name: str | None = None,
+        manage_py: Path = MANAGE,
     ) -> RunnerProcess:
-        """``manage.py <args>`` in its own session, output to a log file."""
+        """``manage.py <args>`` in its own session, output to a log file. Another project's
+        ``manage_py`` chooses its own settings (``DJANGO_SETTINGS_MODULE`` is not passed)."""
         name = name or f"{args[0]}-{len(self.started) + 1}"
         log_path = self.tmp_path / f"{name}.log"
         full_env = {
@@ -230,11 +235,13 @@ class Runners:
             "PYTHONUNBUFFERED": "1",
             **(env or {}),
         }
-        command = [sys.executable, str(MANAGE), *args]
+        if manage_py != MANAGE:
+            full_env.pop("DJANGO_SETTINGS_MODULE")
+        command = [sys.executable, str(manage_py), *args]
         with open(log_path, "wb") as log:
             popen = subprocess.Popen(
                 command,
-                cwd=PROJECT,
+                cwd=manage_py.parent,
                 env=full_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 from pynenc import Pynenc
@@ -28,23 +26,9 @@ STOP_WITHIN_SEC = 90  # a handful of worker starts, each a Django setup, on a bu
 
 def start_noguard_runner(runners: Runners) -> RunnerProcess:
     """``manage.py pynenc_runner`` of a project whose manage.py lacks the main guard."""
-    log_path = runners.tmp_path / "noguard-runner.log"
-    args = ["pynenc_runner", "--processes", "2"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("DJANGO_SETTINGS_MODULE", None)  # manage.py sets it, as a project's does
-    with open(log_path, "wb") as log:
-        popen = subprocess.Popen(
-            [sys.executable, str(NOGUARD / "manage.py"), *args],
-            cwd=NOGUARD,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    process = RunnerProcess("noguard-runner", args, log_path, popen)
-    runners.started.append(process)  # killed with everything it started after the test
-    return process
+    return runners.manage(
+        "pynenc_runner", "--processes", "2", name="noguard-runner", manage_py=NOGUARD / "manage.py"
+    )
 
 
 def test_unguarded_manage_py_stops_the_runner_with_the_fix(app: Pynenc, runners: Runners) -> None:
