@@ -435,9 +435,13 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         """Close the lifeline's write end: every worker reads EOF and stops taking work.
 
         Async-signal-safe enough for a signal handler: it only closes a file descriptor.
+        Exactly one caller closes it: the loop, a signal handler interrupting it, and
+        another thread (pynenc's tests stop runners from theirs) may all get here, and a
+        second ``close`` of the descriptor could close one the process reused meanwhile.
+        Taking the writer out of the instance is one atomic step under the GIL.
         """
-        writer = getattr(self, "_lifeline_writer", None)
-        if writer is not None and not writer.closed:
+        writer = self.__dict__.pop("_lifeline_writer", None)
+        if writer is not None:
             writer.close()
 
     def _on_stop(self) -> None:

@@ -4,8 +4,12 @@ runner's own lost finalization cannot jam, and the lookup of a dead worker's wor
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
+import os
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from pynenc import Pynenc
 from pynenc.invocation.status import InvocationStatus
@@ -97,3 +101,53 @@ def test_another_runner_is_still_blocked_by_a_live_holder(app_instance: Pynenc) 
 
     blocked = AtomicServiceRun(runner_id="runner-b", atomic_service_run_id="run-b")
     assert not orchestrator.record_atomic_service_execution_start(blocked, datetime.now(UTC))
+
+
+class _InterruptedClose(multiprocessing.connection.Connection):
+    """A pipe end whose ``close`` is interrupted between closing the descriptor and
+    forgetting it, by a stop request (a signal handler, or another thread's stop)."""
+
+    on_close: Callable[[], None] = staticmethod(lambda: None)
+
+    def _close(self, _close: Any = os.close) -> None:  # type: ignore[override]
+        fd = self.fileno()
+        _close(fd)
+        type(self).on_close()
+
+
+def test_the_lifeline_is_closed_exactly_once_however_stops_interleave(
+    app_instance: Pynenc,
+) -> None:
+    """A second close of the lifeline's descriptor, after another caller closed it, raised
+    EBADF in pynenc's combinations suite (its test thread and the runner loop stopping at
+    once), and could close a descriptor the process had reused meanwhile."""
+    from pynenc_django.runner import DjangoPersistentProcessRunner
+
+    runner = DjangoPersistentProcessRunner(app_instance)
+    reader, writer = multiprocessing.Pipe(duplex=False)
+    interrupted = _InterruptedClose(os.dup(writer.fileno()), readable=False)
+    writer.close()
+    nested: list[BaseException | None] = []
+
+    def stop_again() -> None:
+        try:
+            runner._signal_stop()
+            nested.append(None)
+        except BaseException as exc:  # what the nested stop raised, if anything
+            nested.append(exc)
+
+    _InterruptedClose.on_close = staticmethod(stop_again)
+    runner._lifeline_writer = interrupted
+    runner._signal_stop()
+    runner._signal_stop()
+    assert nested == [None], nested
+    assert reader.poll(1) and _eof(reader), "the workers' end reads EOF"
+    reader.close()
+
+
+def _eof(reader: multiprocessing.connection.Connection) -> bool:
+    try:
+        reader.recv_bytes()
+    except EOFError:
+        return True
+    return False
