@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from cistell import ConfigField
@@ -363,6 +364,15 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
         pynenc looks for invocations that others wait on before every claim, to run them
         first. A busy worker looks at most this often after finding none (they stay
         queued in order meanwhile); 0 looks before every claim.
+    :cvar ConfigField[float] django_atomic_service_every_sec:
+        How often the cluster runs pynenc's atomic services (trigger processing: cron
+        ticks, events, status triggers), in whichever runner asks first once it is due;
+        never two at once. A run whose runner's heartbeat is older than
+        ``django_runner_dead_after_sec`` is over and the next starts at once. Each runner
+        asks this often (one read), so the cost grows with runners, not with schedules.
+        0 keeps pynenc's slots: ``atomic_service_interval_minutes`` (5) split among the
+        runners, where a cron tick outside the slot of the runner evaluating it waits
+        and an event waits minutes.
     """
 
     django_idle_wait_max_sec = ConfigField(1.0)
@@ -372,6 +382,7 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
     django_shutdown_grace_sec = ConfigField(0.0)
     django_reroute_timeout_sec = ConfigField(300.0)
     django_blocking_check_interval_sec = ConfigField(0.1)
+    django_atomic_service_every_sec = ConfigField(1.0)
 
     def _validate(self) -> None:
         beat = float(self.django_heartbeat_interval_sec)
@@ -386,3 +397,25 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
                 f"{MIN_BEATS_BEFORE_DEAD * beat:g}s)"
             )
         super()._validate()
+
+
+#: However often the atomic services run, a run is expected to complete at least this often.
+MIN_ATOMIC_SERVICE_PERIOD = timedelta(minutes=1)
+
+
+def atomic_service_period(
+    config_values: dict[str, Any] | None, config_filepath: str | None = None
+) -> timedelta:
+    """How often the cluster's atomic services are expected to run, for the health checks
+    (``pynenc_status``, the admin): ``django_atomic_service_every_sec``, but at least
+    :data:`MIN_ATOMIC_SERVICE_PERIOD`, or pynenc's cycle where that is 0 (its slots)."""
+    runner = ConfigDjangoPersistentProcessRunner(
+        config_values=config_values, config_filepath=config_filepath
+    )
+    every = float(runner.django_atomic_service_every_sec)
+    if every > 0:
+        return max(timedelta(seconds=every), MIN_ATOMIC_SERVICE_PERIOD)
+    from pynenc.conf.config_pynenc import ConfigPynenc
+
+    pynenc = ConfigPynenc(config_values=config_values, config_filepath=config_filepath)
+    return timedelta(minutes=float(pynenc.atomic_service_interval_minutes))

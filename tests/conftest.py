@@ -195,6 +195,49 @@ def _reap_orphans(request: pytest.FixtureRequest) -> Generator[None, None, None]
         _kill_forked_leftovers(before)
 
 
+def _dump_stacks_of_descendants(nodeid: str) -> None:
+    """Print every descendant process's Python stacks (``py-spy dump``) to the test's output.
+
+    pytest-timeout shows only this process's threads; a hang in a forked worker or a
+    multiprocessing manager needs theirs too. Best effort: nothing when py-spy is absent.
+    """
+    import shutil
+    import subprocess
+    import sys
+
+    import psutil
+
+    spy = shutil.which("py-spy") or os.path.join(os.path.dirname(sys.executable), "py-spy")
+    if not os.path.exists(spy):
+        return
+    print(f"+++ {nodeid}: near its timeout, stacks of this process and its descendants +++")
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        with contextlib.suppress(Exception):
+            dump = subprocess.run(
+                [spy, "dump", "--pid", str(proc.pid)], capture_output=True, text=True, timeout=20
+            )
+            print(f"--- pid {proc.pid} ({proc.status()}): {' '.join(proc.cmdline())[:120]}")
+            print(dump.stdout or dump.stderr)
+
+
+@pytest.fixture(autouse=True)
+def _stacks_dumped_before_timeout(request: pytest.FixtureRequest) -> Generator[None, None, None]:
+    """Shortly before pytest-timeout fails a test, record where every process of it waits."""
+    import threading
+
+    marker = request.node.get_closest_marker("timeout")
+    timeout = float(marker.args[0]) if marker and marker.args else request.config.getini("timeout")
+    timeout = float(timeout or 0)
+    if timeout <= 20:
+        yield
+        return
+    timer = threading.Timer(timeout - 15, _dump_stacks_of_descendants, args=(request.node.nodeid,))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
+
+
 @pytest.fixture(autouse=True)
 def _start_method_restored() -> Generator[None, None, None]:
     """Give every test the process-wide multiprocessing start method it found.

@@ -26,6 +26,8 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "bench.seeding",  # manage.py pynenc_seed: the admin tests' realistic rows
+    "django_celery_beat",
+    "pynenc_django.beat",
 ]
 
 # The admin (tests/admin): sessions, auth, messages and CSRF, as in a real project.

@@ -119,13 +119,9 @@ PYNENC = {
     # No "queues": every task is on pynenc's "default" queue, waiting parents included. A
     # worker whose task waits for others runs, inside the wait, those still queued, so
     # waiting orders may hold every worker without leaving their children to nobody.
-    # Short so the demo sees the cluster-wide services (triggers: cron and events;
-    # recovery) run many times a minute. Two runners split each 12 s cycle into two
-    # 6 s slots (minus a 0.6 s margin); the slot's owner checks every 0.3 s.
-    # pynenc's defaults are a 5 min cycle, a 1 min margin and a check every 30 s.
-    "atomic_service_interval_minutes": 0.2,
-    "atomic_service_spread_margin_minutes": 0.01,
-    "atomic_service_check_interval_minutes": 0.005,
+    # The cluster-wide services (triggers: cron ticks, events; recovery) run every second
+    # in whichever runner asks first (django_atomic_service_every_sec, the default), and
+    # at once when an event is emitted: nothing to tune here.
     # Lost runner hosts (pynenc_django's defaults, spelled out): each runner refreshes its
     # workers' heartbeats every 5 s, and a worker whose heartbeat is 30 s old has lost its
     # host with it; any live runner then puts its PENDING/RUNNING invocations back in their

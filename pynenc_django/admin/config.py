@@ -13,9 +13,10 @@ from __future__ import annotations
 import functools
 import json
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from pynenc_django.conf import ConfigDjango
+from pynenc_django.conf import ConfigDjango, atomic_service_period
 
 if TYPE_CHECKING:
     from django.http import HttpRequest
@@ -131,6 +132,16 @@ def _django_conf(frozen: str) -> ConfigDjango:
 def django_conf(app_id: str, request: HttpRequest | None = None) -> ConfigDjango:
     """pynenc-django's settings of ``app_id`` (``django_stuck_wait_after_sec``, ...)."""
     return _django_conf(_frozen(app_config_values(app_id, request)))
+
+
+@functools.lru_cache(maxsize=64)
+def _atomic_period(frozen: str) -> timedelta:
+    return atomic_service_period(json.loads(frozen))
+
+
+def atomic_period(app_id: str, request: HttpRequest | None = None) -> timedelta:
+    """How often ``app_id``'s atomic services are expected to run (:func:`atomic_service_period`)."""
+    return _atomic_period(_frozen(app_config_values(app_id, request)))
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from pynenc_django.admin.base import (
     runner_link,
     status_badge,
 )
-from pynenc_django.admin.config import db_alias, prime_app_config, pynenc_conf
+from pynenc_django.admin.config import atomic_period, db_alias, prime_app_config, pynenc_conf
 from pynenc_django.admin.reasons import execution_annotations, reason_html
 from pynenc_django.models import (
     AppInfoRecord,
@@ -478,10 +478,9 @@ def execution_summary(request: HttpRequest) -> dict[str, Any] | None:
     app_id = current_app_id(request)
     if app_id is None:
         return None
-    conf = pynenc_conf(app_id, request)
     now = timezone.now()
     hour_ago = now - timedelta(hours=1)
-    interval = timedelta(minutes=float(conf.atomic_service_interval_minutes))
+    interval = atomic_period(app_id, request)
     done, blocked, running = (
         AtomicServiceStatus.COMPLETED.value,
         AtomicServiceStatus.BLOCKED.value,

@@ -2,7 +2,7 @@
 
 Django gives each thread its own connection and knows nothing of ``fork``: pynenc's
 runners start threads (closed here when they end) and fork processes (which must neither
-fork mid-query nor reuse the parent's sockets); its async tasks call backends from an
+fork mid-query or mid-log-line nor reuse the parent's sockets); its async tasks call backends from an
 event loop, where Django forbids the ORM (:func:`in_event_loop`, the sync bridge).
 """
 
@@ -119,7 +119,12 @@ class _ForkGuard:
         self._cond.acquire()
         self._forking = True
         # Bounded: a thread stuck in a query must not freeze the runner forever.
-        self._cond.wait_for(lambda: self._active <= mine, timeout=5.0)
+        if not self._cond.wait_for(lambda: self._active <= mine, timeout=5.0):
+            logger.warning(
+                "pynenc_django: forking while %d other thread(s) are still inside a "
+                "database call after 5 s; the child may hang on its first connection",
+                self._active - mine,
+            )
 
     def after_fork_in_parent(self) -> None:
         self._forking = False
@@ -197,7 +202,55 @@ def _drop_inherited_connections() -> None:
 _inherited_connections: list[Any] = []
 
 
+class _LoggingForkGuard:
+    """Holds every logging handler's lock across ``fork()``.
+
+    Python re-creates the handlers' locks in the child, but not the lock inside the
+    stream a handler writes to: a child forked while another thread was in the middle of
+    writing a log record to a file inherits that stream's lock held, and hangs on its
+    first log line, maybe inside a transaction whose database locks then stall the
+    parent too (pynenc's ProcessRunner, a worker logging its RUNNING status). Holding
+    the handlers' locks means no thread is inside a handler when the process forks.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[logging.Handler] = []
+
+    def before_fork(self) -> None:
+        self._held = []
+        refs = list(getattr(logging, "_handlerList", ()))
+        for ref in refs:
+            handler = ref()
+            lock = getattr(handler, "lock", None)
+            # Bounded: a handler stuck on a dead stream must not freeze the forking thread.
+            if handler is not None and lock is not None and lock.acquire(timeout=5.0):
+                self._held.append(handler)
+
+    def after_fork_in_parent(self) -> None:
+        held, self._held = self._held, []
+        for handler in reversed(held):
+            handler.lock.release()  # type: ignore[union-attr]
+
+    def after_fork_in_child(self) -> None:
+        self._held = []  # logging has already given the child's handlers new locks
+
+
+logging_fork_guard = _LoggingForkGuard()
+
+
+def _before_fork() -> None:
+    # Database calls drain first: one of them may log on its way out.
+    fork_guard.before_fork()
+    logging_fork_guard.before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    logging_fork_guard.after_fork_in_parent()
+    fork_guard.after_fork_in_parent()
+
+
 def _after_fork_in_child() -> None:
+    logging_fork_guard.after_fork_in_child()
     fork_guard.after_fork_in_child()
     sync_bridge.cache_clear()  # the parent's pool threads do not exist in the child
     _drop_inherited_connections()
@@ -205,7 +258,7 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(
-        before=fork_guard.before_fork,
-        after_in_parent=fork_guard.after_fork_in_parent,
+        before=_before_fork,
+        after_in_parent=_after_fork_in_parent,
         after_in_child=_after_fork_in_child,
     )

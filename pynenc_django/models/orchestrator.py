@@ -189,6 +189,9 @@ class AtomicServiceGate(models.Model):
     running_run_id = id_field(null=True, blank=True)
     runner_id = id_field(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # When the last run was admitted: DjangoPersistentProcessRunner's runners admit one
+    # run per ``django_atomic_service_every_sec`` cluster-wide (a compare-and-set on it).
+    last_started_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "pynenc_atomic_service_gate"

@@ -4,6 +4,7 @@ admission, with dead holders finalized as ABANDONED.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -22,11 +23,16 @@ from pynenc_django.orchestrator.rules import (
 )
 from pynenc_django.utils import (
     chunked,
+    from_db_time,
     now_utc,
 )
 
+#: How often a process trims the atomic-service history after its own turns.
+TURN_PURGE_INTERVAL_SEC = 60.0
+
 if TYPE_CHECKING:
     from pynenc.orchestrator.atomic_service import AtomicServiceRun
+    from pynenc.runner.runner_context import RunnerContext
 
     from pynenc_django.models import AtomicServiceExecution as ExecutionRow
 
@@ -53,17 +59,18 @@ class AtomicServiceMixin(OrchestratorCore):
             [AtomicServiceGate(app_id=self.app.app_id)], ignore_conflicts=True
         )
 
-    def _stale_holder_reason(self, run_id: str, runner_id: str | None, since: datetime) -> str:
+    def _stale_holder_reason(
+        self, run_id: str, runner_id: str | None, since: datetime, dead_after: timedelta
+    ) -> str:
         """Why the RUNNING holder of the gate must be considered dead, or ``""``.
 
-        A holder is dead when its runner's heartbeat is older than
-        ``runner_considered_dead_after_minutes`` (or it has none and the run started
-        longer ago than that). Runners refresh their heartbeat before every claim, so a
-        live holder is never reaped.
+        A holder is dead when its runner's heartbeat is older than ``dead_after`` (or it
+        has none and the run started longer ago than that). Runners refresh their
+        heartbeat before every claim (pynenc's) or every few seconds (ours), so a live
+        holder is never reaped.
         """
         from pynenc_django.models import RunnerHeartbeat
 
-        dead_after = timedelta(minutes=float(self.app.conf.runner_considered_dead_after_minutes))
         cutoff = now_utc() - dead_after
         last = (
             RunnerHeartbeat.objects.using(self.db_alias)
@@ -80,7 +87,9 @@ class AtomicServiceMixin(OrchestratorCore):
             return f"reaped: runner {runner_id} has no heartbeat and run {run_id} started {since.isoformat()}"
         return ""
 
-    def _reap_stale_holder(self, claimer_runner_id: str, now: datetime) -> None:
+    def _reap_stale_holder(
+        self, claimer_runner_id: str, now: datetime, dead_after: timedelta | None = None
+    ) -> None:
         """Finalize a RUNNING execution left by a dead runner as ABANDONED and free the gate.
 
         A runner claims one run at a time, so a holder that is the claimer itself is a run
@@ -94,7 +103,12 @@ class AtomicServiceMixin(OrchestratorCore):
         if runner_id == claimer_runner_id:
             reason = f"superseded: runner {runner_id} claimed again, run {run_id} never finalized"
         else:
-            reason = self._stale_holder_reason(run_id, runner_id, started_at or now_utc())
+            if dead_after is None:
+                minutes = float(self.app.conf.runner_considered_dead_after_minutes)
+                dead_after = timedelta(minutes=minutes)
+            reason = self._stale_holder_reason(
+                run_id, runner_id, started_at or now_utc(), dead_after
+            )
         if not reason:
             return
         if (
@@ -169,6 +183,75 @@ class AtomicServiceMixin(OrchestratorCore):
         self.purge_atomic_service_executions()
         return False
 
+    @retry_transient
+    def claim_atomic_service_turn(
+        self, runner_ctx: RunnerContext, every_sec: float, holder_dead_after_sec: float
+    ) -> AtomicServiceRun | None:
+        """A :class:`~pynenc_django.runner.DjangoPersistentProcessRunner`'s turn at the
+        atomic services: one run per ``every_sec`` cluster-wide, taken by whichever runner
+        asks first once it is due, never while another runs.
+
+        pynenc instead splits a 5-minute cycle into one slot per runner: a cron tick
+        outside the evaluating runner's slot was lost, an event waited minutes, and a
+        killed runner kept its slot for ``runner_considered_dead_after_minutes`` (10).
+        Here a holder whose runner's heartbeat is older than ``holder_dead_after_sec`` is
+        finalized ABANDONED and the next turn starts at once. Not due: one read. Due: a
+        compare-and-set on the gate row, so two runners can never both start a turn.
+        """
+        from pynenc.orchestrator.atomic_service import AtomicServiceRun
+
+        now = now_utc()
+        running_run_id, _holder, _since, last_started = self._gate_state()
+        if running_run_id is not None:
+            self._reap_stale_holder(
+                runner_ctx.runner_id, now, timedelta(seconds=holder_dead_after_sec)
+            )
+            running_run_id, holder, _since, last_started = self._gate_state()
+        # A little early is on time: each runner tries every ``every_sec`` by its own clock.
+        if last_started is not None and now - last_started < timedelta(seconds=every_sec * 0.9):
+            return None
+        run = AtomicServiceRun(runner_id=runner_ctx.runner_id, started_at=now)
+        if running_run_id is not None:
+            # Due, but another run holds the gate: said once per holder run and runner.
+            if self._blocked_by != running_run_id:
+                self._blocked_by = running_run_id
+                self._upsert_execution(
+                    runner_ctx.runner_id,
+                    run.atomic_service_id.atomic_service_run_id,
+                    now,
+                    BLOCKED,
+                    f"prior_running:{running_run_id} runner:{holder}",
+                )
+            return None
+        run_id = run.atomic_service_id.atomic_service_run_id
+        free = self._gate().filter(running_run_id__isnull=True)
+        if last_started is None:
+            free = free.filter(last_started_at__isnull=True)
+        else:
+            free = free.filter(last_started_at=last_started)
+        with self.write_transaction():
+            if not free.update(
+                running_run_id=run_id,
+                runner_id=runner_ctx.runner_id,
+                started_at=now,
+                last_started_at=now,
+            ):
+                return None  # another runner took this turn
+            self._upsert_execution(runner_ctx.runner_id, run_id, now, RUNNING, "")
+        return run
+
+    _blocked_by: str | None = None
+
+    def _gate_state(self) -> tuple[str | None, str | None, datetime | None, datetime | None]:
+        """(running run, its runner, since, last admitted) of this app's gate row."""
+        columns = ("running_run_id", "runner_id", "started_at", "last_started_at")
+        row = self._gate().values_list(*columns).first()
+        if row is None:
+            self._ensure_gate()
+            row = self._gate().values_list(*columns).first()
+        running, runner, since, last = row
+        return running, runner, from_db_time(since), from_db_time(last)
+
     def _upsert_execution(
         self,
         runner_id: str,
@@ -199,6 +282,33 @@ class AtomicServiceMixin(OrchestratorCore):
         reason: str = "",
     ) -> None:
         """First terminal write wins; a run with no row at all still gets one (start=end)."""
+        self._finalize_execution(atomic_service_run, end_time, status, reason)
+        self.purge_atomic_service_executions()
+
+    @retry_transient
+    def finalize_atomic_service_turn(
+        self,
+        atomic_service_run: AtomicServiceRun,
+        end_time: datetime,
+        status: AtomicServiceExecutionStatus,
+        reason: str = "",
+    ) -> None:
+        """:meth:`finalize_atomic_service_execution` for :meth:`claim_atomic_service_turn`'s
+        runs, one a second: the history is trimmed at most once a minute per process."""
+        self._finalize_execution(atomic_service_run, end_time, status, reason)
+        if time.monotonic() >= self._next_turn_purge:
+            self._next_turn_purge = time.monotonic() + TURN_PURGE_INTERVAL_SEC
+            self.purge_atomic_service_executions()
+
+    _next_turn_purge = 0.0
+
+    def _finalize_execution(
+        self,
+        atomic_service_run: AtomicServiceRun,
+        end_time: datetime,
+        status: AtomicServiceExecutionStatus,
+        reason: str,
+    ) -> None:
         from pynenc_django.models import AtomicServiceExecution as Row
 
         ident = atomic_service_run.atomic_service_id
@@ -223,7 +333,6 @@ class AtomicServiceMixin(OrchestratorCore):
                     start_time=end_time,
                     end_time=end_time,
                 )
-        self.purge_atomic_service_executions()
 
     @staticmethod
     def _to_execution(row: ExecutionRow) -> AtomicServiceExecution:

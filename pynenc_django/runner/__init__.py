@@ -45,9 +45,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from pynenc.orchestrator.atomic_service import AtomicServiceExecutionStatus
 from pynenc.runner.persistent_process_runner import PersistentProcessRunner
 from pynenc.runner.runner_context import RunnerContext
 from pynenc.util.subclasses import get_all_subclasses
@@ -61,6 +63,7 @@ from pynenc_django.ops.recovery import PutBack
 from pynenc_django.orchestrator.reads import ClientResultsWaiter
 from pynenc_django.utils import now_utc
 from pynenc_django.wakeup import ResultWaiter, result_waiter
+from pynenc_django.wakeup.triggers import TriggerWake
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -383,27 +386,92 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             close_stale_connections()
 
     def _report_child_runner_heartbeats(self) -> None:
-        """Throttled (pynenc writes them every loop) and never fatal."""
+        """Throttled (pynenc writes them every loop) and never fatal; the runner's own
+        heartbeat too, which says whether a turn at the atomic services it holds is alive
+        (:meth:`_check_atomic_services`)."""
         now = time.monotonic()
         if now - self._last_heartbeat < float(self.conf.django_heartbeat_interval_sec):
             return
         with self._survive_database_errors("Could not refresh worker heartbeats"):
+            if self._atomic_service_every > 0:
+                self.app.orchestrator.register_runner_heartbeats(
+                    [self.runner_id], can_run_atomic_service=True, consumed_queues=self.conf.queues
+                )
             super()._report_child_runner_heartbeats()
             self._last_heartbeat = now
 
-    def _check_atomic_services(self) -> None:
-        """pynenc's atomic-service turn; a failure there is logged, never fatal.
+    @cached_property
+    def _atomic_service_every(self) -> float:
+        return float(self.conf.django_atomic_service_every_sec)
 
-        pynenc has already recorded the run as ABANDONED with the exception's type when
-        it gets here; killing the runner loop as well would stop all of its workers.
+    def _check_atomic_services(self) -> None:
+        """The atomic services (trigger processing: cron ticks, events, status triggers)
+        every ``django_atomic_service_every_sec`` cluster-wide, in whichever runner asks
+        first (:meth:`DjangoOrchestrator.claim_atomic_service_turn
+        <pynenc_django.orchestrator.atomic_service.AtomicServiceMixin.claim_atomic_service_turn>`);
+        0 keeps pynenc's slots. A failure there is logged, never fatal: the run is recorded
+        ABANDONED with the exception's type, and killing the runner loop as well would
+        stop all of its workers.
         """
         try:
-            super()._check_atomic_services()
+            if self._atomic_service_every > 0:
+                self._take_atomic_service_turn()
+            else:
+                super()._check_atomic_services()
         except Exception as exc:
             self.logger.error(f"Atomic service check failed: {exc}")
             if is_database_error(exc):
                 self._db_healthy_since = time.monotonic()
                 close_stale_connections()
+
+    def _take_atomic_service_turn(self) -> None:
+        """pynenc's ``_check_atomic_services`` with our claim instead of its slots; at once
+        when trigger work was announced (:mod:`pynenc_django.wakeup.triggers`), for up to
+        one interval until a turn starts."""
+        now = time.monotonic()
+        if self._trigger_wake.woken():
+            self._urgent_until = now + self._atomic_service_every
+        urgent = now < self._urgent_until
+        if not urgent and now - self._last_atomic_service_check_time < self._atomic_service_every:
+            return
+        self._last_atomic_service_check_time = now
+        run = django_orchestrator(self.app).claim_atomic_service_turn(
+            self.runner_context,
+            every_sec=0.0 if urgent else self._atomic_service_every,
+            holder_dead_after_sec=self._holder_dead_after,
+        )
+        if run is None:
+            return
+        self._urgent_until = 0.0
+        status, reason = AtomicServiceExecutionStatus.COMPLETED, ""
+        try:
+            self.app.trigger.trigger_loop_iteration(run)
+        except BaseException as exc:
+            status, reason = (
+                AtomicServiceExecutionStatus.ABANDONED,
+                f"exception:{type(exc).__name__}",
+            )
+            raise
+        finally:
+            django_orchestrator(self.app).finalize_atomic_service_turn(
+                run, datetime.now(UTC), status, reason
+            )
+
+    _urgent_until = 0.0
+
+    @cached_property
+    def _trigger_wake(self) -> TriggerWake:
+        return TriggerWake(self.db_alias, self.app.app_id)
+
+    @cached_property
+    def _holder_dead_after(self) -> float:
+        """A turn whose runner's heartbeat is older than this is over (the runner is dead):
+        the runner-loss bound, ``django_runner_dead_after_sec``, or pynenc's 10 minutes
+        where that recovery is off."""
+        dead_after = float(self.conf.django_runner_dead_after_sec)
+        if dead_after > 0:
+            return dead_after
+        return float(self.app.conf.runner_considered_dead_after_minutes) * 60
 
     # ------------------------------------------------------------------ stopping
 
@@ -461,6 +529,8 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
                 django_orchestrator(self.app).forget_runners(gone)
             if getattr(self, "_lifeline", None) is not None:
                 self._lifeline.close()
+            if "_trigger_wake" in self.__dict__:
+                self._trigger_wake.close()
 
     def _wait_for_workers(self, grace: float) -> None:
         """Up to ``grace`` seconds for the workers to finish, refreshing the heartbeats of

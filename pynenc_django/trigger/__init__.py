@@ -20,6 +20,8 @@ One module per job, each a mixin of :class:`DjangoTrigger`:
 * :mod:`.conditions`: conditions, the source-task index and the report hooks that read
   it, and the valid conditions awaiting the trigger loop;
 * :mod:`.definitions`: trigger definitions and their links to conditions;
+* :mod:`.schedule`: cron ticks (each exactly once, late ones coalesced) and the
+  trigger loop, whose runs commit with their claim and record;
 * :mod:`.claims`: the cron compare-and-set and trigger-run claims;
 * :mod:`.events`: events, their links to triggered invocations, and event reads;
 * :mod:`.runs`: trigger-run records and their reads;
@@ -36,9 +38,11 @@ from pynenc_django.trigger.definitions import DefinitionsMixin
 from pynenc_django.trigger.events import EventsMixin
 from pynenc_django.trigger.retention import RetentionMixin
 from pynenc_django.trigger.runs import RunsMixin
+from pynenc_django.trigger.schedule import ScheduleMixin
 
 
 class DjangoTrigger(
+    ScheduleMixin,
     ConditionsMixin,
     DefinitionsMixin,
     ClaimsMixin,

@@ -78,9 +78,11 @@ class ClaimsMixin(TriggerCore):
         from django.db import IntegrityError
         from django.db.models import Q
 
-        from pynenc_django.models import TriggerRunClaim
+        from pynenc_django.models import TriggerRunClaim, TriggerRunEntry
 
         claims = self._rows(TriggerRunClaim).filter(trigger_run_id=trigger_run_id)
+        if self._rows(TriggerRunEntry).filter(trigger_run_id=trigger_run_id).exists():
+            return False  # it ran (its record commits with it): an expired claim changes nothing
         for _ in range(CLAIM_ATTEMPTS):
             now = now_utc()
             expiration = to_db_time(now + timedelta(seconds=expiration_seconds))

@@ -25,6 +25,7 @@ from pynenc.trigger.conditions import (
 from pynenc_django.db import retry_transient
 from pynenc_django.trigger.core import TriggerCore, id_key
 from pynenc_django.utils import chunked
+from pynenc_django.wakeup.triggers import announce_trigger_work
 
 if TYPE_CHECKING:
     from pynenc.identifiers.invocation_id import InvocationId
@@ -238,6 +239,8 @@ class ConditionsMixin(TriggerCore):
             unique_fields=["app_id", "valid_condition_key"],
             update_fields=["valid_condition_json"],
         )
+        if latest and not self._in_turn and self.conf.django_listen_notify:
+            announce_trigger_work(self.db_alias, self.app.app_id)
 
     @retry_transient
     def get_valid_conditions(self) -> dict[str, ValidCondition]:

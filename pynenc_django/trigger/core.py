@@ -37,6 +37,8 @@ class TriggerCore(DjangoBackendMixin, BaseTrigger):
         self._next_claim_prune = 0.0  # see .claims
         # (task key, context type) -> (expires at, conditions); see get_conditions_sourced_from_task
         self._sourced_cache: dict[tuple[str, str], tuple[float, list[TriggerCondition]]] = {}
+        # Inside this process's own trigger loop: what it records needs no wake-up (.schedule).
+        self._in_turn = False
 
     @cached_property
     def conf(self) -> ConfigTriggerDjango:

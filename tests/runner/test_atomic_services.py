@@ -1,6 +1,9 @@
-"""Four runners share pynenc's atomic services for 80 s under load; one dies holding them.
+"""Four runners share pynenc's slotted atomic services for 80 s under load; one dies
+holding them.
 
-Short atomic-service settings come from ``PYNENC__*`` environment variables. Every atomic
+This is pynenc's own scheduling (``django_atomic_service_every_sec = 0``), kept for
+clusters that choose it; the default turns are tested in ``test_schedules.py``. Short
+atomic-service settings come from ``PYNENC__*`` environment variables. Every atomic
 service run sleeps first (``PYNENC_DJANGO_TEST_SLOW_ATOMIC_SEC``, a hook of the test
 project's ``jobs`` app), so the test can SIGKILL a runner while it holds the slot.
 """
@@ -31,6 +34,7 @@ KILL_AFTER_SEC = 25.0
 SLOW_ATOMIC_SEC = 2.0
 DEAD_AFTER_MIN = 0.25  # 15 s: well above the 5 s heartbeat period and the 2 s slow run
 ENV = {
+    "PYNENC__DJANGO_ATOMIC_SERVICE_EVERY_SEC": "0",
     # An 18 s cycle: 4.5 s slots for four runners (3.3 s after the margin), 6 s for three.
     "PYNENC__ATOMIC_SERVICE_INTERVAL_MINUTES": "0.3",
     "PYNENC__ATOMIC_SERVICE_SPREAD_MARGIN_MINUTES": "0.02",

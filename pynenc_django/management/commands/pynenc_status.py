@@ -8,7 +8,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from pynenc_django.conf import ConfigDjango
+from pynenc_django.conf import ConfigDjango, atomic_service_period
 from pynenc_django.db.schema import check_migrated_for_command
 from pynenc_django.ops.status import StatusReport, collect_status
 from pynenc_django.project import get_app
@@ -41,7 +41,7 @@ class Command(BaseCommand):
             options.get("app_id") or app.app_id,
             alias,
             dead_after=timedelta(minutes=float(app.conf.runner_considered_dead_after_minutes)),
-            atomic_interval=timedelta(minutes=float(app.conf.atomic_service_interval_minutes)),
+            atomic_interval=atomic_service_period(app.config_values, app.config_filepath),
             worker_runners=not options["no_runner_ok"],
             stuck_wait_after=timedelta(seconds=float(conf.django_stuck_wait_after_sec)),
         )

@@ -68,6 +68,13 @@ def recorded_sleep(seconds: float, record_path: str) -> str:
 
 
 @app.task
+def scheduled(schedule: int, record_path: str) -> int:
+    """A scheduled job's own record: ``<schedule> <invocation id> <pid> <unix time>``."""
+    _record(record_path, f"{schedule} {scheduled.invocation.invocation_id}")
+    return schedule
+
+
+@app.task
 def fail(message: str) -> None:
     """An ordinary task failure."""
     raise ValueError(message)

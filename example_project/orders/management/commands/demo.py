@@ -42,7 +42,7 @@ from orders import tasks
 from orders.management.commands.ensure_admin import DEMO_PASSWORD, DEMO_USERNAME
 from orders.models import Customer, Order, OrderLine, Payment, Product, SalesReport
 from orders.runners import RunnerGroup, RunnerProcess, signals_raise_keyboard_interrupt
-from pynenc_django.conf import ConfigDjango
+from pynenc_django.conf import ConfigDjango, atomic_service_period
 from pynenc_django.ops.status import collect_status
 from pynenc_django.project import get_app
 
@@ -343,14 +343,14 @@ class Command(BaseCommand):
 
     def stall_the_holder(self, runners: RunnerGroup) -> Stall | None:
         """Freeze the runner while it holds the atomic services, until the other runner's
-        claim of its own slot is refused (a BLOCKED execution naming the holder); then let
+        claim of its own turn is refused (a BLOCKED execution naming the holder); then let
         it go on. What a GC pause, a frozen VM or a starved CPU does to a real runner."""
         from pynenc_django.models import AtomicServiceExecution, AtomicServiceGate
 
         gate = AtomicServiceGate.objects.using(self.alias).filter(app_id=self.app.app_id)
         blocked = AtomicServiceExecution.objects.using(self.alias).for_app(self.app.app_id)
-        # The other runner's slot comes within one cycle.
-        longest = float(self.app.conf.atomic_service_interval_minutes) * 60 + 3
+        # The other runner's turn is due within one period.
+        longest = atomic_service_period(self.app.config_values).total_seconds() + 3
         for _attempt in range(STALL_ATTEMPTS):
             holder = self.catch_holder(runners, gate)
             if holder is None:
@@ -648,7 +648,7 @@ class Command(BaseCommand):
             app_id,
             self.alias,
             dead_after=timedelta(minutes=float(self.app.conf.runner_considered_dead_after_minutes)),
-            atomic_interval=timedelta(minutes=float(self.app.conf.atomic_service_interval_minutes)),
+            atomic_interval=atomic_service_period(self.app.config_values),
             worker_runners=False,
             stuck_wait_after=timedelta(
                 seconds=float(
