@@ -481,7 +481,21 @@ class PynencChangeList(ChangeList):
         return {"show": True, "back": None, "choices": choices, "field_name": label}
 
 
-class PynencModelAdmin(admin.ModelAdmin):
+class ReadOnlyAdminMixin:
+    """Records are written by pynenc only: the admin shows them, never adds, edits or deletes
+    (which also keeps Django's "delete selected" away: it would delete half an invocation)."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
+        return False
+
+
+class PynencModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only, app-scoped, count-capped admin for a table pynenc writes."""
 
     show_full_result_count = False
@@ -551,16 +565,6 @@ class PynencModelAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Model | None = None) -> list[Any]:
         return [time_column(self.model, f.name) for f in self.model._meta.fields]
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        # Also keeps Django's "delete selected" away: it would delete half an invocation.
-        return False
 
     def has_model_perm(self, request: HttpRequest, action: str) -> bool:
         """``pynenc_django.<action>_<model>``: the Django permission an admin action needs."""

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
@@ -25,7 +25,7 @@ from django.utils.http import urlencode
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import PeriodicTask
 
-from pynenc_django.admin.base import invocation_link, time_columns
+from pynenc_django.admin.base import ReadOnlyAdminMixin, invocation_link, time_columns
 from pynenc_django.admin.config import db_alias
 from pynenc_django.beat.models import PeriodicTaskRun
 from pynenc_django.beat.names import UnknownTaskError, resolve_task, task_choices
@@ -161,7 +161,7 @@ class PynencPeriodicTaskAdmin(beat_admin.PeriodicTaskAdmin):
 
 
 @admin.register(PeriodicTaskRun)
-class PeriodicTaskRunAdmin(admin.ModelAdmin):
+class PeriodicTaskRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """The audit trail, read-only: what each due time (or "run now") became."""
 
     list_display = time_columns(
@@ -201,15 +201,6 @@ class PeriodicTaskRunAdmin(admin.ModelAdmin):
         ],
     )
     readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
-        return False
 
     def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
         """The page's invocations found in one query, so each row links to its page."""

@@ -11,13 +11,12 @@ the pynenc invocation, ``total_run_count`` and a :class:`~.models.PeriodicTaskRu
 ``dedupe_key`` is unique. A runner that loses the race updates nothing and fires nothing;
 a crash before the commit leaves the due time due. The rows are the audit trail.
 
-**Late policy.** Each evaluation handles at most one due time per task: the newest since
-``last_run_at``. Older ones that were never handled (no runner evaluated the schedule:
-all down, or the database unreachable) are coalesced into it, counted in the run's
-``missed``, never run one by one, as celery beat does. A due time handled within
-:data:`ON_TIME_WITHIN` (60 s) is on time (``reason="schedule"``); later, it is a ``late``
-run. A late run, or missed due times older than 60 s, are logged at WARNING; nothing is
-ever skipped without a row and a log line.
+**Late policy** (the same as pynenc_django's cron ticks). A due time handled within
+:data:`ON_TIME_WITHIN` (60 s) of it is on time and runs, each one: a dead runner's turn
+is reaped well within that, so a 10 s interval loses no due time when a runner dies.
+Due times older than that were missed (every runner down, the database unreachable):
+they are coalesced into **one** ``late`` run, the newest of them, its ``missed`` counting
+the others, logged at WARNING; never a burst of catch-up runs, never a silent skip.
 
 **What else is honoured.** ``enabled`` (checked again in the compare-and-set), ``one_off``
 (disabled by its run, as django-celery-beat does), ``start_time`` (no due time before it),
@@ -58,6 +57,9 @@ ON_TIME_WITHIN = timedelta(seconds=60)
 #: Missed due times of a crontab or solar schedule are counted one by one up to this
 #: many; beyond it the newest is found directly and ``missed`` is a lower bound.
 MAX_COUNTED = 10_000
+#: At most this many due times of one task are handled in one evaluation (the next
+#: evaluation, a second later, goes on).
+MAX_PER_EVALUATION = 100
 #: pynenc's priority range is -100..100 (higher first); django-celery-beat allows 0..255.
 MAX_PRIORITY = 100
 
@@ -157,11 +159,15 @@ def next_due(periodic_task: PeriodicTask, now: datetime) -> DueTime | None:
         first = _first_due(periodic_task, next_after, now, starts_at_start=False)
     if first is None or first > now:
         return None
+    if now - first <= ON_TIME_WITHIN:
+        return DueTime(first)
+    # Missed (due more than ON_TIME_WITHIN ago): the newest of them runs in their place.
+    missed_until = now - ON_TIME_WITHIN - _EPSILON
     newest, count = first, 1
-    while (following := next_after(newest)) <= now and following > newest:
+    while (following := next_after(newest)) <= missed_until and following > newest:
         newest, count = following, count + 1
         if count >= MAX_COUNTED:
-            newest = _latest_at_or_before(next_after, now, newest)
+            newest = _latest_at_or_before(next_after, missed_until, newest)
             break
     return _due(newest, count - 1, first, now)
 
@@ -173,8 +179,10 @@ def _interval_due(periodic_task: PeriodicTask, every: timedelta, now: datetime) 
     first = _first_due(periodic_task, lambda t: t + every, now, starts_at_start=True)
     if first > now:
         return None
-    count = (now - first) // every + 1
-    return _due(first + (count - 1) * every, count - 1, first, now)
+    if now - first <= ON_TIME_WITHIN:
+        return DueTime(first)
+    missed = (now - ON_TIME_WITHIN - _EPSILON - first) // every
+    return _due(first + missed * every, missed, first, now)
 
 
 def _due(newest: datetime, missed: int, oldest: datetime, now: datetime) -> DueTime:
@@ -254,17 +262,28 @@ def _latest_at_or_before(
 
 
 def _evaluate(app: Pynenc, periodic_task: PeriodicTask, now: datetime, run_id: str | None) -> int:
+    """Every due time of one task, oldest first (see the late policy)."""
     if periodic_task.expires is not None and now >= periodic_task.expires:
         _expire(app, periodic_task, now, run_id)
         return 0
-    try:
-        due = next_due(periodic_task, now)
-    except Exception as exc:
-        _record_schedule_error(app, periodic_task, now, run_id, exc)
-        return 0
-    if due is None:
-        return 0
-    return _handle_due(app, periodic_task, due, now, run_id, _prepare_call(app, periodic_task))
+    fired = 0
+    for _ in range(MAX_PER_EVALUATION):
+        try:
+            due = next_due(periodic_task, now)
+        except Exception as exc:
+            _record_schedule_error(app, periodic_task, now, run_id, exc)
+            return fired
+        if due is None:
+            return fired
+        call = _prepare_call(app, periodic_task)
+        handled = _handle_due(app, periodic_task, due, now, run_id, call)
+        if handled is None:
+            return fired  # another runner moved it first: its turn handles the rest
+        fired += handled
+        periodic_task.last_run_at = due.due_at
+        if periodic_task.one_off and handled:
+            return fired
+    return fired
 
 
 def _handle_due(
@@ -274,9 +293,10 @@ def _handle_due(
     now: datetime,
     run_id: str | None,
     call: PreparedCall | str,
-) -> int:
-    """One due time in one transaction; how many invocations were registered (0 or 1:
-    none when the compare-and-set finds ``last_run_at`` moved by another runner)."""
+) -> int | None:
+    """One due time in one transaction; how many invocations were registered (0 or 1),
+    or ``None`` when it was not handled here (the compare-and-set found ``last_run_at``
+    moved by another runner, or the due time on record already)."""
     from django.db.models import F
     from django_celery_beat.models import PeriodicTask
 
@@ -297,7 +317,7 @@ def _handle_due(
     invocation_id = None
     with _transaction(app):
         if not _unchanged(periodic_task).update(last_run_at=due.due_at):
-            return 0
+            return None
         if PeriodicTaskRun.objects.using(alias).filter(dedupe_key=key).exists():
             # Its row exists: last_run_at was set back (by hand, or by a save of a form
             # loaded before that run). A due time is handled once: not run again.
@@ -309,7 +329,7 @@ def _handle_due(
                 due.due_at.isoformat(),
                 key,
             )
-            return 0
+            return None
         if isinstance(call, PreparedCall) and reason != RunReason.EXPIRED:
             invocation_id, error = _invoke_in_savepoint(app, call)
         if invocation_id:

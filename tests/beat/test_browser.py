@@ -20,7 +20,7 @@ import pytest
 from pynenc import Pynenc
 
 from pynenc_django.beat.models import PeriodicTaskRun
-from tests.admin.test_browser import SCREENSHOT, chromium_or_skip
+from tests.admin.test_browser import SCREENSHOT, admin_page, chromium_or_skip
 from tests.beat.conftest import RECORDED, beat_wired
 from tests.runner.conftest import Runners, statuses, wait_until
 
@@ -68,61 +68,46 @@ def test_periodic_task_created_in_the_admin_runs_and_stops_when_disabled(
 ) -> None:
     chromium = chromium_or_skip()
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     user = make_user(superuser=True)
     every = IntervalSchedule.objects.create(every=EVERY_SEC, period="seconds")
     record = tmp_path / "beat-record.log"
     runner = runners.start(processes=1)
     SCREENSHOT.parent.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium, headless=True, args=["--no-sandbox"]
+    with admin_page(chromium, live_server.url, user, height=1000) as page:
+        # Create it as a person would: the chooser lists pynenc's tasks.
+        page.goto(f"{live_server.url}/admin/django_celery_beat/periodictask/add/")
+        page.fill("#id_name", "browser beat")
+        page.select_option("#id_regtask", RECORDED)
+        page.select_option("#id_interval", str(every.pk))
+        page.locator("summary", has_text="Arguments").click()
+        page.fill("#id_kwargs", json.dumps({"seconds": 0, "record_path": str(record)}))
+        page.click("input[name=_save]")
+        expect(page.locator("ul.messagelist")).to_contain_text("was added successfully")
+        saved = time.monotonic()
+        periodic_task = off_the_event_loop(lambda: PeriodicTask.objects.get(name="browser beat"))
+
+        # It runs within seconds, and again at its interval, without a restart.
+        wait_until(lambda: finished(record) >= 1, 15, runners.diag)
+        first_run_after = time.monotonic() - saved
+        wait_until(lambda: finished(record) >= 2, 15, runners.diag)
+        page.goto(
+            f"{live_server.url}/admin/pynenc_django_beat/periodictaskrun/"
+            f"?periodic_task__id__exact={periodic_task.pk}"
         )
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(f"{live_server.url}/admin/login/?next=/admin/")
-            page.fill("#id_username", user.get_username())
-            page.fill("#id_password", "pw")
-            page.click("input[type=submit]")
+        expect(page.locator("#result_list tbody tr").first).to_contain_text("schedule")
+        page.screenshot(path=str(SCREENSHOT.with_name("admin-beat-runs.png")), full_page=True)
+        page.locator("#result_list a.pynenc-invocation").first.click()
+        expect(page.locator("#pynenc-timeline")).to_contain_text("REGISTERED")
 
-            # Create it as a person would: the chooser lists pynenc's tasks.
-            page.goto(f"{live_server.url}/admin/django_celery_beat/periodictask/add/")
-            page.fill("#id_name", "browser beat")
-            page.select_option("#id_regtask", RECORDED)
-            page.select_option("#id_interval", str(every.pk))
-            page.locator("summary", has_text="Arguments").click()
-            page.fill("#id_kwargs", json.dumps({"seconds": 0, "record_path": str(record)}))
-            page.click("input[name=_save]")
-            expect(page.locator("ul.messagelist")).to_contain_text("was added successfully")
-            saved = time.monotonic()
-            periodic_task = off_the_event_loop(
-                lambda: PeriodicTask.objects.get(name="browser beat")
-            )
-
-            # It runs within seconds, and again at its interval, without a restart.
-            wait_until(lambda: finished(record) >= 1, 15, runners.diag)
-            first_run_after = time.monotonic() - saved
-            wait_until(lambda: finished(record) >= 2, 15, runners.diag)
-            page.goto(
-                f"{live_server.url}/admin/pynenc_django_beat/periodictaskrun/"
-                f"?periodic_task__id__exact={periodic_task.pk}"
-            )
-            expect(page.locator("#result_list tbody tr").first).to_contain_text("schedule")
-            page.screenshot(path=str(SCREENSHOT.with_name("admin-beat-runs.png")), full_page=True)
-            page.locator("#result_list a.pynenc-invocation").first.click()
-            expect(page.locator("#pynenc-timeline")).to_contain_text("REGISTERED")
-
-            # Disabled in the admin: no due time fires after the save.
-            page.goto(
-                f"{live_server.url}/admin/django_celery_beat/periodictask/"
-                f"{periodic_task.pk}/change/"
-            )
-            page.uncheck("#id_enabled")
-            page.click("input[name=_save]")
-            expect(page.locator("ul.messagelist")).to_contain_text("was changed successfully")
-        finally:
-            browser.close()
+        # Disabled in the admin: no due time fires after the save.
+        page.goto(
+            f"{live_server.url}/admin/django_celery_beat/periodictask/{periodic_task.pk}/change/"
+        )
+        page.uncheck("#id_enabled")
+        page.click("input[name=_save]")
+        expect(page.locator("ul.messagelist")).to_contain_text("was changed successfully")
 
     fired = set(
         PeriodicTaskRun.objects.filter(periodic_task=periodic_task).values_list(

@@ -147,8 +147,14 @@ def test_nothing_before_start_time(app: Pynenc, tasks: Any, periodic: Callable[.
     assert evaluate(app, at(100.5)) == 1  # the interval runs at its start time
     assert [r.due_at for r in runs(interval)] == [at(100)]
     assert runs(moved) == []
-    assert evaluate(app, at(300.5)) == 3
+    # moved: its first due time is its start; the others, not evaluated since, each have
+    # one late run for what was missed and one run per due time still within its 60 s.
+    assert evaluate(app, at(300.5)) == 1 + (1 + 6) + (1 + 1)
     assert [r.due_at for r in runs(moved)] == [at(300)]
+    assert [(r.reason, r.due_at) for r in runs(crontab)][1:] == [
+        ("late", at(240)),
+        ("schedule", at(300)),
+    ]
 
 
 def test_one_off_runs_once_then_is_disabled(
@@ -283,38 +289,57 @@ def test_queue_and_priority_route_the_invocation(
 def test_missed_due_times_are_coalesced_into_one_late_run(
     app: Pynenc, tasks: Any, periodic: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """All runners down for hours: one run for the newest due time, the rest counted."""
+    """All runners down for hours: one late run for the newest missed due time, the rest
+    counted; due times still within their 60 s run, each (as cron ticks do)."""
     hourly = periodic("hourly", every=1, period="hours", last_run_at=at(-5 * 3600 - 600))
     every_10s = periodic("every 10s", every=10, last_run_at=at(-3600))
 
     with caplog.at_level(logging.WARNING, logger="pynenc_django.beat"):
-        assert evaluate(app, T0) == 2
+        assert evaluate(app, T0) == 9
 
     [late] = runs(hourly)
     assert (late.reason, late.due_at, late.missed) == ("late", at(-600), 4)
     assert late.late_by_sec == pytest.approx(600)
-    [coalesced] = runs(every_10s)
-    assert (coalesced.reason, coalesced.due_at, coalesced.missed) == ("schedule", T0, 359)
+    assert [(r.reason, r.due_at, r.missed) for r in runs(every_10s)] == [
+        ("late", at(-70), 352),
+        *[("schedule", at(-s), 0) for s in (60, 50, 40, 30, 20, 10, 0)],
+    ]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("'hourly'" in m and "4 earlier due time(s) missed" in m for m in warnings)
-    assert any("'every 10s'" in m and "359 earlier due time(s) missed" in m for m in warnings)
+    assert any("'every 10s'" in m and "352 earlier due time(s) missed" in m for m in warnings)
     hourly.refresh_from_db()
     assert (hourly.last_run_at, hourly.total_run_count) == (at(-600), 1)
-    assert len(stored_invocations(app)) == 2
+    every_10s.refresh_from_db()
+    assert (every_10s.last_run_at, every_10s.total_run_count) == (T0, 8)
+    assert len(stored_invocations(app)) == 9
 
 
-def test_a_minutely_crontab_missed_for_a_month_is_one_run(
+def test_due_times_within_their_window_run_each_after_a_short_outage(
+    app: Pynenc, tasks: Any, periodic: Callable[..., Any]
+) -> None:
+    """A runner killed while it held the atomic services: its turn is reaped within the
+    runner-loss bound (35 s), well inside a due time's 60 s: nothing is missed."""
+    every_10s = periodic("every 10s", every=10, last_run_at=T0)
+    assert evaluate(app, at(41)) == 4
+    assert [(r.reason, r.due_at, r.missed) for r in runs(every_10s)] == [
+        ("schedule", at(s), 0) for s in (10, 20, 30, 40)
+    ]
+    assert evaluate(app, at(41.5)) == 0
+
+
+def test_a_minutely_crontab_missed_for_a_month_is_one_late_run(
     app: Pynenc, tasks: Any, periodic: Callable[..., Any]
 ) -> None:
     minutely = periodic(
         "minutely", crontab={"minute": "*", "timezone": "UTC"}, last_run_at=at(-30 * 86400)
     )
     started = time.monotonic()
-    assert evaluate(app, at(5)) == 1
+    assert evaluate(app, at(5)) == 2
     assert time.monotonic() - started < 10
-    [run] = runs(minutely)
-    assert run.due_at == T0
-    assert run.missed >= MAX_COUNTED - 1
+    late, on_time = runs(minutely)
+    assert (late.reason, late.due_at) == ("late", at(-60))
+    assert late.missed >= MAX_COUNTED - 1
+    assert (on_time.reason, on_time.due_at, on_time.missed) == ("schedule", T0, 0)
 
 
 def test_a_due_time_already_recorded_is_not_fired_again(

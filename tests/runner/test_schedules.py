@@ -109,9 +109,13 @@ def assert_each_run_once(
     assert all(n == 1 for n in ran.values()), f"ran more than once: {ran.most_common(3)}"
 
 
-def assert_no_run_unaccounted_for(app: Pynenc, path: Path) -> None:
-    """Every run on record came from a trigger run (checked once the runners stopped)."""
-    triggered = {inv for ticks in fired(app).values() for _, inv in ticks}
+def assert_no_run_unaccounted_for(
+    app: Pynenc, path: Path, periodic: dict[str, list[tuple[datetime, str]]] | None = None
+) -> None:
+    """Every run on record came from a trigger run or a periodic task's run (checked once
+    the runners stopped)."""
+    sources = [*fired(app).values(), *(periodic or {}).values()]
+    triggered = {inv for ticks in sources for _, inv in ticks}
     unknown = {inv for _, inv, _, _ in records(path)} - triggered
     assert not unknown, f"runs without a trigger run: {unknown}"
 
@@ -158,16 +162,50 @@ def _expressions() -> list[tuple[str, int]]:
             for dom in ("*", "1-31"):
                 for month in ("*", "1-12"):
                     found.append((f"{minute} {hour} {dom} {month} *", step))
-    return found[:60]
+    return found[:CRON_SCHEDULES]
+
+
+CRON_SCHEDULES = 50
+#: django-celery-beat interval schedules of the eight-runner test (10 s of schedule time).
+INTERVAL_SCHEDULES = 10
+INTERVAL_SEC = 10
+
+
+def interval_schedules(path: Path) -> list[Any]:
+    from django_celery_beat.models import IntervalSchedule, PeriodicTask
+
+    every = IntervalSchedule.objects.create(every=INTERVAL_SEC, period=IntervalSchedule.SECONDS)
+    return [
+        PeriodicTask.objects.create(
+            name=f"every {INTERVAL_SEC}s #{i}",
+            task="tests.project.jobs.tasks.scheduled",
+            interval=every,
+            kwargs=json.dumps({"schedule": 100 + i, "record_path": str(path)}),
+        )
+        for i in range(INTERVAL_SCHEDULES)
+    ]
+
+
+def beat_runs(periodic_tasks: list[Any]) -> dict[str, list[tuple[datetime, str]]]:
+    """Per periodic task: (due time, invocation id) of every run on record."""
+    from pynenc_django.beat.models import PeriodicTaskRun
+
+    found: dict[str, list[tuple[datetime, str]]] = {}
+    for periodic_task in periodic_tasks:
+        rows = PeriodicTaskRun.objects.filter(periodic_task=periodic_task).order_by("due_at")
+        found[periodic_task.name] = [
+            (row.due_at, row.invocation_id or f"<{row.reason}: {row.error}>") for row in rows
+        ]
+    return found
 
 
 SPEED = 6.0
-#: The runner-loss bound, shortened so that SPEED times it stays within a tick's window:
-#: a dead holder is reaped within DEAD_AFTER + HEARTBEAT (5 s), the next turn starts
-#: within a second: 6 x 6 s = 36 s of schedule time < 60 s.
+#: The runner-loss bound, shortened so that SPEED times it stays well within a due time's
+#: 60 s window: a dead holder's heartbeat is at most 1 s old when it dies and is reaped 3 s
+#: later at the next runner's look (each looks every second): 5 s, 30 s of schedule time.
 ENV = {
     "PYNENC__DJANGO_HEARTBEAT_INTERVAL_SEC": "1",
-    "PYNENC__DJANGO_RUNNER_DEAD_AFTER_SEC": "4",
+    "PYNENC__DJANGO_RUNNER_DEAD_AFTER_SEC": "3",
     # Each turn holds the atomic service for a while, so the test can kill its holder.
     "PYNENC_DJANGO_TEST_SLOW_ATOMIC_SEC": "0.5",
 }
@@ -178,6 +216,9 @@ ENV = {
 def test_eight_runners_sixty_schedules_no_tick_missed_or_doubled_across_a_sigkill(
     app: Pynenc, tasks: ModuleType, runners: Runners, tmp_path: Path
 ) -> None:
+    """Fifty cron schedules (every minute, or every two) and ten django-celery-beat
+    intervals (every 10 s of schedule time), on eight runners, across a SIGKILL of the
+    runner that is evaluating them: every due time exactly once, none late."""
     from pynenc_django.models import AtomicServiceExecution, AtomicServiceGate
 
     path = tmp_path / "runs.txt"
@@ -187,6 +228,7 @@ def test_eight_runners_sixty_schedules_no_tick_missed_or_doubled_across_a_sigkil
         [schedule(expr, i, path) for i, (expr, _) in enumerate(expressions)],
     )
     clock = Clock(speed=SPEED)
+    periodic_tasks = interval_schedules(path)
     started = [
         runners.start(processes=1, env={**ENV, **clock.env}, wait=False, name=f"runner-{i + 1}")
         for i in range(8)
@@ -202,13 +244,24 @@ def test_eight_runners_sixty_schedules_no_tick_missed_or_doubled_across_a_sigkil
             for row in executions
         )
         runs = {e: [t.strftime("%H:%M") for t, _ in ticks] for e, ticks in fired(app).items()}
-        return f"clock {clock.now().isoformat()}\nruns {runs}\nturns\n{turns}\n{runners.diag()}"
+        intervals = {
+            name: [f"{t:%H:%M:%S} {inv[:8]}" for t, inv in due]
+            for name, due in beat_runs(periodic_tasks).items()
+        }
+        return (
+            f"clock {clock.now().isoformat()}\nruns {runs}\nintervals {intervals}\n"
+            f"turns\n{turns}\n{runners.diag()}"
+        )
 
     def all_fired_up_to(tick: datetime) -> bool:
         runs = fired(app)
+        intervals = beat_runs(periodic_tasks)
         return all(
             expression in runs and runs[expression][-1][0] >= tick - timedelta(minutes=step - 1)
             for expression, step in expressions
+        ) and all(
+            due and due[-1][0] >= tick - timedelta(seconds=INTERVAL_SEC)
+            for due in intervals.values()
         )
 
     start = clock.now().replace(second=0, microsecond=0)
@@ -230,7 +283,7 @@ def test_eight_runners_sixty_schedules_no_tick_missed_or_doubled_across_a_sigkil
     end = killed_at.replace(second=0, microsecond=0) + timedelta(minutes=3)
     wait_until(lambda: all_fired_up_to(end), 3 * 60 / SPEED + 90, diag)
     ours = {e: runs for e, runs in fired(app).items() if e in dict(expressions)}
-    assert_each_run_once(app, ours, path, diag)
+    assert_each_run_once(app, {**ours, **beat_runs(periodic_tasks)}, path, diag)
     for runner in started:
         if runner is not victim:
             runner.send(signal.SIGTERM)
@@ -245,11 +298,21 @@ def test_eight_runners_sixty_schedules_no_tick_missed_or_doubled_across_a_sigkil
         expected = minutes(ticks[0], ticks[-1], step)
         assert ticks == expected, f"{expression}: ticks missed\n{diag()}"
         assert ticks[0] <= start and ticks[-1] >= end - timedelta(minutes=step - 1), diag()
+    from pynenc_django.beat.models import PeriodicTaskRun
+
+    for name, due in beat_runs(periodic_tasks).items():
+        times = [at for at, _ in due]
+        step = timedelta(seconds=INTERVAL_SEC)
+        assert times == [times[0] + k * step for k in range(len(times))], f"{name}\n{diag()}"
+        assert times[0] <= start + 2 * step and times[-1] >= end - step, f"{name}\n{diag()}"
+    runs_on_record = PeriodicTaskRun.objects.filter(periodic_task__in=periodic_tasks)
+    assert set(runs_on_record.values_list("reason", flat=True)) == {"schedule"}, diag()
+    assert not runs_on_record.filter(missed__gt=0).exists(), diag()
     reaped = AtomicServiceExecution.objects.for_app(app.app_id).filter(
         runner_id=victim.runner_id, status="abandoned"
     )
     assert reaped.exists(), f"the killed holder's turn was never reaped\n{diag()}"
-    assert_no_run_unaccounted_for(app, path)
+    assert_no_run_unaccounted_for(app, path, beat_runs(periodic_tasks))
 
 
 @pytest.mark.slow
