@@ -5,7 +5,9 @@ A Celery task name is dotted (``orders.tasks.send_receipt``), and so is a pynenc
 their pynenc task unchanged when the function kept its module and name. A name is
 resolved as pynenc's workers resolve a task id: a task registered in this process
 (autodiscovered tasks modules), else the ``@app.task`` object its module defines, imported
-on demand. Anything else is an :class:`UnknownTaskError` naming the name and why.
+on demand if the module belongs to an installed app (a row's text, which admin users
+write, never imports other code). Anything else is an :class:`UnknownTaskError` naming
+the name and why.
 """
 
 from __future__ import annotations
@@ -62,6 +64,15 @@ def resolve_task(app: Pynenc, name: str) -> Task[Any, Any]:
     registered = app.tasks.get(task_id)
     if registered is not None:
         return registered
+    from django.apps import apps
+
+    if apps.get_containing_app_config(task_id.module) is None:
+        # A row's text never imports arbitrary code: only the installed apps' modules.
+        raise UnknownTaskError(
+            name,
+            f"module {task_id.module!r} is not part of an installed app (INSTALLED_APPS), "
+            f"and only those modules are imported for a task{_suggest(app, name)}",
+        )
     try:
         module = importlib.import_module(task_id.module)
     except ImportError as exc:

@@ -88,7 +88,7 @@ def test_form_refuses_an_unknown_task_naming_it(
     assert response.status_code == 200, "the form is shown again"
     errors = response.context["adminform"].form.errors
     assert "'proj.tasks.send_report' is not a pynenc task" in errors["task"][0]
-    assert "cannot be imported" in errors["task"][0]
+    assert "not part of an installed app" in errors["task"][0]
 
     typo = superuser_client.post(
         ADD_URL, form_data(interval_pk, regtask="", task="tests.project.jobs.tasks.ad")

@@ -240,9 +240,7 @@ def test_unknown_task_is_recorded_never_skipped(
 ) -> None:
     missing_module = periodic("nope", "proj.tasks.nope", every=10, last_run_at=T0)
     celery_name = periodic("celery name", "send-report", every=10, last_run_at=T0)
-    not_a_task = periodic(
-        "not a task", "tests.project.jobs.tasks._record", every=10, last_run_at=T0
-    )
+    not_a_task = periodic("not a task", "pynenc_django.utils.now_utc", every=10, last_run_at=T0)
     wrong_args = periodic("wrong args", every=10, last_run_at=T0, kwargs='{"x": 1, "z": 2}')
 
     with caplog.at_level(logging.ERROR, logger="pynenc_django.beat"):
@@ -253,11 +251,11 @@ def test_unknown_task_is_recorded_never_skipped(
     }
     assert all(r.reason == "error" for r in PeriodicTaskRun.objects.all())
     assert (
-        "'proj.tasks.nope' is not a pynenc task: module 'proj.tasks' cannot be imported"
-        in (errors["nope"])
+        "'proj.tasks.nope' is not a pynenc task: module 'proj.tasks' is not part of an "
+        "installed app" in (errors["nope"])
     )
     assert "'module.function'" in errors["celery name"]
-    assert "defines a function, not an @app.task named '_record'" in errors["not a task"]
+    assert "defines a function, not an @app.task named 'now_utc'" in errors["not a task"]
     assert f"{ADD} does not take" in errors["wrong args"]
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert "'nope'" in logged and "proj.tasks.nope" in logged
@@ -373,3 +371,16 @@ def test_only_the_project_app_evaluates_the_schedule(
 def test_naive_now_is_refused(app: Pynenc) -> None:
     with pytest.raises(ValueError, match="aware"):
         run_due_periodic_tasks(app, datetime(2026, 1, 1, 12, 0))
+
+
+def test_a_row_never_imports_code_outside_the_installed_apps(app: Pynenc) -> None:
+    """``PeriodicTask.task`` is text an admin user typed: naming a module with import-time
+    effects outside INSTALLED_APPS must not run them."""
+    import sys
+
+    from pynenc_django.beat.names import UnknownTaskError, resolve_task
+
+    assert "antigravity" not in sys.modules
+    with pytest.raises(UnknownTaskError, match="not part of an installed app"):
+        resolve_task(app, "antigravity.fly")
+    assert "antigravity" not in sys.modules  # importing it opens a web browser
