@@ -200,13 +200,14 @@ class AtomicServiceMixin(OrchestratorCore):
         """
         from pynenc.orchestrator.atomic_service import AtomicServiceRun
 
-        now = now_utc()
-        running_run_id, _holder, _since, last_started = self._gate_state()
+        running_run_id, holder, _since, last_started = self._gate_state()
         if running_run_id is not None:
             self._reap_stale_holder(
-                runner_ctx.runner_id, now, timedelta(seconds=holder_dead_after_sec)
+                runner_ctx.runner_id, now_utc(), timedelta(seconds=holder_dead_after_sec)
             )
             running_run_id, holder, _since, last_started = self._gate_state()
+        # Only now: a run seen released ended before this instant, so windows never overlap.
+        now = now_utc()
         # A little early is on time: each runner tries every ``every_sec`` by its own clock.
         if last_started is not None and now - last_started < timedelta(seconds=every_sec * 0.9):
             return None

@@ -41,6 +41,7 @@ import multiprocessing
 import os
 import pickle
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -445,7 +446,8 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         self._urgent_until = 0.0
         status, reason = AtomicServiceExecutionStatus.COMPLETED, ""
         try:
-            self.app.trigger.trigger_loop_iteration(run)
+            with self._beating_meanwhile():
+                self.app.trigger.trigger_loop_iteration(run)
         except BaseException as exc:
             status, reason = (
                 AtomicServiceExecutionStatus.ABANDONED,
@@ -458,6 +460,27 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             )
 
     _urgent_until = 0.0
+
+    @contextmanager
+    def _beating_meanwhile(self) -> Iterator[None]:
+        """Keep this runner's heartbeats fresh while its loop is busy with a long turn:
+        a turn outliving ``django_runner_dead_after_sec`` without them would be reaped as
+        dead while it runs, and the next turn would overlap it. Short turns never write."""
+        stop = threading.Event()
+        interval = float(self.conf.django_heartbeat_interval_sec)
+
+        def beat() -> None:
+            while not stop.wait(interval):
+                self._last_heartbeat = 0.0  # due now
+                self._report_child_runner_heartbeats()
+
+        thread = threading.Thread(target=beat, name="pynenc-turn-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
     @cached_property
     def _trigger_wake(self) -> TriggerWake:

@@ -1,4 +1,4 @@
-"""Four runners share pynenc's slotted atomic services for 80 s under load; one dies
+"""Four runners share pynenc's slotted atomic services for 50 s under load; one dies
 holding them.
 
 This is pynenc's own scheduling (``django_atomic_service_every_sec = 0``), kept for
@@ -29,8 +29,8 @@ from tests.runner.conftest import (
 )
 
 RUNNERS = 4
-DURATION_SEC = 80.0  # of the whole exercise, counted from the moment all runners are up
-KILL_AFTER_SEC = 25.0
+DURATION_SEC = 50.0  # of the whole exercise, counted from the moment all runners are up
+KILL_AFTER_SEC = 15.0
 SLOW_ATOMIC_SEC = 2.0
 DEAD_AFTER_MIN = 0.25  # 15 s: well above the 5 s heartbeat period and the 2 s slow run
 ENV = {
