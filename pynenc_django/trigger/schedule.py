@@ -60,6 +60,8 @@ logger = logging.getLogger("pynenc_django")
 TEST_CLOCK_ENV = "PYNENC_DJANGO_TEST_CLOCK"
 #: More due ticks than this since the last one fired are counted as "more than" this.
 MAX_TICKS_WALKED = 10_000
+#: How often a process's turns sweep old events and trigger runs (pynenc: every turn).
+AUTO_PURGE_INTERVAL_SEC = 60.0
 
 
 @functools.cache
@@ -134,6 +136,22 @@ class ScheduleMixin(TriggerCore):
         now = _aware(current_time) if current_time else schedule_now()
         for condition, last in self._cron_conditions():
             self._fire_due_ticks(condition, last, now, atomic_service_run)
+
+    def trigger_loop_iteration(self, atomic_service_run: AtomicServiceRun) -> None:
+        """pynenc's, with its retention sweep (counts and deletes over the event and
+        trigger-run tables) at most every :data:`AUTO_PURGE_INTERVAL_SEC` per process
+        instead of every turn: turns come every second."""
+        try:
+            self._process_loop_iteration(atomic_service_run)
+        finally:
+            if time.monotonic() >= self._next_auto_purge:
+                self._next_auto_purge = time.monotonic() + AUTO_PURGE_INTERVAL_SEC
+                try:
+                    self.auto_purge_events()
+                except Exception:  # logged, never re-raised: as pynenc's
+                    self.app.logger.exception("trigger.auto_purge_events failed")
+
+    _next_auto_purge = 0.0
 
     def _process_loop_iteration(self, atomic_service_run: AtomicServiceRun) -> None:
         self._in_turn = True

@@ -11,8 +11,12 @@ from typing import Any
 
 
 def evaluate(now_iso: str, barrier: Any, results: Any) -> None:
+    import os
+
     import django
 
+    # As a runner of the test project: its tasks app is installed (the same database).
+    os.environ["DJANGO_SETTINGS_MODULE"] = "tests.project.settings"
     django.setup()
     from pynenc_django.beat.scheduler import run_due_periodic_tasks
     from pynenc_django.project import get_app
