@@ -484,7 +484,9 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
 
     @cached_property
     def _trigger_wake(self) -> TriggerWake:
-        return TriggerWake(self.db_alias, self.app.app_id)
+        return TriggerWake(
+            self.db_alias, self.app.app_id, enabled=bool(self.conf.django_listen_notify)
+        )
 
     @cached_property
     def _holder_dead_after(self) -> float:

@@ -62,9 +62,11 @@ class TriggerWake:
     """A runner's look for :func:`announce_trigger_work`, once per loop iteration: never
     blocks. Where it cannot listen or watch, it never says woken (turns still come)."""
 
-    def __init__(self, alias: str, app_id: str) -> None:
+    def __init__(self, alias: str, app_id: str, enabled: bool = True) -> None:
         self.alias = alias
         self.app_id = app_id
+        #: ``django_listen_notify`` off (a transaction-mode pooler): turns only.
+        self.enabled = enabled
         self._conn: Any = None
         self._watch: FileWatch | None = None
         self._started = False
@@ -88,6 +90,8 @@ class TriggerWake:
 
     def woken(self) -> bool:
         """Whether trigger work was announced since the last look."""
+        if not self.enabled:
+            return False
         if not self._started:
             self._start()
         if self._watch is not None:

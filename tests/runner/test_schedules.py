@@ -172,22 +172,40 @@ INTERVAL_SCHEDULES = 10
 INTERVAL_SEC = 10
 
 
-def interval_schedules(path: Path, since: datetime) -> list[Any]:
-    """Intervals counted from ``since`` (their ``last_run_at``): the schedule clock's now,
-    where django-celery-beat would count from ``date_changed``, a real time."""
+def interval_schedules(path: Path, clock: Clock) -> list[Any]:
+    """Intervals counted from their ``last_run_at``, set to the schedule clock's now,
+    where django-celery-beat would count from ``date_changed``, a real time.
+
+    Created while eight runners write: on SQLite, django-celery-beat's ``post_save``
+    (a read, then a write, in a deferred transaction) can be refused at once with
+    "database is locked" (the test settings keep SQLite's default transaction mode, so
+    our backends prove they need no IMMEDIATE); the whole creation is tried again."""
+    from django.db import OperationalError, transaction
     from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
-    every = IntervalSchedule.objects.create(every=INTERVAL_SEC, period=IntervalSchedule.SECONDS)
-    return [
-        PeriodicTask.objects.create(
-            name=f"every {INTERVAL_SEC}s #{i}",
-            task="tests.project.jobs.tasks.scheduled",
-            interval=every,
-            kwargs=json.dumps({"schedule": 100 + i, "record_path": str(path)}),
-            last_run_at=since,
-        )
-        for i in range(INTERVAL_SCHEDULES)
-    ]
+    def create() -> list[Any]:
+        since = clock.now()
+        every = IntervalSchedule.objects.create(every=INTERVAL_SEC, period=IntervalSchedule.SECONDS)
+        return [
+            PeriodicTask.objects.create(
+                name=f"every {INTERVAL_SEC}s #{i}",
+                task="tests.project.jobs.tasks.scheduled",
+                interval=every,
+                kwargs=json.dumps({"schedule": 100 + i, "record_path": str(path)}),
+                last_run_at=since,
+            )
+            for i in range(INTERVAL_SCHEDULES)
+        ]
+
+    for attempt in range(30):
+        try:
+            with transaction.atomic():
+                return create()
+        except OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 29:
+                raise
+            time.sleep(0.2)
+    raise AssertionError("unreachable")
 
 
 def beat_runs(periodic_tasks: list[Any]) -> dict[str, list[tuple[datetime, str]]]:
@@ -269,8 +287,8 @@ def test_eight_runners_sixty_schedules_no_tick_missed_or_doubled_across_a_sigkil
         )
 
     start = clock.now().replace(second=0, microsecond=0)
-    intervals_since = clock.now()
-    periodic_tasks[:] = interval_schedules(path, intervals_since)
+    periodic_tasks[:] = interval_schedules(path, clock)
+    intervals_since = periodic_tasks[0].last_run_at
     wait_until(lambda: all_fired_up_to(start + timedelta(minutes=2)), 120, diag)
 
     # ---- SIGKILL whichever runner is inside its turn at the atomic services
