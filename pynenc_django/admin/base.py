@@ -494,6 +494,20 @@ class ReadOnlyAdminMixin:
     def has_delete_permission(self, request: HttpRequest, obj: Model | None = None) -> bool:
         return False
 
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> Any:
+        extra_context = {
+            **(extra_context or {}),
+            "show_save": False,
+            "show_save_and_continue": False,
+        }
+        return super().changeform_view(request, object_id, form_url, extra_context)  # type: ignore[misc]
+
 
 class PynencModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Read-only, app-scoped, count-capped admin for a table pynenc writes."""
@@ -570,17 +584,3 @@ class PynencModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         """``pynenc_django.<action>_<model>``: the Django permission an admin action needs."""
         opts = self.opts
         return request.user.has_perm(f"{opts.app_label}.{action}_{opts.model_name}")
-
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> Any:
-        extra_context = {
-            **(extra_context or {}),
-            "show_save": False,
-            "show_save_and_continue": False,
-        }
-        return super().changeform_view(request, object_id, form_url, extra_context)

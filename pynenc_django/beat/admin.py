@@ -236,16 +236,6 @@ class PeriodicTaskRunAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
             '<a class="pynenc-invocation" href="{}"><code>{}</code></a>', url, obj.invocation_id
         )
 
-    def changeform_view(
-        self,
-        request: HttpRequest,
-        object_id: str | None = None,
-        form_url: str = "",
-        extra_context: dict[str, Any] | None = None,
-    ) -> HttpResponse:
-        context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
-        return super().changeform_view(request, object_id, form_url, context)
-
 
 def _attach_invocation_pks(runs: list[PeriodicTaskRun]) -> None:
     """``run._invocation_pk``: the admin key of each run's invocation, or ``None``."""

@@ -62,6 +62,7 @@ from pynenc_django.ops import recovery
 from pynenc_django.ops.planner import FirstAnalyze
 from pynenc_django.ops.recovery import PutBack
 from pynenc_django.orchestrator.reads import ClientResultsWaiter
+from pynenc_django.trigger.schedule import warn_if_test_clock
 from pynenc_django.utils import now_utc
 from pynenc_django.wakeup import ResultWaiter, result_waiter
 from pynenc_django.wakeup.triggers import TriggerWake
@@ -180,6 +181,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         from pynenc_django.db import ensure_django
 
         ensure_django()
+        warn_if_test_clock()
         self.num_processes = max(
             self.conf.min_parallel_slots, self.conf.num_processes or os.cpu_count() or 1
         )

@@ -89,8 +89,13 @@ def schedule_now() -> datetime:
     return datetime.fromtimestamp(epoch + (time.time() - epoch) * speed, UTC)
 
 
-def test_clock_in_use() -> bool:
-    return _test_clock() is not None
+def warn_if_test_clock() -> None:
+    """A runner says so when its schedules run on the test clock: never in production."""
+    if _test_clock() is not None:
+        logger.warning(
+            "pynenc_django: %s is set: cron schedules run on a test clock, not real time",
+            TEST_CLOCK_ENV,
+        )
 
 
 def due_ticks(expression: str, after: datetime, until: datetime) -> tuple[list[datetime], bool]:
@@ -251,7 +256,6 @@ class ScheduleMixin(TriggerCore):
         condition, in one transaction; False when another runner moved it first."""
         context = CronContext(timestamp=tick, last_execution=previous)
         fired = self._store_tick(condition, previous, tick, ValidCondition(condition, context))
-        self._last_cron_execution_cache[condition.condition_id] = tick
         self.app.logger.info(
             join_tokens(
                 TriggerLogMsg.CRON_CLAIMED if fired else TriggerLogMsg.CRON_SKIPPED,
