@@ -6,10 +6,12 @@ This module is imported by pynenc's plugin loader in every process that builds a
 
 from typing import TYPE_CHECKING
 
-from pynenc_django import logs
+from pynenc_django import calling, logs
+from pynenc_django.calling import apply_async, get_result
 from pynenc_django.transactions import enqueue_on_commit, enqueue_on_commit_using
 
 logs.install()  # pynenc's log records through Django's LOGGING (see pynenc_django.logs)
+calling.install()  # task.delay() and task.apply_async() (see pynenc_django.calling)
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Coroutine
@@ -37,13 +39,37 @@ if TYPE_CHECKING:
         queue: str | None
         priority: float | None
 
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+    from pynenc.invocation.base_invocation import BaseInvocation
+
+    class CeleryTask[**P, R](Task[P, R]):
+        """pynenc's ``Task`` with the calling methods :func:`pynenc_django.calling.install`
+        adds, for type checkers only."""
+
+        def delay(self, *args: P.args, **kwargs: P.kwargs) -> BaseInvocation[P, R]: ...
+        def apply_async(
+            self,
+            args: Sequence[Any] | None = None,
+            kwargs: Mapping[str, Any] | None = None,
+            *,
+            countdown: float | None = None,
+            eta: datetime | None = None,
+            expires: float | datetime | None = None,
+            queue: str | None = None,
+            priority: float | None = None,
+        ) -> BaseInvocation[P, R]: ...
+
     class TaskDecorator(Protocol):
         """``app.task(**options)``: the decorator, keeping the function's types."""
 
         @overload
-        def __call__[**P, R](self, func: Callable[P, Coroutine[Any, Any, R]], /) -> Task[P, R]: ...
+        def __call__[**P, R](
+            self, func: Callable[P, Coroutine[Any, Any, R]], /
+        ) -> CeleryTask[P, R]: ...
         @overload
-        def __call__[**P, R](self, func: Callable[P, R], /) -> Task[P, R]: ...
+        def __call__[**P, R](self, func: Callable[P, R], /) -> CeleryTask[P, R]: ...
 
     class ProjectApp(Pynenc):
         """pynenc's ``Pynenc``, for type checkers only: its ``task`` keeps the decorated
@@ -54,11 +80,11 @@ if TYPE_CHECKING:
         @overload
         def task[**P, R](
             self, func: Callable[P, Coroutine[Any, Any, R]], **options: Unpack[TaskOptions]
-        ) -> Task[P, R]: ...
+        ) -> CeleryTask[P, R]: ...
         @overload
         def task[**P, R](
             self, func: Callable[P, R], **options: Unpack[TaskOptions]
-        ) -> Task[P, R]: ...
+        ) -> CeleryTask[P, R]: ...
         @overload
         def task(self, func: None = None, **options: Unpack[TaskOptions]) -> TaskDecorator: ...
         def task(self, func: Any = None, **options: Any) -> Any: ...
@@ -66,7 +92,7 @@ if TYPE_CHECKING:
     app: ProjectApp  # see __getattr__
 
 __version__ = "0.1.0"
-__all__ = ["app", "enqueue_on_commit", "enqueue_on_commit_using"]
+__all__ = ["app", "apply_async", "enqueue_on_commit", "enqueue_on_commit_using", "get_result"]
 
 
 def __getattr__(name: str) -> object:

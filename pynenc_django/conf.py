@@ -10,6 +10,7 @@ live here too, so ``manage.py check`` and the runner refuse the same values.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -318,6 +319,59 @@ class ConfigTriggerDjango(ConfigTrigger, ConfigDjango):
     """
 
     django_conditions_cache_sec = ConfigField(1.0)
+
+
+class ConfigRetryDjango(ConfigPynencBase):
+    """Retry backoff: how long a retried invocation waits before it runs again.
+
+    pynenc retries an invocation that raised one of its task's ``retry_for`` exceptions up
+    to ``max_retries`` times, at once. With a backoff, the retry is a delayed invocation
+    (the broker's delayed messages): attempt *n* (from 0) waits ``retry_backoff * 2**n``
+    seconds, at most ``retry_backoff_max``, and with ``retry_jitter`` a random time between
+    0 and that (Celery's "full jitter", so many failing invocations do not retry in step).
+    Per task, in pynenc's ``task`` section, by task key or ``fnmatch`` pattern::
+
+        PYNENC = {"task": {"orders.tasks.charge_card": {"max_retries": 5, "retry_backoff": 2},
+                           "orders.tasks.*": {"retry_backoff_max": 60}}}
+
+    The retries run on ``pynenc_runner``'s workers, which move due invocations to their
+    queue; pynenc's own runners see them at most about a second late.
+
+    :cvar ConfigField[float] retry_backoff:
+        Seconds of the first retry's wait; 0 (the default, pynenc's behaviour) retries at once.
+    :cvar ConfigField[float] retry_backoff_max:
+        Longest wait between two attempts, in seconds.
+    :cvar ConfigField[bool] retry_jitter:
+        Wait a random time up to the backoff instead of the backoff itself.
+    """
+
+    retry_backoff = ConfigField(0.0)
+    retry_backoff_max = ConfigField(600.0)
+    retry_jitter = ConfigField(True)
+
+
+#: The fields of :class:`ConfigRetryDjango`, which a task's entry in ``task`` may set.
+RETRY_FIELDS = ("retry_backoff", "retry_backoff_max", "retry_jitter")
+
+
+def retry_settings(config_values: Mapping[str, Any] | None, task_key: str) -> ConfigRetryDjango:
+    """The retry backoff of task ``task_key``: the app's values, then the ``task``
+    section's patterns that match the key, in order, then its exact entry."""
+    values = dict(config_values or {})
+    section = values.get("task")
+    if isinstance(section, Mapping):
+        matches = [
+            entry
+            for pattern, entry in section.items()
+            if isinstance(entry, Mapping)
+            and pattern != task_key
+            and fnmatch.fnmatchcase(task_key, str(pattern))
+        ]
+        if isinstance(section.get(task_key), Mapping):
+            matches.append(section[task_key])
+        for entry in matches:
+            values.update({k: v for k, v in entry.items() if k in RETRY_FIELDS})
+    return ConfigRetryDjango(config_values=values)
 
 
 class ConfigClientDataStoreDjango(ConfigClientDataStore, ConfigDjango):

@@ -128,3 +128,49 @@ class RemoteTaskError(Exception):
     def __str__(self) -> str:
         text = f"{self.error_type}: {self.message}" if self.message else self.error_type
         return f"{text} [not rebuilt: {self.reason}]" if self.reason else text
+
+
+class InvocationExpiredError(InvocationError):
+    """An invocation that had not started by its call's ``expires`` time
+    (``apply_async(expires=...)``): it ended FAILED without running."""
+
+    def __init__(
+        self,
+        invocation_id: str,
+        message: str | None = None,
+        task_id_key: str = "",
+        expired_at: str = "",
+    ) -> None:
+        super().__init__(invocation_id, message)
+        self.task_id_key = task_id_key
+        self.expired_at = expired_at
+
+    def __str__(self) -> str:
+        return (
+            f"invocation {self.invocation_id} of task {self.task_id_key} expired at "
+            f"{self.expired_at} before a worker started it; it was not run"
+        )
+
+    def _to_json_dict(self) -> dict[str, Any]:
+        return {
+            **super()._to_json_dict(),
+            "task_id_key": self.task_id_key,
+            "expired_at": self.expired_at,
+        }
+
+    @classmethod
+    def _from_json_dict(cls, json_dict: dict[str, Any]) -> InvocationExpiredError:
+        return cls(**json_dict)
+
+
+class ResultTimeoutError(TimeoutError):
+    """A wait for an invocation's result (``get_result(..., timeout=...)``) ran out of
+    time. The invocation is untouched: it may still run and finish."""
+
+    def __init__(self, invocation_id: str, timeout: float, status: str) -> None:
+        super().__init__(
+            f"invocation {invocation_id} did not finish within {timeout:g}s (it is {status})"
+        )
+        self.invocation_id = invocation_id
+        self.timeout = timeout
+        self.status = status

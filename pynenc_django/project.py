@@ -130,8 +130,15 @@ _django_configs: dict[str, Any] = {}
 
 
 def known_pynenc_settings() -> set[str]:
-    """Every setting name some pynenc config class (ours and plugins' included) accepts."""
-    return set(config_fields())
+    """Every setting name some pynenc config class (ours and plugins' included) accepts,
+    and the section names of pynenc's per-class settings (``"task"``: per-task options)."""
+    from pynenc.conf.config_base import ConfigPynencBase
+    from pynenc.util.subclasses import get_all_subclasses
+
+    sections = {
+        cls.__name__.replace("Config", "").lower() for cls in get_all_subclasses(ConfigPynencBase)
+    }
+    return set(config_fields()) | sections
 
 
 def runnable_runners() -> dict[str, type]:

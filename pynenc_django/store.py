@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from pynenc.models.call_dto import CallDTO
     from pynenc.models.invocation_dto import InvocationDTO
 
+    from pynenc_django.calling.options import CallOptions
+
 # Invocations this process wrote or read. Their stored fields never change after
 # registration, so the cache needs no invalidation beyond purge.
 INVOCATION_CACHE_SIZE = 10_000
@@ -46,14 +48,22 @@ class InvocationStore:
         #: Each kept until read once (:meth:`take_result`).
         self.results: BoundedCache[str, str] = BoundedCache(FETCHED_RESULTS_SIZE)
         self.finals: BoundedCache[str, InvocationStatusRecord] = BoundedCache(FINAL_CACHE_SIZE)
+        #: What an invocation's call asked beyond its task's defaults (``apply_async``),
+        #: read with its row; absent: nothing, or not read here.
+        self.options: BoundedCache[str, CallOptions] = BoundedCache(INVOCATION_CACHE_SIZE)
 
     def remember_row(self, row: Sequence[Any]) -> None:
         """An invocation's state row (columns ``INVOCATION_FIELDS``) read by another
         component's statement: the broker's pop on PostgreSQL."""
-        from pynenc_django.state_backend.invocations import dtos_from_row
+        from pynenc_django.state_backend.invocations import dtos_from_row, options_from_row
 
         dtos = dtos_from_row(row)
         self.invocations.put(dtos[0].invocation_id, dtos)
+        self.remember_options(dtos[0].invocation_id, options_from_row(row))
+
+    def remember_options(self, invocation_id: str, options: CallOptions | None) -> None:
+        if options is not None:
+            self.options.put(invocation_id, options)
 
     def remember_result(self, invocation_id: str, serialized_result: str) -> None:
         """A result read with its SUCCESS status, for the ``get_result`` that follows."""

@@ -9,8 +9,8 @@ Django task by its path, so Django task modules need nothing pynenc-specific.
 ``get_result`` all speak of the same thing.
 
 Mapping: ``queue_name`` → pynenc queue (it must be one of the broker's queues),
-``priority`` (-100..100) → pynenc priority (same range, higher first). Not supported, with
-``InvalidTask``: ``run_after`` (pynenc has no delayed delivery). Options:
+``priority`` (-100..100) → pynenc priority (same range, higher first), ``run_after`` →
+a delayed invocation (``apply_async(eta=...)``: the first idle worker takes it then). Options:
 ``ENQUEUE_ON_COMMIT`` (default ``False``) registers the invocation only when the current
 transaction commits, yet returns the result (and its id) at once.
 """
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Sequence
+from contextlib import nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -26,11 +27,13 @@ from django.tasks import TaskContext, TaskResult, TaskResultStatus
 from django.tasks.backends.base import BaseTaskBackend
 from django.tasks.base import TaskError
 from django.tasks.exceptions import InvalidTask, TaskResultDoesNotExist
+from django.utils import timezone
 from django.utils.module_loading import import_string
 from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.invocation.status import InvocationStatus
 
 from pynenc_django import app as pynenc_app
+from pynenc_django.calling.options import CallOptions, aware, call_options
 from pynenc_django.transactions import enqueue_on_commit_using
 
 if TYPE_CHECKING:
@@ -66,7 +69,7 @@ def run_django_task(module_path: str, args: list[Any], kwargs: dict[str, Any]) -
 
 
 class PynencTaskBackend(BaseTaskBackend):
-    supports_defer = False
+    supports_defer = True
     supports_async_task = True
     supports_get_result = True
     supports_priority = True
@@ -76,21 +79,20 @@ class PynencTaskBackend(BaseTaskBackend):
         self.enqueue_on_commit = bool(self.options.get("ENQUEUE_ON_COMMIT", False))
 
     def validate_task(self, task: DjangoTask) -> None:
-        if task.run_after is not None:
-            raise InvalidTask(
-                "pynenc has no delayed delivery, so run_after is not supported; enqueue "
-                "when the task should run, or use a pynenc cron trigger."
-            )
+        if task.run_after is not None and timezone.is_naive(task.run_after):
+            raise InvalidTask(f"run_after={task.run_after!r} is naive; pass an aware datetime")
         super().validate_task(task)
 
     def enqueue(self, task: DjangoTask, args: Sequence[Any], kwargs: dict[str, Any]) -> TaskResult:
         self.validate_task(task)
         pynenc_task = self._pynenc_task(task)
         call_args = (task.module_path, list(args), dict(kwargs))
-        if self.enqueue_on_commit:
-            invocation = enqueue_on_commit_using(None, pynenc_task, *call_args)
-        else:
-            invocation = pynenc_task(*call_args)
+        delayed = CallOptions(due_at=aware(task.run_after, "run_after")) if task.run_after else None
+        with call_options(delayed) if delayed is not None else nullcontext():
+            if self.enqueue_on_commit:
+                invocation = enqueue_on_commit_using(None, pynenc_task, *call_args)
+            else:
+                invocation = pynenc_task(*call_args)
         return self._result(task, invocation.invocation_id, args, kwargs)
 
     def _pynenc_task(self, task: DjangoTask) -> Any:

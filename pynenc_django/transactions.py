@@ -14,6 +14,7 @@ only *registered* (stored, routed, made visible to runners) by ``on_commit``.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ def enqueue_on_commit_using(
             "invocation chosen at registration: its id cannot be returned before commit. "
             "Call the task inside transaction.on_commit() instead."
         )
+    from pynenc_django.calling.options import call_options, current_call_options
     from pynenc_django.serializer.calls import serialize_arguments_first
 
     app = task.app
@@ -59,10 +61,13 @@ def enqueue_on_commit_using(
         parent_event_id=context.get_trigger_event_context(app.app_id),
     )
 
+    options = current_call_options()  # apply_async's, kept for the commit
+
     def register() -> None:
-        app.orchestrator.register_new_invocations([invocation])
-        if task.conf.running_concurrency != ConcurrencyControlType.DISABLED:
-            app.orchestrator.index_arguments_for_concurrency_control(invocation)
+        with call_options(options) if options is not None else nullcontext():
+            app.orchestrator.register_new_invocations([invocation])
+            if task.conf.running_concurrency != ConcurrencyControlType.DISABLED:
+                app.orchestrator.index_arguments_for_concurrency_control(invocation)
 
     transaction.on_commit(register, using=using, robust=False)
     return invocation

@@ -92,6 +92,10 @@ PYNENC = {
     "runner_loop_sleep_time_sec": 0.05,
     "invocation_wait_results_sleep_time_sec": 0.05,
     "num_processes": 2,
+    # tests/calling: retries 1 s then 2 s apart (no jitter), so their gaps are checkable.
+    "task": {
+        "tests.project.jobs.calling.flaky": {"retry_backoff": 1.0, "retry_jitter": False},
+    },
 }
 
 # Django >= 6.0: ``@task`` functions run on pynenc runners (ignored by Django 5.2).

@@ -202,7 +202,7 @@ def _transition(app: Any, inv: Invocation, status: S, ctx: RunnerContext) -> Non
 
 
 def cancel(invocations: list[Invocation], user: Any) -> list[Outcome]:
-    from pynenc_django.models import BrokerMessage
+    from pynenc_django.models import BrokerMessage, DelayedMessage
 
     outcomes = []
     ctx = admin_runner_context(user)
@@ -217,10 +217,12 @@ def cancel(invocations: list[Invocation], user: Any) -> list[Outcome]:
         try:
             with write_transaction(db_alias()):
                 _transition(app, inv, S.CONCURRENCY_CONTROLLED_FINAL, ctx)
-                # Runners would drop the message anyway; removing it keeps queue depth true.
-                BrokerMessage.objects.using(db_alias()).filter(
-                    app_id=inv.app_id, invocation_id=inv.invocation_id
-                ).delete()
+                # Runners would drop the message anyway; removing it keeps queue depth true
+                # (and a delayed one is never promoted).
+                for model in (BrokerMessage, DelayedMessage):
+                    model.objects.using(db_alias()).filter(
+                        app_id=inv.app_id, invocation_id=inv.invocation_id
+                    ).delete()
         except Exception as exc:  # a status that moved meanwhile: report, do not crash
             outcomes.append(Outcome(inv, False, f"not cancelled: {exc}"))
             continue

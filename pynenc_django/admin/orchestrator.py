@@ -49,6 +49,7 @@ from pynenc_django.admin.sql import capped_counts
 from pynenc_django.models import (
     AtomicServiceExecution,
     BlockingEdge,
+    DelayedMessage,
     Invocation,
     RunnerContextRecord,
     RunnerHeartbeat,
@@ -119,6 +120,7 @@ class InvocationAdmin(PynencModelAdmin):
         "task_id_key",
         "queue",
         "owner",
+        "due",
         "registered_at",
         "status_timestamp",
         "retry_count",
@@ -146,6 +148,7 @@ class InvocationAdmin(PynencModelAdmin):
                     "call_id_key",
                     "status_label",
                     "owner",
+                    "due",
                     "status_timestamp",
                     "registered_at",
                     "retry_count",
@@ -156,12 +159,23 @@ class InvocationAdmin(PynencModelAdmin):
     )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
-        """The owner's name and place with each row (:func:`runner_annotations`)."""
+        """The owner's name and place with each row (:func:`runner_annotations`), and its
+        due time if it waits in the delayed messages (a subquery per listed row, through
+        the (app_id, invocation_id) index; counts leave it out)."""
         owner = runner_annotations("owner", OuterRef("status_runner_id"))
-        return super().get_queryset(request).annotate(**owner)
+        due = DelayedMessage.objects.filter(
+            app_id=OuterRef("app_id"), invocation_id=OuterRef("invocation_id")
+        ).values("due_at")[:1]
+        return super().get_queryset(request).annotate(**owner, due_at=Subquery(due))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[Any]:
-        return [*super().get_readonly_fields(request, obj), "status_label", "owner"]
+        return [*super().get_readonly_fields(request, obj), "status_label", "owner", "due"]
+
+    @admin.display(description="due at")
+    def due(self, obj: Invocation) -> Any:
+        """When a delayed invocation (a countdown, a retry's backoff) may run: no worker
+        takes it before then. "-" when it is not waiting for a time."""
+        return getattr(obj, "due_at", None) or "-"
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: Invocation) -> str:

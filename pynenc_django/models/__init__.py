@@ -1,6 +1,6 @@
 """Django models for every pynenc component, one module per component."""
 
-from pynenc_django.models.broker import BrokerMessage
+from pynenc_django.models.broker import BrokerMessage, DelayedMessage
 from pynenc_django.models.client_data_store import ClientData
 from pynenc_django.models.orchestrator import (
     AtomicServiceExecution,
@@ -19,6 +19,7 @@ __all__ = [
     "BlockingEdge",
     "BrokerMessage",
     "ClientData",
+    "DelayedMessage",
     "Invocation",
     "InvocationArgument",
     "RunnerHeartbeat",

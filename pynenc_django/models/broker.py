@@ -24,3 +24,28 @@ class BrokerMessage(AppScopedModel):
 
     def __str__(self) -> str:
         return f"{self.invocation_id} on {self.queue} (priority {self.priority})"
+
+
+class DelayedMessage(AppScopedModel):
+    """An invocation queued for later (``apply_async(countdown=...)``, a retry's backoff):
+    moved to :class:`BrokerMessage` once ``due_at`` has passed, by whichever worker sees
+    it due first (``DjangoBroker.promote_due``). Kept apart so the claim's ordered scan of
+    the queue never steps over messages that are not due yet."""
+
+    id = models.BigAutoField(primary_key=True)
+    queue = models.CharField(max_length=QUEUE_LENGTH)
+    priority = models.FloatField(default=0.0)
+    invocation_id = id_field()
+    due_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "pynenc_broker_delayed"
+        verbose_name = "delayed message"
+        indexes = [
+            models.Index(fields=["app_id", "due_at"], name="pynenc_delayed_due_idx"),
+            models.Index(fields=["app_id", "invocation_id"], name="pynenc_delayed_inv_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.invocation_id} on {self.queue} at {self.due_at:%Y-%m-%d %H:%M:%S}"

@@ -50,6 +50,9 @@ class StateInvocation(AppScopedModel):
     parent_workflow_id = id_field(null=True, blank=True)
     # Set on first insert only: re-upserting an invocation never moves it in time.
     registered_at = models.DateTimeField()
+    # JSON of what its call asked beyond the task's defaults (queue, priority, expiry:
+    # pynenc_django.calling.options.CallOptions.stored); written on first insert only.
+    call_options = models.TextField(null=True, blank=True)
 
     class Meta:
         db_table = "pynenc_state_invocation"

@@ -11,6 +11,8 @@ status reads) are fixed SQL rather than ORM queries built anew each time: see
 One module per job, each a mixin of :class:`DjangoOrchestrator`:
 
 * :mod:`.registration`: new invocations stored, registered and queued;
+* :mod:`.routing`: which queue and priority, now or at a due time (delays, retry
+  backoff), and expiry;
 * :mod:`.claim`: queued (or awaited) invocations claimed by workers, and rerouted; each
   caller claims with its own :class:`ClaimOptions` and gets a :class:`ClaimResult` back;
 * :mod:`.transitions`: status changes, results and their history;
@@ -29,12 +31,14 @@ from pynenc_django.orchestrator.blocking import DjangoBlockingControl
 from pynenc_django.orchestrator.claim import ClaimMixin, ClaimOptions, ClaimResult
 from pynenc_django.orchestrator.reads import ClientResultsWaiter, ReadsMixin
 from pynenc_django.orchestrator.registration import RegistrationMixin
+from pynenc_django.orchestrator.routing import RoutingMixin
 from pynenc_django.orchestrator.rules import OWNED_STATUSES
 from pynenc_django.orchestrator.runners import RunnersMixin
 from pynenc_django.orchestrator.transitions import TransitionsMixin
 
 
 class DjangoOrchestrator(
+    RoutingMixin,
     RegistrationMixin,
     ClaimMixin,
     TransitionsMixin,

@@ -63,17 +63,22 @@ class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):
 
     @cached_property
     def _blocking_sql(self) -> str:
-        from pynenc_django.models import BlockingEdge, Invocation
+        from pynenc_django.models import BlockingEdge, DelayedMessage, Invocation
 
         edges = self._table(BlockingEdge)
         invocations = self._table(Invocation)
+        delayed = self._table(DelayedMessage)
         available = ", ".join(["%s"] * len(_AVAILABLE))
+        # Not one waiting for its due time (a countdown, a retry's backoff): waited for
+        # or not, it does not run before then.
         return (
             f"SELECT e.waited_id FROM {edges} e WHERE e.app_id = %s"
             f" AND EXISTS (SELECT 1 FROM {invocations} i WHERE i.app_id = %s"
             f" AND i.invocation_id = e.waited_id AND i.status IN ({available}))"
             f" AND NOT EXISTS (SELECT 1 FROM {edges} w WHERE w.app_id = %s"
             " AND w.waiter_id = e.waited_id)"
+            f" AND NOT EXISTS (SELECT 1 FROM {delayed} d WHERE d.app_id = e.app_id"
+            " AND d.invocation_id = e.waited_id)"
             " GROUP BY e.waited_id ORDER BY MIN(e.created_at), e.waited_id LIMIT %s"
         )
 

@@ -122,7 +122,11 @@ class ClaimMixin(OrchestratorCore):
         queue_provider: Callable[[], Sequence[str]] | None = None,
         on_queue_retrieved: Callable[[str], None] | None = None,
     ) -> Iterator[DistributedInvocation]:
-        """pynenc's, with the default :class:`ClaimOptions` (pynenc's own runners)."""
+        """pynenc's, with the default :class:`ClaimOptions` (pynenc's own runners), which
+        also move due delayed messages to their queues here (looking for them at most
+        once a second; ``pynenc_runner``'s workers do it themselves, on time)."""
+        if self._routes_here and isinstance(self.app.broker, DjangoBroker):
+            self._django_broker.due_clock.promote_if_due()
         return self._invocations_to_run(
             max_num_invocations, runner_ctx, ClaimCall(), queue_provider, on_queue_retrieved
         )
@@ -136,7 +140,23 @@ class ClaimMixin(OrchestratorCore):
         on_queue_retrieved: Callable[[str], None] | None,
     ) -> Iterator[DistributedInvocation]:
         """pynenc's ``get_invocations_to_run`` (blocking invocations first, then queued
-        ones, then the reroutes), for one :class:`ClaimCall`."""
+        ones, then the reroutes), for one :class:`ClaimCall`; a claimed invocation whose
+        call expired ends FAILED instead (:meth:`expire_if_due`)."""
+        now = now_utc()
+        for invocation in self._claimed_in_order(
+            max_num_invocations, runner_ctx, call, queue_provider, on_queue_retrieved
+        ):
+            if not self.expire_if_due(invocation, runner_ctx, now):
+                yield invocation
+
+    def _claimed_in_order(
+        self,
+        max_num_invocations: int,
+        runner_ctx: RunnerContext,
+        call: ClaimCall,
+        queue_provider: Callable[[], Sequence[str]] | None,
+        on_queue_retrieved: Callable[[str], None] | None,
+    ) -> Iterator[DistributedInvocation]:
         blocking_invocation_ids: set[InvocationId] = set()
         queue_provider = queue_provider or self.app.runner.queue_names_for_retrieval
         on_queue_retrieved = on_queue_retrieved or self.app.runner.note_queue_retrieved
@@ -219,9 +239,18 @@ class ClaimMixin(OrchestratorCore):
 
     @retry_transient
     def _available_among(self, invocation_ids: Sequence[InvocationId]) -> set[str]:
+        """Those that may run now: available, and not waiting for a due time."""
+        from django.db.models import Exists, OuterRef
+
+        from pynenc_django.models import DelayedMessage
+
+        delayed = DelayedMessage.objects.using(self.db_alias).filter(
+            app_id=OuterRef("app_id"), invocation_id=OuterRef("invocation_id")
+        )
         return set(
             self._invocations()
             .filter(invocation_id__in=list(invocation_ids), status__in=_AVAILABLE)
+            .exclude(Exists(delayed))
             .values_list("invocation_id", flat=True)
         )
 
@@ -368,7 +397,7 @@ class ClaimMixin(OrchestratorCore):
                 raise
             self._fail_unloadable(invocation_id, exc, runner_ctx, claimed=False)
             return None, None
-        if consumes is not None and not consumes(invocation.task.broker_queue):
+        if consumes is not None and not consumes(self.route_of(invocation)[0]):
             return None, None
         control = invocation.task.conf.running_concurrency
         if control != DISABLED:
@@ -390,23 +419,41 @@ class ClaimMixin(OrchestratorCore):
         self, invocation_id: InvocationId, exc: Exception, runner_ctx: RunnerContext, claimed: bool
     ) -> None:
         """End an invocation this worker cannot load (its task cannot be imported, its
-        stored data cannot be read) as FAILED with an :class:`InvocationLoadError`, through
-        PENDING and RUNNING as pynenc's state machine wants (``claimed``: it is PENDING or
-        RUNNING for this worker already). Inside the claim's transaction, so the message
-        is consumed with it: a poison message must not kill worker after worker.
+        stored data cannot be read) as FAILED with an :class:`InvocationLoadError` (see
+        :meth:`fail_claimed`). Inside the claim's transaction, so the message is consumed
+        with it: a poison message must not kill worker after worker."""
+        row = self._task_and_status(invocation_id)
+        if row is None:
+            self.app.logger.error(f"Dropping message of unknown invocation:{invocation_id}: {exc}")
+            return
+        error = InvocationLoadError(invocation_id, str(exc), row[0], type(exc).__name__)
+        self.fail_claimed(invocation_id, error, runner_ctx, claimed, status=row[1])
 
-        No trigger report: that would load the invocation again."""
+    def _task_and_status(self, invocation_id: InvocationId) -> tuple[str, str] | None:
         found = (
             self._invocations()
             .filter(invocation_id=invocation_id)
             .values_list("task_id_key", "status")
         )
-        row = found.first()
-        if row is None:
-            self.app.logger.error(f"Dropping message of unknown invocation:{invocation_id}: {exc}")
-            return
-        task_id_key, status = row
-        error = InvocationLoadError(invocation_id, str(exc), task_id_key, type(exc).__name__)
+        row: tuple[str, str] | None = found.first()
+        return row
+
+    def fail_claimed(
+        self,
+        invocation_id: InvocationId,
+        error: Exception,
+        runner_ctx: RunnerContext,
+        claimed: bool = True,
+        status: str | None = None,
+    ) -> None:
+        """End an invocation as FAILED with ``error`` without running it, through PENDING
+        and RUNNING as pynenc's state machine wants (``claimed``: it is PENDING or RUNNING
+        for this worker already; ``status``: which, if known).
+
+        No trigger report: that would load the invocation again."""
+        if claimed and status is None:
+            row = self._task_and_status(invocation_id)
+            status = row[1] if row else None
         steps = [InvocationStatus.RUNNING] if status == InvocationStatus.PENDING.value else []
         if not claimed:
             steps = [InvocationStatus.PENDING, InvocationStatus.RUNNING]
@@ -540,16 +587,14 @@ class ClaimMixin(OrchestratorCore):
         broker = self._django_broker
         with self.write_transaction():
             self.set_invocation_status(invocation_id, InvocationStatus.REROUTED, runner_ctx)
-            task = self.app.state_backend.get_invocation(invocation_id).task
+            queue, priority = self.route_of(self.app.state_backend.get_invocation(invocation_id))
             queued_at = (
                 self._invocations()
                 .filter(invocation_id=invocation_id)
                 .values_list("registered_at", flat=True)
                 .get()
             )
-            broker.requeue_invocation(
-                invocation_id, task.broker_queue, task.broker_priority, queued_at
-            )
+            broker.requeue_invocation(invocation_id, queue, priority, queued_at)
 
     @retry_transient
     def get_owned_invocation_ids(

@@ -21,11 +21,15 @@ from pynenc_django.db import DjangoBackendMixin, ensure_django
 from pynenc_django.orchestrator.blocking import DjangoBlockingControl
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from pynenc.app import Pynenc
     from pynenc.identifiers.invocation_id import InvocationId
+    from pynenc.invocation.dist_invocation import DistributedInvocation
     from pynenc.invocation.status import InvocationStatus
     from pynenc.runner.runner_context import RunnerContext
 
+    from pynenc_django.calling.options import CallOptions
     from pynenc_django.models.base import AppScopedQuerySet
 
 
@@ -80,3 +84,21 @@ class OrchestratorCore(DjangoBackendMixin, BaseOrchestrator):
         # .claim
         @property
         def _running_claims(self) -> dict[InvocationId, str]: ...
+
+        def fail_claimed(
+            self,
+            invocation_id: InvocationId,
+            error: Exception,
+            runner_ctx: RunnerContext,
+            claimed: bool = True,
+            status: str | None = None,
+        ) -> None: ...
+
+        # .routing
+        def expire_if_due(
+            self, invocation: DistributedInvocation, runner_ctx: RunnerContext, now: datetime
+        ) -> bool: ...
+
+        def route_of(
+            self, invocation: DistributedInvocation, options: CallOptions | None = None
+        ) -> tuple[str, float]: ...

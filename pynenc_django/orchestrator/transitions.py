@@ -153,14 +153,6 @@ class TransitionsMixin(OrchestratorCore):
             raise exception
         super().set_invocation_exception(invocation, exception, runner_ctx)
 
-    def set_invocation_retry(
-        self, invocation: DistributedInvocation, exception: Exception, runner_ctx: RunnerContext
-    ) -> None:
-        """pynenc's, except for a database error of our own write (as above)."""
-        if getattr(exception, STORAGE_ERROR, False):
-            raise exception
-        super().set_invocation_retry(invocation, exception, runner_ctx)
-
     def record_status_change(
         self,
         invocation_id: InvocationId,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pynenc import context
 from pynenc.runner.runner_context import RunnerContext
 
+from pynenc_django.broker.delayed import DueClock
 from pynenc_django.db import is_database_error
 from pynenc_django.ops import recovery
 from pynenc_django.ops.recovery import PutBack
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from pynenc.invocation.dist_invocation import DistributedInvocation
 
     from pynenc_django.runner import DjangoPersistentProcessRunner
+    from pynenc_django.wakeup import Waiter
 
 logger = logging.getLogger("pynenc_django")
 
@@ -183,6 +185,7 @@ class Worker:
             blocking_check_interval=float(self.conf.django_blocking_check_interval_sec),
         )
         self._no_blocking_until = 0.0
+        self._due: DueClock | None = None  # set by run(), once the waiter knows itself
 
     @property
     def stopping(self) -> bool:
@@ -212,11 +215,13 @@ class Worker:
             self.app.logger.info(f"Persistent process worker started with pid:{os.getpid()}")
             self.startup.started()
             waiter.start()
+            due = self._due = self._due_clock(waiter.notified)
             while not self.stopping:
+                self._promote_due(due)
                 invocation, drained = self._claim(announced=waiter.woken)
                 if invocation is None:
                     close_stale_connections()
-                    waiter.wait()
+                    self._wait(waiter, due)
                     continue
                 waiter.found_work()
                 self._run(invocation)
@@ -224,7 +229,7 @@ class Worker:
                     # It was the queue's only message: what was enqueued since has been
                     # announced (the wait returns at once), so look when woken; or, where
                     # only this host's enqueues are (MariaDB), after the shortest sleep.
-                    waiter.wait()
+                    self._wait(waiter, due)
         except KeyboardInterrupt:
             self.app.logger.info(f"worker:{self.ctx.runner_id} interrupted, exiting")
         finally:
@@ -238,6 +243,41 @@ class Worker:
                 self._reroute(invocation_id)
             waiter.close()
             self.app.logger.info(f"worker:{self.ctx.runner_id} shutting down")
+
+    def _due_clock(self, notified: bool) -> DueClock | None:
+        """Delayed messages (``countdown``, retry backoff) this worker moves to their
+        queues when due; it looks up the earliest due time after each promotion, when a
+        wait hears of a new one, and otherwise every safety poll where every delayed
+        message is announced (``notified``), every idle poll where not (MariaDB)."""
+        from pynenc_django.broker import DjangoBroker
+
+        broker = self.app.broker
+        if not isinstance(broker, DjangoBroker):
+            return None
+        refresh = (
+            self.conf.django_notify_safety_poll_sec
+            if notified
+            else self.conf.django_idle_wait_max_sec
+        )
+        return DueClock(broker, float(refresh))
+
+    def _promote_due(self, due: DueClock | None) -> None:
+        if due is None:
+            return
+        try:
+            due.promote_if_due()
+        except Exception as exc:
+            if not is_database_error(exc):
+                raise
+            self._database_unavailable(exc)
+
+    def _wait(self, waiter: Waiter, due: DueClock | None) -> None:
+        """The waiter's wait, ending by the earliest due time; what it heard of delayed
+        messages goes to ``due``."""
+        waiter.wait(None if due is None else due.seconds_until_due())
+        heard = waiter.take_due_news()
+        if due is not None:
+            due.hear(*heard)
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         """Stop now. A running invocation is interrupted (``run`` reroutes it); otherwise
@@ -380,6 +420,7 @@ class Worker:
         consumes, a concurrency key its own waiter holds) is what ``pynenc_status``
         reports as a stuck wait.
         """
+        self._promote_due(self._due)  # what it waits for may be due now (a countdown)
         if invocation := self._claim_awaited(waited):
             if _in_event_loop():
                 self._run_beside_event_loop(invocation)

@@ -22,6 +22,7 @@ from pynenc.models.call_dto import CallDTO
 from pynenc.models.invocation_dto import InvocationDTO
 from pynenc.types import Params, Result
 
+from pynenc_django.calling.options import CallOptions, current_call_options
 from pynenc_django.db import retry_transient
 from pynenc_django.state_backend.core import StateBackendCore
 from pynenc_django.state_backend.workflows import _workflow_identity
@@ -35,11 +36,13 @@ INVOCATION_FIELDS = (
     "workflow_id",
     "workflow_type_key",
     "parent_workflow_id",
+    "call_options",
 )
 
 
 def dtos_from_row(row: Sequence[Any]) -> tuple[InvocationDTO, CallDTO]:
-    """The DTOs of a state-invocation row, columns in ``INVOCATION_FIELDS`` order."""
+    """The DTOs of a state-invocation row, columns in ``INVOCATION_FIELDS`` order (its
+    call options are :func:`options_from_row`'s)."""
     (
         inv_id,
         call_id_key,
@@ -49,6 +52,7 @@ def dtos_from_row(row: Sequence[Any]) -> tuple[InvocationDTO, CallDTO]:
         wf_id,
         wf_type_key,
         wf_parent_id,
+        _call_options,
     ) = row
     call_id = CallId.from_key(call_id_key)
     workflow = (
@@ -62,6 +66,11 @@ def dtos_from_row(row: Sequence[Any]) -> tuple[InvocationDTO, CallDTO]:
         parent_event_id=parent_event_id or None,
     )
     return inv_dto, CallDTO(call_id=call_id, serialized_arguments=json.loads(serialized_arguments))
+
+
+def options_from_row(row: Sequence[Any]) -> CallOptions | None:
+    """What the invocation's call asked for (queue, priority, expiry), if anything."""
+    return CallOptions.from_stored(row[len(INVOCATION_FIELDS) - 1])
 
 
 class InvocationsMixin(StateBackendCore[Params, Result]):
@@ -121,8 +130,14 @@ class InvocationsMixin(StateBackendCore[Params, Result]):
         from pynenc_django.models import StateInvocation
 
         now = datetime.now(UTC)
+        # A new invocation of apply_async's call keeps what the call asked for; a re-upsert
+        # never changes it (not in update_fields).
+        options = current_call_options()
+        stored_options = options.stored() if options is not None else None
         by_id: dict[str, StateInvocation] = {}
         for inv_dto, call_dto in entries:
+            if options is not None:
+                self.store.options.put(inv_dto.invocation_id, options.without_due())
             workflow = inv_dto.workflow
             by_id[inv_dto.invocation_id] = StateInvocation(
                 app_id=self.app.app_id,
@@ -137,6 +152,7 @@ class InvocationsMixin(StateBackendCore[Params, Result]):
                 workflow_type_key=workflow.workflow_type.key if workflow else None,
                 parent_workflow_id=workflow.parent_workflow_id if workflow else None,
                 registered_at=now,
+                call_options=stored_options,
             )
         # A statement may not touch a row twice (PostgreSQL), and a fixed order keeps
         # concurrent batches from deadlocking on each other's row locks.
@@ -181,7 +197,10 @@ class InvocationsMixin(StateBackendCore[Params, Result]):
     @retry_transient
     def _read_invocation(self, invocation_id: InvocationId) -> tuple[InvocationDTO, CallDTO] | None:
         rows = self._fetch(self._invocation_sql, [self.app.app_id, invocation_id])
-        return dtos_from_row(rows[0]) if rows else None
+        if not rows:
+            return None
+        self.store.remember_options(invocation_id, options_from_row(rows[0]))
+        return dtos_from_row(rows[0])
 
     def get_child_invocations(self, parent_invocation_id: InvocationId) -> Iterator[InvocationId]:
         return self._iter_ids(

@@ -153,6 +153,10 @@ class Vendor:
         """A pop that brings the invocation's row along, where :attr:`writes_in_ctes`."""
         raise NotImplementedError(f"{self.name} cannot join a DELETE's rows")
 
+    def promote_due_sql(self, delayed: str, messages: str, notify: bool) -> str:
+        """Delayed messages to their queues in one statement, where :attr:`writes_in_ctes`."""
+        raise NotImplementedError(f"{self.name} promotes delayed messages in a transaction")
+
     def signal_path(self, connection: BaseDatabaseWrapper, signal: str) -> str | None:
         """The file processes touch to announce ``signal`` (:mod:`pynenc_django.wakeup`),
         or ``None`` where there is no file to share."""

@@ -132,6 +132,25 @@ class PostgreSQL(Vendor):
             "ON s.app_id = %s AND s.invocation_id = p.invocation_id"
         )
 
+    def promote_due_sql(self, delayed: str, messages: str, notify: bool) -> str:
+        """Move the delayed messages due by a time to their queues, at their due time's
+        place, in one statement, and ``NOTIFY`` each queue that got some; returns how many
+        moved. Parameters: app id, time, limit, app id; with ``notify`` the channel."""
+        announce = (
+            ", (SELECT count(pg_notify(%s, queue)) FROM (SELECT DISTINCT queue FROM moved) q)"
+            if notify
+            else ""
+        )
+        return (
+            f"WITH due AS (DELETE FROM {delayed} WHERE id IN (SELECT id FROM {delayed} "
+            "WHERE app_id = %s AND due_at <= %s ORDER BY due_at, id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) RETURNING queue, priority, invocation_id, due_at), "
+            f"moved AS (INSERT INTO {messages} (app_id, queue, priority, invocation_id, "
+            "created_at) SELECT %s, queue, priority, invocation_id, due_at FROM due "
+            "RETURNING queue) "
+            f"SELECT (SELECT count(*) FROM moved){announce}"
+        )
+
 
 @functools.cache
 def _plain_columns(model: type[Model]) -> bool:

@@ -38,6 +38,7 @@ from pynenc_django.wakeup.signals import (
     FINAL_CHANNEL,
     FINAL_SIGNAL,
     FileWatch,
+    due_signal,
     file_watch,
     listen_connection,
     notify_channel,
@@ -49,6 +50,7 @@ from pynenc_django.wakeup.signals import (
     work_signal,
 )
 from pynenc_django.wakeup.work import (
+    DUE_PAYLOAD,
     BackoffWaiter,
     FileSignalWaiter,
     PostgresListener,
@@ -57,6 +59,7 @@ from pynenc_django.wakeup.work import (
 )
 
 __all__ = [
+    "DUE_PAYLOAD",
     "FINAL_CHANNEL",
     "FINAL_SIGNAL",
     "BackoffWaiter",
@@ -67,6 +70,7 @@ __all__ = [
     "Waiter",
     "close_result_waiters",
     "current_result_waiter",
+    "due_signal",
     "file_watch",
     "listen_connection",
     "make_waiter",

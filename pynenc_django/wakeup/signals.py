@@ -83,6 +83,11 @@ def work_signal(app_id: str) -> str:
     return f"work-{sha256_hex(app_id)[:16]}"
 
 
+def due_signal(app_id: str) -> str:
+    """The signal of new delayed messages for an app (an earlier due time, maybe)."""
+    return f"due-{sha256_hex(app_id)[:16]}"
+
+
 #: The signal of final statuses, any app's (cf. :data:`FINAL_CHANNEL`).
 FINAL_SIGNAL = "final"
 
@@ -127,39 +132,49 @@ class FileWatch:
     True once it was touched since the last wait. Raises ``OSError`` (or
     ``AttributeError``) where inotify is unavailable; callers then poll instead."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *more: str) -> None:
         self.path = path
+        self.paths = (path, *more)
+        #: The paths touched, as the waits that returned True saw (the caller clears it).
+        self.touched: set[str] = set()
+        self._by_wd: dict[int, str] = {}
         libc = _libc()
         self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
         if self.fd < 0:
             raise OSError(ctypes.get_errno(), "inotify_init1 failed")
         try:
-            self._watch()
+            for watched in self.paths:
+                self._watch(watched)
         except OSError:
             os.close(self.fd)
             raise
 
-    def _watch(self) -> None:
-        if not os.path.exists(self.path):
-            touch(self.path)
-        if _libc().inotify_add_watch(self.fd, os.fsencode(self.path), _IN_MASK) < 0:
-            raise OSError(ctypes.get_errno(), f"inotify_add_watch failed on {self.path}")
+    def _watch(self, path: str) -> None:
+        if not os.path.exists(path):
+            touch(path)
+        wd = _libc().inotify_add_watch(self.fd, os.fsencode(path), _IN_MASK)
+        if wd < 0:
+            raise OSError(ctypes.get_errno(), f"inotify_add_watch failed on {path}")
+        self._by_wd[wd] = path
 
     def wait(self, timeout: float) -> bool:
         ready, _, _ = select.select([self.fd], [], [], max(0.0, timeout))
         if not ready:
             return False
-        gone = False
+        gone: set[str] = set()
         with contextlib.suppress(BlockingIOError):
             while data := os.read(self.fd, 4096):  # drain: a burst wakes once
                 offset = 0
                 while offset + _EVENT.size <= len(data):
-                    _, mask, _, name_length = _EVENT.unpack_from(data, offset)
-                    gone |= bool(mask & _IN_IGNORED)
+                    wd, mask, _, name_length = _EVENT.unpack_from(data, offset)
+                    path = self._by_wd.get(wd, self.path)
+                    self.touched.add(path)
+                    if mask & _IN_IGNORED:
+                        gone.add(path)
                     offset += _EVENT.size + name_length
-        if gone:  # the file was removed or replaced: watch the new one
+        for path in gone:  # the file was removed or replaced: watch the new one
             with contextlib.suppress(OSError):
-                self._watch()
+                self._watch(path)
         return True
 
     def close(self) -> None:
@@ -167,12 +182,13 @@ class FileWatch:
             os.close(self.fd)
 
 
-def file_watch(path: str | None) -> FileWatch | None:
-    """A :class:`FileWatch` on ``path``, or ``None`` (no path, or no inotify here)."""
+def file_watch(path: str | None, *more: str) -> FileWatch | None:
+    """A :class:`FileWatch` on ``path`` (and ``more``), or ``None`` (no path, or no
+    inotify here)."""
     if path is None:
         return None
     try:
-        return FileWatch(path)
+        return FileWatch(path, *more)
     except (OSError, AttributeError) as exc:
         logger.info("pynenc_django: cannot watch %s (%s); polling instead", path, exc)
         return None

@@ -12,6 +12,7 @@ from pynenc_django.db import get_connection
 from pynenc_django.vendors import vendor_of
 from pynenc_django.wakeup.signals import (
     FileWatch,
+    due_signal,
     file_watch,
     listen_connection,
     notify_channel,
@@ -22,6 +23,9 @@ from pynenc_django.wakeup.signals import (
 
 if TYPE_CHECKING:
     from threading import Event as ThreadEvent
+
+#: The ``NOTIFY`` payload prefix of a delayed message (:mod:`pynenc_django.broker.delayed`).
+DUE_PAYLOAD = "due:"
 
 logger = logging.getLogger("pynenc_django")
 
@@ -54,8 +58,14 @@ class Waiter(Protocol):
     def found_work(self) -> None:
         """The last poll found something: the next wait starts short again."""
 
-    def wait(self) -> None:
-        """Block until there may be new work, the stop event is set, or a timeout."""
+    def wait(self, limit: float | None = None) -> None:
+        """Block until there may be new work, the stop event is set, or a timeout (at
+        most ``limit`` seconds: the earliest delayed message's due time)."""
+
+    def take_due_news(self) -> tuple[float | None, bool]:
+        """What the waits since the last call heard of delayed messages: the earliest due
+        time announced (epoch seconds), and whether one was announced without its time
+        (then the earliest must be looked up)."""
 
     @property
     def notified(self) -> bool:
@@ -89,9 +99,12 @@ class BackoffWaiter:
         self._next = self.min_wait
         self.woken = False
 
-    def wait(self, hinted_within: Callable[[float], bool] | None = None) -> None:
-        """The next sleep of the schedule; ``hinted_within(seconds)`` may end it early."""
-        timeout = self._next
+    def wait(
+        self, limit: float | None = None, hinted_within: Callable[[float], bool] | None = None
+    ) -> None:
+        """The next sleep of the schedule, at most ``limit``; ``hinted_within(seconds)``
+        may end it early."""
+        timeout = self._next if limit is None else max(0.0, min(self._next, limit))
         self._next = min(self.max_wait, self._next * 2)
         if hinted_within is None:
             self.stop_event.wait(timeout)
@@ -101,6 +114,9 @@ class BackoffWaiter:
 
     notified = False
     wakes = False
+
+    def take_due_news(self) -> tuple[float | None, bool]:
+        return None, False
 
     def close(self) -> None:
         pass
@@ -118,6 +134,19 @@ class _AnnouncedWaiter:
         self.max_wait = notified_max_wait
         self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
         self.woken = False
+        self._due_hint: float | None = None
+        self._due_unknown = False
+
+    def take_due_news(self) -> tuple[float | None, bool]:
+        news = self._due_hint, self._due_unknown
+        self._due_hint, self._due_unknown = None, False
+        return news
+
+    def _heard_due(self, due: float | None) -> None:
+        if due is None:
+            self._due_unknown = True
+        elif self._due_hint is None or due < self._due_hint:
+            self._due_hint = due
 
     def found_work(self) -> None:
         self._fallback.found_work()
@@ -132,10 +161,11 @@ class _AnnouncedWaiter:
     def wakes(self) -> bool:
         return self.notified
 
-    def _wait_announced(self, announced: Callable[[float], bool]) -> None:
+    def _wait_announced(self, announced: Callable[[float], bool], limit: float | None) -> None:
         """Until something is announced, the stop event is set, or ``notified_max_wait``
-        has passed."""
-        self.woken = announced_within(announced, self.max_wait, self.stop_event)
+        (at most ``limit``) has passed."""
+        seconds = self.max_wait if limit is None else max(0.0, min(self.max_wait, limit))
+        self.woken = announced_within(announced, seconds, self.stop_event)
 
 
 class PostgresListener(_AnnouncedWaiter):
@@ -173,27 +203,39 @@ class PostgresListener(_AnnouncedWaiter):
     def notified(self) -> bool:
         return self._conn is not None
 
-    def wait(self) -> None:
+    def wait(self, limit: float | None = None) -> None:
         import psycopg
 
         self.woken = False
         if self._conn is None:
             if not self._connect():
-                self._fallback.wait()
+                self._fallback.wait(limit)
                 return
+            self._heard_due(None)  # delayed messages sent meanwhile: look them up
             return  # (re)subscribed: anything sent while we were down needs a poll
         try:
-            self._wait_announced(self._notified_within)
+            self._wait_announced(self._notified_within, limit)
         except psycopg.Error as exc:
             logger.warning("pynenc_django: lost the LISTEN connection (%s); reconnecting", exc)
             self.close()
 
     def _notified_within(self, seconds: float) -> bool:
-        if any(True for _ in self._conn.notifies(timeout=seconds, stop_after=1)):
-            for _ in self._conn.notifies(timeout=0):
-                pass  # coalesce a burst of enqueues into one poll
-            return True
-        return False
+        heard = False
+        for notify in self._conn.notifies(timeout=seconds, stop_after=1):
+            self._note(notify.payload)
+            heard = True
+        if heard:
+            for notify in self._conn.notifies(timeout=0):
+                self._note(notify.payload)  # coalesce a burst of enqueues into one poll
+        return heard
+
+    def _note(self, payload: str) -> None:
+        """A delayed message's ``NOTIFY`` carries its due time (:mod:`..broker.delayed`)."""
+        if payload.startswith(DUE_PAYLOAD):
+            try:
+                self._heard_due(float(payload[len(DUE_PAYLOAD) :]))
+            except ValueError:
+                self._heard_due(None)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -216,14 +258,16 @@ class FileSignalWaiter(_AnnouncedWaiter):
         max_wait: float,
         notified_max_wait: float,
         complete: bool = True,
+        due_path: str | None = None,
     ) -> None:
         super().__init__(stop_event, min_wait, max_wait, notified_max_wait)
         self.path = path
+        self.due_path = due_path
         self.complete = complete
         self._watch: FileWatch | None = None
 
     def start(self) -> None:
-        self._watch = file_watch(self.path)
+        self._watch = file_watch(self.path, *([self.due_path] if self.due_path else []))
 
     @property
     def notified(self) -> bool:
@@ -233,15 +277,19 @@ class FileSignalWaiter(_AnnouncedWaiter):
     def wakes(self) -> bool:
         return self._watch is not None
 
-    def wait(self) -> None:
+    def wait(self, limit: float | None = None) -> None:
         if self._watch is None:
-            self._fallback.wait()
+            self._fallback.wait(limit)
             self.woken = False
-        elif self.complete:
-            self._wait_announced(self._watch.wait)
+            return
+        if self.complete:
+            self._wait_announced(self._watch.wait, limit)
         else:
-            self._fallback.wait(self._watch.wait)
+            self._fallback.wait(limit, self._watch.wait)
             self.woken = self._fallback.woken
+        if self.due_path is not None and self.due_path in self._watch.touched:
+            self._heard_due(None)  # a file carries no time: the worker looks it up
+        self._watch.touched.clear()
 
     def close(self) -> None:
         if self._watch is not None:
@@ -272,6 +320,12 @@ def make_waiter(
             logger.info("pynenc_django: psycopg 3 is not installed; idle workers back off")
     if listen and (path := signal_path(alias, work_signal(app_id))) is not None:
         return FileSignalWaiter(
-            path, stop_event, min_wait, max_wait, notified_max_wait, signals_are_complete(alias)
+            path,
+            stop_event,
+            min_wait,
+            max_wait,
+            notified_max_wait,
+            signals_are_complete(alias),
+            signal_path(alias, due_signal(app_id)),
         )
     return BackoffWaiter(stop_event, min_wait, max_wait)

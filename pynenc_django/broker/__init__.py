@@ -16,12 +16,11 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from pynenc.broker.base_broker import BaseBroker
 from pynenc.identifiers.invocation_id import InvocationId
 
+from pynenc_django.broker.delayed import DelayedMixin, DueClock
 from pynenc_django.conf import ConfigBrokerDjango
 from pynenc_django.db import (
-    DjangoBackendMixin,
     StatementPart,
     combine_parts,
     ensure_django,
@@ -30,7 +29,7 @@ from pynenc_django.db import (
     retry_transient,
 )
 from pynenc_django.utils import chunked
-from pynenc_django.wakeup import notify_channel, signal_after_commit, signal_path, work_signal
+from pynenc_django.wakeup import notify_channel, signal_after_commit
 
 # Rows per INSERT ... NOTIFY statement: 5 parameters each, far below PostgreSQL's 65,535.
 NOTIFY_INSERT_CHUNK = 1000
@@ -58,8 +57,9 @@ if TYPE_CHECKING:
     from pynenc.app import Pynenc
 
 
-class DjangoBroker(DjangoBackendMixin, BaseBroker):
-    """Priority queues (highest first, then in the order first queued) in one table."""
+class DjangoBroker(DelayedMixin):
+    """Priority queues (highest first, then in the order first queued) in one table, and
+    messages waiting for their time in another (:mod:`.delayed`)."""
 
     def __init__(self, app: Pynenc) -> None:
         super().__init__(app)
@@ -122,13 +122,6 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
         )
         signal_after_commit(self.db_alias, self._work_signal)
 
-    @cached_property
-    def _work_signal(self) -> str | None:
-        """SQLite: the file idle workers watch for new messages (:mod:`.wakeup`)."""
-        if not self.conf.django_listen_notify:
-            return None
-        return signal_path(self.db_alias, work_signal(self.app.app_id))
-
     def _insert_and_notify(
         self,
         invocation_ids: Sequence[InvocationId],
@@ -170,7 +163,16 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
                     cursor.execute(sql, all_params)
 
     def retrieve_invocation(self, queue_name: str | None = None) -> InvocationId | None:
+        """pynenc's runners' pop; it also moves due delayed messages to their queues
+        (looking for them at most once a second): ``pynenc_runner``'s workers do that
+        themselves, on time."""
+        self.due_clock.promote_if_due()
         return self.pop(queue_name).invocation_id
+
+    @cached_property
+    def due_clock(self) -> DueClock:
+        """This process's :class:`DueClock` for pynenc's runners (one look a second)."""
+        return DueClock(self, refresh_sec=1.0)
 
     @retry_transient
     def pop(self, queue_name: str | None = None) -> Popped:
@@ -318,3 +320,4 @@ class DjangoBroker(DjangoBackendMixin, BaseBroker):
     @retry_transient
     def purge(self) -> None:
         self._messages().delete()
+        self.purge_delayed()
