@@ -95,6 +95,8 @@ PYNENC = {
     # tests/calling: retries 1 s then 2 s apart (no jitter), so their gaps are checkable.
     "task": {
         "tests.project.jobs.calling.flaky": {"retry_backoff": 1.0, "retry_jitter": False},
+        # README's "Coming from Celery" (tests/runner/test_coming_from_celery.py).
+        "celery_examples.tasks.*": {"retry_backoff": 0.2},
     },
 }
 

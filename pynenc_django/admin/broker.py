@@ -1,4 +1,5 @@
-"""Admin for the broker's queue: which invocations wait in which queue, in claim order."""
+"""Admin for the broker's queue (which invocations wait in which queue, in claim order)
+and its delayed messages (which wait for their due time, earliest first)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pynenc_django.admin.base import (
     PynencModelAdmin,
     invocation_link,
 )
-from pynenc_django.models import BrokerMessage
+from pynenc_django.models import BrokerMessage, DelayedMessage
 
 
 class BrokerQueueFilter(IndexedValuesFilter):
@@ -33,4 +34,19 @@ class BrokerMessageAdmin(PynencModelAdmin):
 
     @admin.display(description="invocation")
     def invocation(self, obj: BrokerMessage) -> str:
+        return invocation_link(obj.app_id, obj.invocation_id)
+
+
+@admin.register(DelayedMessage)
+class DelayedMessageAdmin(PynencModelAdmin):
+    list_display = ("invocation", "app_id", "due_at", "queue", "priority", "created_at")
+    list_filter = (AppIdFilter,)
+    exact_search_fields = ("invocation_id",)
+    search_help_text = "Exact invocation id."
+    # The promotion order, which the (app_id, due_at) index serves.
+    ordering = ("due_at", "id")
+    sortable_by = ()
+
+    @admin.display(description="invocation")
+    def invocation(self, obj: DelayedMessage) -> str:
         return invocation_link(obj.app_id, obj.invocation_id)

@@ -27,6 +27,7 @@ from pynenc_django.admin.base import (
     duration_text,
     indexed_values,
     invocation_link,
+    local_time,
     request_cache,
     runner_annotations,
     runner_link,
@@ -175,7 +176,8 @@ class InvocationAdmin(PynencModelAdmin):
     def due(self, obj: Invocation) -> Any:
         """When a delayed invocation (a countdown, a retry's backoff) may run: no worker
         takes it before then. "-" when it is not waiting for a time."""
-        return getattr(obj, "due_at", None) or "-"
+        due = getattr(obj, "due_at", None)
+        return local_time(due) if due is not None else "-"
 
     @admin.display(description="status", ordering="status")
     def status_label(self, obj: Invocation) -> str:

@@ -255,7 +255,13 @@ def _stuck_waits(
     """
     from django.db.models import Exists, OuterRef
 
-    from pynenc_django.models import BlockingEdge, BrokerMessage, Invocation, InvocationHistory
+    from pynenc_django.models import (
+        BlockingEdge,
+        BrokerMessage,
+        DelayedMessage,
+        Invocation,
+        InvocationHistory,
+    )
 
     cutoff = now - after
     edges = BlockingEdge.objects.using(alias).for_app(app_id)
@@ -268,12 +274,26 @@ def _stuck_waits(
     if not oldest:
         return []
     ids = {invocation_id for edge in oldest for invocation_id in edge[:2]}
-    rows = {
-        row[0]: _Inv(*row)
-        for row in invocations.filter(invocation_id__in=ids).values_list(
-            "invocation_id", "task_id_key", "status", "status_runner_id", "status_timestamp"
+    waits_for_time = DelayedMessage.objects.using(alias).filter(
+        app_id=OuterRef("app_id"), invocation_id=OuterRef("invocation_id")
+    )
+    listed = (
+        invocations.filter(invocation_id__in=ids)
+        .annotate(delayed=Exists(waits_for_time))
+        .values_list(
+            "invocation_id",
+            "task_id_key",
+            "status",
+            "status_runner_id",
+            "status_timestamp",
+            "delayed",
         )
-    }
+    )
+    rows, delayed = {}, set()
+    for *row, is_delayed in listed:
+        rows[row[0]] = _Inv(*row)
+        if is_delayed:  # waits for its due time (a countdown, a retry's backoff): not stuck
+            delayed.add(row[0])
     candidates = [
         (rows[waiter_id], rows[waited_id], waited_since)
         for waiter_id, waited_id, waited_since in oldest
@@ -282,6 +302,7 @@ def _stuck_waits(
         and rows[waiter_id].status in WAITER_STATUSES
         and rows[waited_id].status in UNCLAIMED
     ]
+    candidates = [c for c in candidates if c[1].invocation_id not in delayed]
     if not candidates:
         return []
     # Owners running something that does not itself wait for an unfinished invocation.

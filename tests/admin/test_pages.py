@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ CHANGELISTS = [
     m.AtomicServiceExecution,
     m.RunnerContextRecord,
     m.BrokerMessage,
+    m.DelayedMessage,
     m.TriggerDefinitionEntry,
     m.TriggerConditionEntry,
     m.EventEntry,
@@ -644,3 +646,33 @@ def test_overview_link_on_the_index_whatever_the_app_order(
     assert html.count('id="pynenc-overview-link"') == 1
     assert reverse("admin:pynenc_django_overview") in html
     assert "Site administration" in html  # Django's own index around it
+
+
+def test_a_delayed_invocation_shows_its_due_time(fresh_app: str, superuser_client: Client) -> None:
+    """The invocation list and page say when a delayed invocation may run; the delayed
+    messages' list links it."""
+    now = timezone.now()
+    invocation = m.Invocation.objects.create(
+        app_id=fresh_app,
+        invocation_id=str(uuid.uuid4()),
+        task_id_key="shop.tasks.remind",
+        call_id_key="shop.tasks.remind#c",
+        status="registered",
+        status_timestamp=now,
+        registered_at=now,
+    )
+    due = now + timedelta(hours=3)
+    m.DelayedMessage.objects.create(
+        app_id=fresh_app,
+        queue="default",
+        priority=0.0,
+        invocation_id=invocation.invocation_id,
+        due_at=due,
+        created_at=now,
+    )
+    shown = f'<time datetime="{due.isoformat()}">'
+    listed = get(superuser_client, changelist(m.Invocation), {"app_id": fresh_app})
+    assert "due at" in listed.lower() and shown in listed
+    assert shown in get(superuser_client, change(invocation))
+    delayed = get(superuser_client, changelist(m.DelayedMessage), {"app_id": fresh_app})
+    assert invocation.invocation_id[:8] in delayed

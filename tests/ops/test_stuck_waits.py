@@ -273,3 +273,22 @@ def test_a_wait_is_stuck_while_its_worker_runs_nothing_else_and_no_worker_takes_
     for status in (S.PENDING, S.REROUTED):
         app.orchestrator.set_invocation_status(queued, status, ELSEWHERE)
     assert stuck_waits(app) == []
+
+
+def test_a_wait_for_a_delayed_invocation_is_not_stuck(app_instance: Pynenc) -> None:
+    """A countdown (or a retry's backoff) longer than the bound is a wait for its time,
+    not a stuck one; once due and queued, the usual rule applies again."""
+    import pynenc_django  # noqa: F401 - apply_async
+
+    app = app_instance
+    app.orchestrator.register_runner_heartbeats([WORKER.runner_id])
+    waiter = running(app, "waiter", WORKER)
+    later = app.task(echo).apply_async(args=("later",), countdown=3600).invocation_id
+    app.orchestrator.waiting_for_results(waiter, [later])
+    age(app, later)
+    assert stuck_waits(app) == [], "waiting for its due time"
+
+    moved = app.broker.promote_due(now_utc() + timedelta(hours=2))
+    assert moved == 1
+    [stuck] = stuck_waits(app)
+    assert waiter in stuck and later in stuck, stuck

@@ -277,7 +277,7 @@ class Seeder:
         step = self.span / max(self.count, 1)
         base = self.now - self.span
         invocations, states, histories, results, exceptions = [], [], [], [], []
-        messages, edges, arguments = [], [], []
+        messages, delayed, edges, arguments = [], [], [], []
         for n in range(start, start + size):
             iid = self.inv_id(n)
             task = self.task_keys[n % len(self.task_keys)]
@@ -355,7 +355,10 @@ class Seeder:
                         ),
                     )
                 )
-            if status in QUEUED:
+            if status == "registered" and n % 7 == 0:  # a countdown: waits for its time
+                due = times[-1] + timedelta(hours=1)
+                delayed.append((app_id, TASKS[task][0], 0.0, iid, due, times[-1]))
+            elif status in QUEUED:
                 messages.append((app_id, TASKS[task][0], 0.0, iid, times[-1]))
             if status == "running" and n % 50 == 0:
                 for child in range(1, 6):
@@ -416,6 +419,11 @@ class Seeder:
             m.BrokerMessage,
             messages,
             ["app_id", "queue", "priority", "invocation_id", "created_at"],
+        )
+        self.write(
+            m.DelayedMessage,
+            delayed,
+            ["app_id", "queue", "priority", "invocation_id", "due_at", "created_at"],
         )
         self.write(m.BlockingEdge, edges, ["app_id", "waiter_id", "waited_id", "created_at"])
         self.write(
