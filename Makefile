@@ -7,6 +7,8 @@
 #   make bench-admin               admin page query counts and server times at 1M invocations
 #   make bench-fan-in              parents waiting for children: our runner vs ProcessRunner, 3 databases
 #                                  (FAN_IN_ARGS='--parents 20 --children 5 --runs 1' for a quick look)
+#   make bench-delayed             delayed invocations (eta/countdown): start delay after the due
+#                                  time, idle cost while they wait; 3 databases (DELAYED_ARGS=...)
 #   make bench                     throughput, latency, SQL cost vs the peers; bench/results/<date>.md
 #                                  (BENCH_ARGS='--quick --runs 1' for a quick look; --help for more)
 
@@ -86,6 +88,10 @@ bench-admin: $(VENV)/.installed
 .PHONY: bench-fan-in
 bench-fan-in: $(VENV)/.installed-mysql
 	$(PY) bench/fan_in.py $(FAN_IN_ARGS)
+
+.PHONY: bench-delayed
+bench-delayed: $(VENV)/.installed-mysql
+	$(PY) bench/delayed.py $(DELAYED_ARGS)
 
 # bench/ is a directory: without .PHONY, make would call the target up to date.
 .PHONY: bench

@@ -126,7 +126,7 @@ def submit(n: int, offset: int, **call: Any) -> tuple[list[str], list[float]]:
     ids, returned = [], []
     for i in range(n):
         options = {k: v(i) if callable(v) else v for k, v in call.items()}
-        invocation = started_at.apply_async(args=(offset + i,), **options)  # type: ignore[attr-defined]
+        invocation = started_at.apply_async(args=(offset + i,), **options)
         returned.append(time.time())
         ids.append(str(invocation.invocation_id))
     return ids, returned
@@ -266,6 +266,14 @@ class RecentStatements:
             for t, took, who, sql in rows
         ]
 
+    def tally(self, start: float, end: float) -> list[tuple[str, str, int]]:
+        """How many times each process executed each statement from ``start`` to ``end``."""
+        names = {self.parent_pid: "parent", **self.worker_names()}
+        counts = Counter(
+            (names.get(pid, str(pid)), sql) for t, _, pid, sql in self.events if start <= t <= end
+        )
+        return [(who, sql, k) for (who, sql), k in sorted(counts.items(), key=lambda x: -x[1])]
+
     def worker_names(self) -> dict[int, str]:
         names: dict[int, str] = {}
         for pid in sorted({e[2] for e in self.events} - {self.parent_pid}):
@@ -299,9 +307,12 @@ def same_instant(
     log(
         f"  same instant: {n} submitted in {submitted_s:.1f} s, {due - time.time():.1f} s before due"
     )
+    sleep_until(due - 0.5)
+    before = read_counts(count_dir)
     with RecentStatements(count_dir, proc.pid) as recent:
         sleep_until(due)
         wait_final(ids, proc, args.timeout)
+    spent = role_delta(before, read_counts(count_dir), proc.pid)
     recs = records(ids)
     starts = sorted(r["start"] for r in recs)
     delays = [(s - due) * 1000 for s in starts]
@@ -328,6 +339,8 @@ def same_instant(
                 (first["start"], f"first task started ({names.get(first['pid'], first['pid'])})"),
             ],
         ),
+        "worker_statements_per_invocation": spent["workers"] / n,
+        "until_first_start": recent.tally(due, first["start"]),
         "recent_gaps": len(recent.gaps),
     }
 
@@ -348,9 +361,12 @@ def staggered(
     log(
         f"  staggered: {n} submitted in {submitted_s:.1f} s, {base - time.time():.1f} s before the first is due"
     )
+    sleep_until(base - 0.5)
+    before = read_counts(count_dir)
     with RecentStatements(count_dir, proc.pid) as recent:
         sleep_until(due_of(n - 1))
         wait_final(ids, proc, args.timeout)
+    spent = role_delta(before, read_counts(count_dir), proc.pid)
     recs = records(ids)
     for i, r in enumerate(recs):
         r["due"] = due_of(i)
@@ -380,6 +396,8 @@ def staggered(
         "early_starts": sum(d < 0 for d in delays),
         "delay_ms": stats(delays),
         "over_spacing": sum(d > args.spacing_ms for d in delays),
+        "worker_statements_per_invocation": spent["workers"] / n,
+        "top_worker_sql": spent["top_worker_sql"],
         "per_worker": {
             names.get(pid, str(pid)): k for pid, k in Counter(r["pid"] for r in recs).items()
         },
@@ -501,10 +519,10 @@ def measure_database(db: str, args: argparse.Namespace, out: Path) -> int:
             payload["staggered"] = staggered(args, proc, count_dir, per_call)
             log(f"{db}: staggered {fmt_delays(payload['staggered']['delay_ms'])}")
             payload["idle"] = idle_cost(args, proc, count_dir)
+            payload["runner_log"] = runner_log_summary(log_path)  # before the stop's warnings
             tree = sorted(set(tree) | set(process_tree(proc.pid)))
             payload["stop"] = stop_process(proc, tree)
             payload["stop"]["other_db_sessions"] = other_sessions(db)
-            payload["runner_log"] = runner_log_summary(log_path)
     except KeyboardInterrupt:
         payload["error"], code = "interrupted", 130
     except (Exception, SystemExit) as exc:  # check_server exits with its one line
@@ -546,12 +564,13 @@ def md(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def summary_rows(results: list[dict[str, Any]]) -> list[str]:
+def summary_rows(results: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     lines = [
-        "| database | 1,000 due at one instant: start delay first / p50 / p99 / max (ms) "
-        "| drain (s) | 200 staggered by 20 ms: start delay p50 / p99 / max (ms) "
-        "| idle stmts/s, parent: none / 1,000 delayed "
-        "| idle stmts/s, workers (sum of 2): none / 1,000 delayed |",
+        f"| database | {args.same_instant:,} due at one instant: start delay first / p50 / p99 "
+        f"/ max (ms) | drain (s) | {args.staggered:,} staggered by {args.spacing_ms:g} ms: "
+        "start delay p50 / p99 / max (ms) "
+        f"| idle stmts/s, parent: none / {args.delayed_idle:,} delayed "
+        f"| idle stmts/s, workers (sum of {args.processes}): none / {args.delayed_idle:,} delayed |",
         "|---|---|---:|---|---|---|",
     ]
     for r in results:
@@ -574,8 +593,9 @@ def summary_rows(results: list[dict[str, Any]]) -> list[str]:
 def same_instant_rows(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| database | submitted (s) | last submit before due (s) | first start (ms) | p50 (ms) "
-        "| p99 (ms) | max (ms) | drain (s) | invocations/s (first to last start) | per worker |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| p99 (ms) | max (ms) | drain (s) | invocations/s (first to last start) "
+        "| worker statements per invocation | per worker |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         if "same_instant" not in r:
@@ -587,6 +607,7 @@ def same_instant_rows(results: list[dict[str, Any]]) -> list[str]:
             f"| {r['database']} | {s['submitted_s']:.1f} | {s['ahead_of_due_s']:.1f}{late} "
             f"| {ms(d['min'])} | {ms(d['p50'])} | {ms(d['p99'])} | {ms(d['max'])} "
             f"| {s['drain_s']:.2f} | {s['n'] / s['start_span_s']:,.0f} "
+            f"| {s['worker_statements_per_invocation']:.1f} "
             f"| {', '.join(f'{k}: {v}' for k, v in sorted(s['per_worker'].items()))} |"
         )
     return lines
@@ -595,8 +616,9 @@ def same_instant_rows(results: list[dict[str, Any]]) -> list[str]:
 def staggered_rows(results: list[dict[str, Any]]) -> list[str]:
     lines = [
         "| database | min (ms) | p50 (ms) | p99 (ms) | max (ms) | later than the spacing "
-        "| started before due | submitted after due | per worker |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| started before due | submitted after due | worker statements per invocation "
+        "| per worker |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         if "staggered" not in r:
@@ -606,6 +628,7 @@ def staggered_rows(results: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"| {r['database']} | {ms(d['min'])} | {ms(d['p50'])} | {ms(d['p99'])} | {ms(d['max'])} "
             f"| {s['over_spacing']} | {s['early_starts']} | {s['late_submits']} "
+            f"| {s['worker_statements_per_invocation']:.1f} "
             f"| {', '.join(f'{k}: {v}' for k, v in sorted(s['per_worker'].items()))} |"
         )
     return lines
@@ -633,9 +656,10 @@ def idle_rows(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def submit_rows(results: list[dict[str, Any]]) -> list[str]:
+def submit_rows(results: list[dict[str, Any]], args: argparse.Namespace) -> list[str]:
     lines = [
-        "| database | apply_async (ms per call, warm-up) | 1,000 submitted (s) | worker statements "
+        f"| database | apply_async (ms per call, warm-up) | {args.delayed_idle:,} submitted (s) "
+        "| worker statements "
         "meanwhile (per submit) | parent statements | still delayed after the window "
         "| started early |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -662,16 +686,27 @@ def timeline_lines(title: str, rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def detail_lines(r: dict[str, Any]) -> list[str]:
+def detail_lines(r: dict[str, Any], args: argparse.Namespace) -> list[str]:
     lines = [f"### {r['server'] or r['database']}", ""]
     if r.get("error"):
         lines += [f"**Error**: {md(r['error'])}", ""]
     if "same_instant" in r:
         lines += timeline_lines(
-            "1,000 at one instant, the first start: what the runner executed from 20 ms "
+            f"{args.same_instant:,} at one instant, the first start: what the runner executed from 20 ms "
             "before the due time (times in ms after it):",
             r["same_instant"]["timeline"],
         )
+        lines += [
+            "The same, counted: statements per process from the due time to the first start:",
+            "",
+            "| process | times | statement |",
+            "|---|---:|---|",
+        ]
+        lines += [
+            f"| {who} | {k} | `{md(sql[:120])}` |"
+            for who, sql, k in r["same_instant"]["until_first_start"][:12]
+        ]
+        lines += [""]
     if "staggered" in r:
         for label, t in r["staggered"]["timelines"].items():
             lines += timeline_lines(
@@ -679,17 +714,35 @@ def detail_lines(r: dict[str, Any]) -> list[str]:
                 "the runner executed from 5 ms before its due time:",
                 t["rows"],
             )
+        st = r["staggered"]
+        lines += [
+            f"Staggered, what the workers executed per invocation "
+            f"({st['worker_statements_per_invocation']:.1f} in all, both workers):",
+            "",
+            "| per invocation | statement |",
+            "|---:|---|",
+        ]
+        lines += [f"| {k / st['n']:.2f} | `{md(sql[:120])}` |" for sql, k in st["top_worker_sql"]]
+        lines += [""]
         gaps = r["staggered"]["recent_gaps"] + r["same_instant"]["recent_gaps"]
         if gaps:
             lines += [f"(statements missed by the collector in {gaps} process buffers)", ""]
     if "idle" in r:
         i = r["idle"]
-        for label, w in (("nothing delayed", i["baseline"]), ("1,000 delayed", i["delayed"])):
-            lines += [f"Idle, {label}: workers' statements/s (mean per worker), by statement:", ""]
-            lines += ["| /s | statement |", "|---:|---|"]
-            lines += [f"| {v:,.2f} | `{md(sql[:120])}` |" for v, sql in w["top_worker_sql"][:6]]
-            lines += [""]
-        lines += ["While the 1,000 were submitted, the workers executed (all workers):", ""]
+        windows = (
+            ("nothing delayed", i["baseline"]),
+            (f"{i['delayed_n']:,} delayed", i["delayed"]),
+        )
+        for label, w in windows:
+            for who, key in (("workers'", "top_worker_sql"), ("the parent's", "top_parent_sql")):
+                lines += [f"Idle, {label}: {who} statements/s (workers: mean per worker):", ""]
+                lines += ["| /s | statement |", "|---:|---|"]
+                lines += [f"| {v:,.2f} | `{md(sql[:120])}` |" for v, sql in w[key][:6]]
+                lines += [""]
+        lines += [
+            f"While the {i['delayed_n']:,} were submitted, the workers executed (all workers):",
+            "",
+        ]
         lines += ["| statements | statement |", "|---:|---|"]
         lines += [
             f"| {k:,} | `{md(sql[:120])}` |" for sql, k in i["during_submit"]["top_worker_sql"]
@@ -712,8 +765,55 @@ def detail_lines(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def code_state() -> dict[str, Any]:
+    """The commit, and the package's files that differ from it (a shared work tree), with
+    their modification times: a file changed during the run means mixed code."""
+
+    def git(*cmd: str) -> str:
+        out = subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True)
+        return out.stdout.strip()
+
+    changed = [
+        line[3:] for line in git("status", "--porcelain", "--", "pynenc_django").splitlines()
+    ]
+    return {
+        "commit": git("rev-parse", "--short", "HEAD"),
+        "changed": {
+            path: (REPO / path).stat().st_mtime for path in changed if (REPO / path).is_file()
+        },
+        "mtimes": {
+            str(p.relative_to(REPO)): p.stat().st_mtime
+            for p in (REPO / "pynenc_django").rglob("*.py")
+        },
+    }
+
+
+def code_lines(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    if not before["commit"]:
+        return [f"- Code: {REPO} (not a git work tree)"]
+    lines = [f"- Code: commit {before['commit']}"]
+    if before["changed"]:
+        lines[0] += (
+            f", with uncommitted changes in {len(before['changed'])} file(s) of pynenc_django/ "
+            f"({', '.join(sorted(before['changed']))})"
+        )
+    moved = sorted(path for path, t in after["mtimes"].items() if before["mtimes"].get(path) != t)
+    if after["commit"] != before["commit"]:
+        lines.append(f"- **The commit changed during the run** (to {after['commit']})")
+    if moved:
+        lines.append(
+            f"- **pynenc_django/ files changed during the run** (a shared work tree: the "
+            f"databases may have run different code): {', '.join(moved)}"
+        )
+    return lines
+
+
 def render(
-    results: list[dict[str, Any]], args: argparse.Namespace, argv: list[str], date: str
+    results: list[dict[str, Any]],
+    args: argparse.Namespace,
+    argv: list[str],
+    date: str,
+    code: tuple[dict[str, Any], dict[str, Any]],
 ) -> str:
     v = versions()
     servers = ", ".join(r["server"] for r in results if r["server"])
@@ -733,6 +833,7 @@ def render(
         f"- Python {v['python']}, Django {v['django']}, pynenc {v['pynenc']}, "
         f"pynenc-django {v['pynenc-django']}, psycopg {v['psycopg']}, mysqlclient {v['mysqlclient']}",
         f"- Database servers: {servers or '–'}",
+        *code_lines(code[0], code[1]),
         f"- One runner per database: `bench/manage.py pynenc_runner --processes {args.processes} "
         f"--log-level warning`, CONN_MAX_AGE {args.conn_max_age}, pynenc-django's defaults "
         "(django_notify_safety_poll_sec 10, django_idle_wait_max_sec 1.0, "
@@ -742,10 +843,9 @@ def render(
         "",
         "## Summary",
         "",
-        *summary_rows(results),
+        *summary_rows(results, args),
         "",
-        target,
-        "",
+        *([target, ""] if target else []),
         f"## 1. {args.same_instant:,} invocations due at one instant",
         "",
         f"`started_at.apply_async(args=(i,), eta=T)` {args.same_instant:,} times, one `T` a few "
@@ -779,10 +879,10 @@ def render(
         "",
         "The submits themselves: every delayed submit is announced (`NOTIFY` with its due time "
         "on PostgreSQL, the due signal file on SQLite and, for this host's submits, on MariaDB), "
-        "so idle workers react to it. What they executed while the 1,000 were submitted "
+        f"so idle workers react to it. What they executed while the {args.delayed_idle:,} were submitted "
         "(and 1 s after):",
         "",
-        *submit_rows(results),
+        *submit_rows(results, args),
         "",
         "## Where the time goes",
         "",
@@ -792,7 +892,7 @@ def render(
         "",
     ]
     for r in results:
-        lines += detail_lines(r)
+        lines += detail_lines(r, args)
     lines += [
         "## Reproduce",
         "",
@@ -875,19 +975,28 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         with terminate_as_interrupt():
+            code_before = code_state()
             results = measure_all(args, argv)
+            code_after = code_state()
     except KeyboardInterrupt:
         log("interrupted: no report written")
         return 130
     date = dt.date.today().isoformat()
-    report = render(results, args, argv, date)
+    report = render(results, args, argv, date, (code_before, code_after))
     output = args.output or RESULTS_DIR / f"{date}-delayed.md"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(report)
     raw = RESULTS_DIR / "raw" / f"delayed-{date}-{time.strftime('%H%M%S')}.json"
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(
-        json.dumps({"args": vars(args) | {"output": str(output)}, "results": results}, default=str)
+        json.dumps(
+            {
+                "args": vars(args) | {"output": str(output)},
+                "code": {"before": code_before, "after": code_after},
+                "results": results,
+            },
+            default=str,
+        )
     )
     print(report)
     log(f"results written to {output} (raw: {raw}) in {time.monotonic() - started:.0f} s")

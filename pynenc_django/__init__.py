@@ -7,7 +7,7 @@ This module is imported by pynenc's plugin loader in every process that builds a
 from typing import TYPE_CHECKING
 
 from pynenc_django import calling, logs
-from pynenc_django.calling import apply_async, get_result
+from pynenc_django.calling import apply_async, get_result, revoke
 from pynenc_django.transactions import enqueue_on_commit, enqueue_on_commit_using
 
 logs.install()  # pynenc's log records through Django's LOGGING (see pynenc_django.logs)
@@ -92,7 +92,14 @@ if TYPE_CHECKING:
     app: ProjectApp  # see __getattr__
 
 __version__ = "0.1.0"
-__all__ = ["app", "apply_async", "enqueue_on_commit", "enqueue_on_commit_using", "get_result"]
+__all__ = [
+    "app",
+    "apply_async",
+    "enqueue_on_commit",
+    "enqueue_on_commit_using",
+    "get_result",
+    "revoke",
+]
 
 
 def __getattr__(name: str) -> object:

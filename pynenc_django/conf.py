@@ -98,10 +98,15 @@ class SettingProblem:
     reason: str
     kind: str = WRONG_TYPE
     secret: bool = False
+    #: Where ``key`` sits inside ``settings.PYNENC``: ``("task", "orders.tasks.*")`` for
+    #: a per-task option; empty for a top-level key.
+    section: tuple[str, ...] = ()
 
     @property
     def where(self) -> str:
-        return f"{SETTINGS}[{self.key!r}]" if self.source == SETTINGS else self.source
+        if self.source != SETTINGS:
+            return self.source
+        return SETTINGS + "".join(f"[{part!r}]" for part in (*self.section, self.key))
 
     def __str__(self) -> str:
         shown = "(secret)" if self.secret else _short_repr(self.value)
@@ -213,6 +218,7 @@ def setting_problems(
         if name in fields and (found := _value_problem(name, value, fields[name], SETTINGS)):
             secret = any(field._secret for field in fields[name])
             problems.append(SettingProblem(SETTINGS, name, value, found[1], found[0], secret))
+    problems.extend(task_option_problems(user))
     for variable, value in sorted((os.environ if environ is None else environ).items()):
         if not variable.startswith(ENV_PREFIX):
             continue
@@ -354,10 +360,90 @@ class ConfigRetryDjango(ConfigPynencBase):
 RETRY_FIELDS = ("retry_backoff", "retry_backoff_max", "retry_jitter")
 
 
-def retry_settings(config_values: Mapping[str, Any] | None, task_key: str) -> ConfigRetryDjango:
-    """The retry backoff of task ``task_key``: the app's values, then the ``task``
-    section's patterns that match the key, in order, then its exact entry."""
+class ConfigTaskDjango(ConfigRetryDjango):
+    """pynenc-django's per-task options: the retry backoff (:class:`ConfigRetryDjango`)
+    and time limits, for every task or per task in pynenc's ``task`` section, by task
+    key or ``fnmatch`` pattern (:func:`task_settings`)::
+
+        PYNENC = {"task": {"reports.tasks.*": {"soft_time_limit": 50, "time_limit": 60}}}
+
+    Time limits are enforced by ``pynenc_runner``'s workers and their runner
+    (:class:`~pynenc_django.runner.DjangoPersistentProcessRunner`); other runners ignore
+    them.
+
+    :cvar ConfigField[float] time_limit:
+        Seconds an invocation may run (from its start on a worker) before its runner
+        kills the worker and records it FAILED with ``TimeLimitExceededError``; it does
+        not run again and the worker is replaced. Checked every runner loop iteration
+        (``runner_loop_sleep_time_sec``). 0: no limit.
+    :cvar ConfigField[float] soft_time_limit:
+        Seconds after which ``SoftTimeLimitExceeded`` is raised inside the task (an
+        ``Exception`` it may catch to clean up), before ``time_limit``. Only for a sync
+        task run as the worker's outermost invocation: one run inside another's wait
+        has none (its hard limit still holds), and the outer one's is raised once the
+        inner run returns to it. 0: no limit.
+    """
+
+    time_limit = ConfigField(0.0)
+    soft_time_limit = ConfigField(0.0)
+
+
+#: The time-limit fields of :class:`ConfigTaskDjango`.
+LIMIT_FIELDS = ("time_limit", "soft_time_limit")
+#: Every field a task's entry in the ``task`` section may set for pynenc-django.
+TASK_FIELDS = (*RETRY_FIELDS, *LIMIT_FIELDS)
+
+
+def _task_fields() -> dict[str, list[ConfigField[Any]]]:
+    """The config fields of :data:`TASK_FIELDS`, as :func:`config_fields` lists them."""
+    found: dict[str, list[ConfigField[Any]]] = {}
+    for klass in ConfigTaskDjango.__mro__:
+        for name, field in vars(klass).items():
+            if name in TASK_FIELDS and isinstance(field, ConfigField):
+                found.setdefault(name, [field])
+    return found
+
+
+def task_option_problems(values: Mapping[str, Any] | None) -> list[SettingProblem]:
+    """Unusable values of pynenc-django's options (:data:`TASK_FIELDS`) in the entries
+    of the ``task`` section, each named with its task key or pattern (pynenc reads the
+    section without checking them)."""
+    section = (values or {}).get("task")
+    if not isinstance(section, Mapping):
+        return []
+    fields = _task_fields()
+    problems = []
+    for pattern, entry in section.items():
+        if not isinstance(entry, Mapping):
+            continue
+        for name in TASK_FIELDS:
+            if name not in entry:
+                continue
+            if found := _value_problem(name, entry[name], fields[name], SETTINGS):
+                problems.append(
+                    SettingProblem(
+                        SETTINGS,
+                        name,
+                        entry[name],
+                        found[1],
+                        found[0],
+                        section=("task", str(pattern)),
+                    )
+                )
+    return problems
+
+
+def task_settings(config_values: Mapping[str, Any] | None, task_key: str) -> ConfigTaskDjango:
+    """The options of task ``task_key`` (retry backoff, time limits): the app's values,
+    then the ``task`` section's patterns that match the key, in order, then its exact
+    entry. The one reader of these options.
+
+    :raises PynencSettingsError: naming each unusable value (``manage.py check`` reports
+        the same, as ``pynenc_django.E007``/``E008``).
+    """
     values = dict(config_values or {})
+    if problems := task_option_problems(values):
+        raise PynencSettingsError("; ".join(str(problem) for problem in problems))
     section = values.get("task")
     if isinstance(section, Mapping):
         matches = [
@@ -370,8 +456,15 @@ def retry_settings(config_values: Mapping[str, Any] | None, task_key: str) -> Co
         if isinstance(section.get(task_key), Mapping):
             matches.append(section[task_key])
         for entry in matches:
-            values.update({k: v for k, v in entry.items() if k in RETRY_FIELDS})
-    return ConfigRetryDjango(config_values=values)
+            values.update({k: v for k, v in entry.items() if k in TASK_FIELDS})
+    config = ConfigTaskDjango(config_values=values)
+    if problems_left := config_bound_problems(config):  # top-level values, environment
+        raise PynencSettingsError("; ".join(problems_left))
+    return config
+
+
+#: The first slice's name for :func:`task_settings` (the retry backoff is part of it).
+retry_settings = task_settings
 
 
 class ConfigClientDataStoreDjango(ConfigClientDataStore, ConfigDjango):

@@ -174,3 +174,104 @@ class ResultTimeoutError(TimeoutError):
         self.invocation_id = invocation_id
         self.timeout = timeout
         self.status = status
+
+
+class InvocationRevokedError(InvocationError):
+    """An invocation revoked from code (:func:`pynenc_django.revoke`): cancelled while it
+    waited for a worker (``terminated`` False: it never ran), or, with ``terminate=True``,
+    stopped while it ran by killing its worker (``terminated`` True). Either way it ended
+    FAILED with this error and does not run again. ``reason`` and ``requested_by`` are
+    what the caller gave."""
+
+    def __init__(
+        self,
+        invocation_id: str,
+        message: str | None = None,
+        task_id_key: str = "",
+        reason: str = "",
+        requested_by: str = "",
+        terminated: bool = False,
+    ) -> None:
+        super().__init__(invocation_id, message)
+        self.task_id_key = task_id_key
+        self.reason = reason
+        self.requested_by = requested_by
+        self.terminated = terminated
+
+    def __str__(self) -> str:
+        why = f": {self.reason}" if self.reason else ""
+        how = (
+            "it was stopped while running (its worker was killed)"
+            if self.terminated
+            else "it had not started, and was not run"
+        )
+        return (
+            f"invocation {self.invocation_id} of task {self.task_id_key} was revoked by "
+            f"{self.requested_by}{why}; {how}"
+        )
+
+    def _to_json_dict(self) -> dict[str, Any]:
+        return {
+            **super()._to_json_dict(),
+            "task_id_key": self.task_id_key,
+            "reason": self.reason,
+            "requested_by": self.requested_by,
+            "terminated": self.terminated,
+        }
+
+    @classmethod
+    def _from_json_dict(cls, json_dict: dict[str, Any]) -> InvocationRevokedError:
+        return cls(**json_dict)
+
+
+class TimeLimitExceededError(InvocationError):
+    """An invocation ran past its task's ``time_limit`` (seconds, from its start on a
+    worker): its runner killed the worker and recorded it FAILED with this error; it does
+    not run again."""
+
+    def __init__(
+        self,
+        invocation_id: str,
+        message: str | None = None,
+        task_id_key: str = "",
+        time_limit: float = 0.0,
+    ) -> None:
+        super().__init__(invocation_id, message)
+        self.task_id_key = task_id_key
+        self.time_limit = time_limit
+
+    def __str__(self) -> str:
+        return (
+            f"invocation {self.invocation_id} of task {self.task_id_key} ran past its "
+            f"time_limit of {self.time_limit:g}s; its worker was killed, and it does not "
+            "run again"
+        )
+
+    def _to_json_dict(self) -> dict[str, Any]:
+        return {
+            **super()._to_json_dict(),
+            "task_id_key": self.task_id_key,
+            "time_limit": self.time_limit,
+        }
+
+    @classmethod
+    def _from_json_dict(cls, json_dict: dict[str, Any]) -> TimeLimitExceededError:
+        return cls(**json_dict)
+
+
+class SoftTimeLimitExceeded(Exception):
+    """Raised inside a running task once its ``soft_time_limit`` has passed: catch it to
+    clean up (or to return early) before the hard ``time_limit`` kills the worker. Not
+    caught, it fails the invocation like any exception of the task."""
+
+    def __init__(self, invocation_id: str, task_id_key: str, soft_time_limit: float) -> None:
+        super().__init__(invocation_id, task_id_key, soft_time_limit)
+        self.invocation_id = invocation_id
+        self.task_id_key = task_id_key
+        self.soft_time_limit = soft_time_limit
+
+    def __str__(self) -> str:
+        return (
+            f"invocation {self.invocation_id} of task {self.task_id_key} ran past its "
+            f"soft_time_limit of {self.soft_time_limit:g}s"
+        )

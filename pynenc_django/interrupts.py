@@ -99,3 +99,10 @@ def signals_deferred() -> _Deferral:
     system (``SIG_DFL`` for SIGTERM, ``SIG_IGN``) are not touched.
     """
     return _Deferral()
+
+
+def deferring() -> bool:
+    """Whether the main thread is inside a :func:`signals_deferred` block (a backend call
+    or a write transaction of ours): a handler of another signal that raises must wait
+    (the soft time limit's does, :mod:`pynenc_django.runner.limits`)."""
+    return _depth > 0

@@ -97,6 +97,9 @@ PYNENC = {
         "tests.project.jobs.calling.flaky": {"retry_backoff": 1.0, "retry_jitter": False},
         # README's "Coming from Celery" (tests/runner/test_coming_from_celery.py).
         "celery_examples.tasks.*": {"retry_backoff": 0.2},
+        # tests/runner/test_time_limits.py: a hard limit by key, soft limits by pattern.
+        "tests.project.jobs.limits.over_hard_limit": {"time_limit": 1.0},
+        "tests.project.jobs.limits.soft_*": {"soft_time_limit": 0.5, "time_limit": 10.0},
     },
 }
 

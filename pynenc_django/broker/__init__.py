@@ -306,8 +306,23 @@ class DjangoBroker(DelayedMixin):
         length, up to 2 (two or more messages). It also tells whether the queue held a
         single message: a worker with notifications that claims it then waits for the next
         announcement instead of looking again."""
-        rows = self._fetch(self._look_sql, [self.app.app_id, queue_name])
-        return int(rows[0][0]) if rows else 0
+        rows = self._fetch(self._look_and_due_sql, [self.app.app_id, queue_name, self.app.app_id])
+        if not rows:
+            return 0
+        self.saw_due(rows[0][1])  # the app's earliest due time, for the worker's DueClock
+        return int(rows[0][0])
+
+    @cached_property
+    def _look_and_due_sql(self) -> str:
+        """:meth:`look`'s statement, also reading the earliest due time of the app's
+        delayed messages (one index probe): an idle worker that polls (MariaDB) learns
+        it without a statement of its own (:class:`~.delayed.DueClock`)."""
+        from pynenc_django.models import DelayedMessage
+
+        return (
+            f"SELECT ({self._look_sql}), "
+            f"(SELECT MIN(due_at) FROM {self._table(DelayedMessage)} WHERE app_id = %s)"
+        )
 
     @retry_transient
     def count_invocations(self, queue_names: Sequence[str] | None = None) -> int:

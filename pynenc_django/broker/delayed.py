@@ -11,6 +11,7 @@ payload, a signal file elsewhere), so a worker asleep learns of an earlier due t
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
+from django.utils.dateparse import parse_datetime
 from pynenc.broker.base_broker import BaseBroker
 from pynenc.identifiers.invocation_id import InvocationId
 
@@ -143,6 +145,24 @@ class DelayedMixin(DjangoBackendMixin, BaseBroker):
         with self._cursor(prepare=part.prepare) as cursor:
             cursor.execute(sql, params)
 
+    @cached_property
+    def _seen(self) -> threading.local:
+        return threading.local()
+
+    def saw_due(self, value: Any) -> None:
+        """Note the earliest due time a statement read along (a raw column value: a
+        datetime, or SQLite's text), for this thread's :class:`DueClock`."""
+        if isinstance(value, str):
+            value = parse_datetime(value)
+        if isinstance(value, datetime) and value.tzinfo is None:
+            value = value.replace(tzinfo=UTC)
+        self._seen.due = (time.monotonic(), None if value is None else value.timestamp())
+
+    def seen_due(self) -> tuple[float, float | None] | None:
+        """``(when, earliest due time)`` as this thread's last :meth:`saw_due` noted."""
+        seen: tuple[float, float | None] | None = getattr(self._seen, "due", None)
+        return seen
+
     @retry_transient
     def next_due(self) -> datetime | None:
         """The earliest due time of the app's delayed messages, if any (one indexed read)."""
@@ -244,13 +264,16 @@ class DueClock:
     ``refresh_sec`` (and after each promotion), and lowered at once by what waits hear
     (:meth:`~pynenc_django.wakeup.Waiter.take_due_news`)."""
 
-    def __init__(self, broker: DelayedMixin, refresh_sec: float) -> None:
+    def __init__(self, broker: DelayedMixin, refresh_sec: float, retry_sec: float = 0.05) -> None:
         self.broker = broker
         self.refresh_sec = refresh_sec
+        self.retry_sec = retry_sec
+        self._retry_at = 0.0
         broker._due_clocks.add(self)
         #: Epoch seconds; ``None``: nothing delayed (as last looked up).
         self.next_due: float | None = None
         self._looked_at: float | None = None  # time.monotonic() of the last look-up
+        self._heard_at = 0.0
 
     def hear(self, due: float | None, unknown: bool) -> None:
         """What a wait heard: a due time, or that one must be looked up."""
@@ -258,6 +281,7 @@ class DueClock:
             self._looked_at = None
         if due is not None and (self.next_due is None or due < self.next_due):
             self.next_due = due
+            self._heard_at = time.monotonic()  # a look older than this did not see it
 
     def _look_up(self) -> None:
         due = self.broker.next_due()
@@ -266,21 +290,33 @@ class DueClock:
 
     def promote_if_due(self) -> int:
         """Promote what is due (one statement, or none when nothing is); how many moved."""
+        seen = self.broker.seen_due()  # read along with a look at the queue, if newer
+        if (
+            seen is not None
+            and self._looked_at is not None
+            and seen[0] > max(self._looked_at, self._heard_at)
+        ):
+            self._looked_at, self.next_due = seen
         if self._looked_at is None or time.monotonic() - self._looked_at >= self.refresh_sec:
             self._look_up()
-        if self.next_due is None or self.next_due > time.time():
+        now = time.time()
+        if self.next_due is None or self.next_due > now or now < self._retry_at:
             return 0
         moved = self.broker.promote_due()
         if moved < PROMOTE_CHUNK:
             self._look_up()
+        if moved == 0 and self.next_due is not None and self.next_due <= time.time():
+            # Due, but another transaction holds it (a worker promoting it, a revoke in
+            # progress): look again shortly, not in a busy loop.
+            self._retry_at = time.time() + self.retry_sec
         return moved
 
+    def is_due(self) -> bool:
+        return self.next_due is not None and self.next_due <= time.time()
+
     def seconds_until_due(self) -> float | None:
-        """How long a wait may last before something is due (``None``: no limit), also
-        bounded by the next look-up."""
-        limits = []
-        if self.next_due is not None:
-            limits.append(max(0.0, self.next_due - time.time()))
-        if self._looked_at is not None:
-            limits.append(max(0.0, self._looked_at + self.refresh_sec - time.monotonic()))
-        return min(limits) if limits else None
+        """How long a wait may last before something is due (``None``: no limit). The
+        waits' own timeouts bound it too: every idle poll or safety poll looks again."""
+        if self.next_due is None:
+            return None
+        return max(0.0, self.next_due - time.time(), self._retry_at - time.time())

@@ -18,12 +18,22 @@ from typing import TYPE_CHECKING, Any
 
 from pynenc_django.calling.options import CallOptions, aware, call_options, finite_seconds
 from pynenc_django.calling.results import get_result
+from pynenc_django.calling.revoke import Revoked, RevokeOutcome, revoke
 
 if TYPE_CHECKING:
     from pynenc.invocation.base_invocation import BaseInvocation
     from pynenc.task import Task
 
-__all__ = ["CallOptions", "apply_async", "delay", "get_result", "install"]
+__all__ = [
+    "CallOptions",
+    "RevokeOutcome",
+    "Revoked",
+    "apply_async",
+    "delay",
+    "get_result",
+    "install",
+    "revoke",
+]
 
 
 def delay(task: Task[Any, Any], *args: Any, **kwargs: Any) -> BaseInvocation[Any, Any]:

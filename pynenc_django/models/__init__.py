@@ -8,6 +8,7 @@ from pynenc_django.models.orchestrator import (
     BlockingEdge,
     Invocation,
     InvocationArgument,
+    RevokeRequest,
     RunnerHeartbeat,
 )
 from pynenc_django.models.state_backend import *  # noqa: F403
@@ -22,5 +23,6 @@ __all__ = [
     "DelayedMessage",
     "Invocation",
     "InvocationArgument",
+    "RevokeRequest",
     "RunnerHeartbeat",
 ]

@@ -136,6 +136,32 @@ class RunnerHeartbeat(AppScopedModel):
         return f"{self.name} ({self.runner_id})" if self.name else self.runner_id
 
 
+class RevokeRequest(AppScopedModel):
+    """A revoke the runners carry out (``pynenc_django.revoke``): of a running invocation
+    with ``terminate`` (the runner whose worker runs it kills the worker and records it
+    FAILED), or of one caught between statuses (a runner cancels it once it is back in
+    its queue). The row goes with the FAILED, or once the invocation finished first.
+    One per invocation: the first request's reason and requester are kept."""
+
+    invocation_id = id_field()
+    reason = models.TextField(blank=True, default="")
+    requested_by = id_field()
+    requested_at = models.DateTimeField()
+    #: Kill the worker running it; otherwise only cancel it if it is back in its queue.
+    terminate = models.BooleanField(default=False)
+
+    class Meta:
+        db_table = "pynenc_revoke_request"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["app_id", "invocation_id"], name="pynenc_revoke_request_uniq"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"revoke {self.invocation_id} (by {self.requested_by})"
+
+
 class AtomicServiceStatus(models.TextChoices):
     RUNNING = "running", "Running"
     COMPLETED = "completed", "Completed"

@@ -135,6 +135,7 @@ def _purge_invocations(
         "InvocationResult",
         "InvocationException",
         "EventTriggeredInvocation",
+        "RevokeRequest",  # left by a request its invocation finished before
     ]
     while rows := list(old.order_by("id").values_list("id", "invocation_id")[:batch_size]):
         ids = [invocation_id for _, invocation_id in rows]

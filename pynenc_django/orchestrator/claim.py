@@ -445,10 +445,11 @@ class ClaimMixin(OrchestratorCore):
         runner_ctx: RunnerContext,
         claimed: bool = True,
         status: str | None = None,
-    ) -> None:
+    ) -> bool:
         """End an invocation as FAILED with ``error`` without running it, through PENDING
         and RUNNING as pynenc's state machine wants (``claimed``: it is PENDING or RUNNING
-        for this worker already; ``status``: which, if known).
+        for this worker already; ``status``: which, if known). False when a step was
+        refused: someone else has it, or it is final.
 
         No trigger report: that would load the invocation again."""
         if claimed and status is None:
@@ -462,10 +463,11 @@ class ClaimMixin(OrchestratorCore):
                 self.record_status_change(invocation_id, step, runner_ctx)
         except InvocationStatusError as ex:
             self.app.logger.debug(f"Skipping invocation:{invocation_id}: {ex}")
-            return  # a stale message: someone else has it, or it is final
+            return False  # a stale message: someone else has it, or it is final
         self.app.logger.error(f"invocation:{invocation_id} FAILED: {error}")
         self.app.state_backend.set_exception(invocation_id, error)
         self.record_status_change(invocation_id, InvocationStatus.FAILED, runner_ctx)
+        return True
 
     @cached_property
     def _claims_in_one_statement(self) -> bool:

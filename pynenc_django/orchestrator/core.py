@@ -92,7 +92,7 @@ class OrchestratorCore(DjangoBackendMixin, BaseOrchestrator):
             runner_ctx: RunnerContext,
             claimed: bool = True,
             status: str | None = None,
-        ) -> None: ...
+        ) -> bool: ...
 
         # .routing
         def expire_if_due(

@@ -64,6 +64,7 @@ class RunnersMixin(OrchestratorCore):
                 models.BlockingEdge,
                 models.RunnerHeartbeat,
                 models.AtomicServiceExecution,
+                models.RevokeRequest,
             ):
                 model.objects.using(self.db_alias).for_app(self.app.app_id).delete()
             models.AtomicServiceGate.objects.using(self.db_alias).filter(

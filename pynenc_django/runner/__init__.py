@@ -31,6 +31,10 @@ What it changes, and why (pynenc's own runner does none of this):
 * **Graceful stop.** The first SIGTERM/SIGINT stops taking work, lets running
   invocations finish for ``django_shutdown_grace_sec`` and reroutes the rest; a second
   signal kills the workers at once and the runner reroutes their invocations.
+* **Revoke and time limits.** A ``revoke(..., terminate=True)`` of an invocation one of
+  its workers runs, or an invocation past its task's ``time_limit``, gets that worker
+  killed, the invocation recorded FAILED (never put back) and the worker replaced
+  (:mod:`pynenc_django.calling.revoke`, :mod:`pynenc_django.runner.limits`).
 * No ``multiprocessing.Manager`` server process, and the spawn start method is used
   for our workers only, not forced on the whole process.
 """
@@ -55,9 +59,16 @@ from pynenc.runner.persistent_process_runner import PersistentProcessRunner
 from pynenc.runner.runner_context import RunnerContext
 from pynenc.util.subclasses import get_all_subclasses
 
+from pynenc_django.calling.revoke import (
+    PendingRevoke,
+    cancel_waiting,
+    drop_revoke_request,
+    pending_revokes,
+    revoke_runner_context,
+)
 from pynenc_django.conf import ConfigDjangoPersistentProcessRunner
 from pynenc_django.db import is_database_error
-from pynenc_django.exceptions import WorkersCannotStartError
+from pynenc_django.exceptions import TimeLimitExceededError, WorkersCannotStartError
 from pynenc_django.ops import recovery
 from pynenc_django.ops.planner import FirstAnalyze
 from pynenc_django.ops.recovery import PutBack
@@ -65,6 +76,7 @@ from pynenc_django.orchestrator.reads import ClientResultsWaiter
 from pynenc_django.trigger.schedule import warn_if_test_clock
 from pynenc_django.utils import now_utc
 from pynenc_django.wakeup import ResultWaiter, result_waiter
+from pynenc_django.wakeup.revokes import RevokeWake
 from pynenc_django.wakeup.triggers import TriggerWake
 
 if TYPE_CHECKING:
@@ -76,11 +88,13 @@ if TYPE_CHECKING:
 
     from pynenc_django.runner.worker import Worker
 
+from pynenc_django.runner.limits import WorkerReports
 from pynenc_django.runner.support import (
     WORKER_CLS,
     close_stale_connections,
     django_orchestrator,
     drain_put_backs,
+    fail_owned,
 )
 from pynenc_django.runner.worker import StartupReport, worker_main
 
@@ -90,6 +104,18 @@ SPAWN = multiprocessing.get_context("spawn")
 EARLY_DEATHS_LIMIT = 5
 #: A spawned worker re-running an unguarded main module exits with this (EX_CONFIG).
 UNGUARDED_MAIN_EXIT_CODE = 78
+#: How long the runner waits for a worker it SIGKILLed (revoke, time limit) to be gone.
+KILL_WAIT_SEC = 5.0
+
+
+def runner_class_names() -> list[str]:
+    """Names of :class:`DjangoPersistentProcessRunner` and its subclasses: the runners
+    whose workers' heartbeats a runner can judge, and that honour revoke requests."""
+    classes: list[type[DjangoPersistentProcessRunner]] = [
+        DjangoPersistentProcessRunner,
+        *get_all_subclasses(DjangoPersistentProcessRunner),
+    ]
+    return sorted({cls.__name__ for cls in classes})
 
 
 class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter):
@@ -116,6 +142,12 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         self._spawned: set[str] = set()
         # Reroutes begun and not finished (a database error between KILLED and REROUTED).
         self._put_backs: dict[str, PutBack] = {}
+        # Invocations of workers killed for them (revoke, time limit), by worker, with
+        # their error: recorded FAILED before anything of the worker is put back.
+        self._doomed: dict[str, dict[str, Exception]] = {}
+        # What the workers report running under a hard time limit.
+        self._reports = WorkerReports()
+        self._last_revoke_look = 0.0
         # Lost runners (_recover_lost_runners): when this runner last looked, and since
         # when it has reached the database without an error.
         self._last_sweep = 0.0
@@ -198,12 +230,14 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             raise RuntimeError("Trying to spawn new process after stopping loop")
         child_runner_id = str(uuid.uuid4())
         started, started_writer = SPAWN.Pipe(duplex=False)
+        reports, reports_writer = SPAWN.Pipe(duplex=False)
         process = SPAWN.Process(
             target=worker_main,
             kwargs={
                 "app_pickle": pickle.dumps(self.app),
                 "lifeline": self._lifeline,
                 "started": started_writer,
+                "reports": reports_writer,
                 "parent_runner_ctx_json": self.runner_context.to_json(),
                 "child_runner_id": child_runner_id,
                 "parent_pid": os.getpid(),
@@ -215,7 +249,9 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             process.start()
         finally:
             started_writer.close()  # the worker's now: EOF once it is gone
+            reports_writer.close()
         self._starting[child_runner_id] = started
+        self._reports.add(child_runner_id, reports)
         # pynenc types these as multiprocessing.Process; a spawn context's SpawnProcess is
         # a sibling BaseProcess class with the same interface.
         self.child_runner_ids[child_runner_id] = process  # type: ignore[assignment]
@@ -224,23 +260,28 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         return child_runner_id
 
     def runner_loop_iteration(self) -> None:
-        """Reap dead workers (rerouting what they held), respawn, retry pending recoveries;
-        give new tables their first statistics (:mod:`pynenc_django.ops.planner`).
+        """Kill the workers of revoked invocations and of those past their time limit;
+        reap dead workers (rerouting what they held, but for those), respawn, retry
+        pending recoveries; give new tables their first statistics
+        (:mod:`pynenc_django.ops.planner`).
 
         Workers that die before they start, :data:`EARLY_DEATHS_LIMIT` in a row, stop
         the runner (:meth:`run` raises ``WorkersCannotStartError``): respawning them
         would only fail again, forever."""
         self._note_started()
+        self._enforce_time_limits()
+        self._look_for_revokes()
         for runner_id, process in list(self.child_runner_ids.items()):
             if process.is_alive():
                 continue
             self.child_runner_ids.pop(runner_id, None)
+            self._reports.drop(runner_id)
             self.logger.warning(
                 f"worker:{runner_id} pid:{process.pid} exited with code {process.exitcode}"
             )
             self._unrecovered.add(runner_id)
             self._note_exit(runner_id, process.exitcode)
-        if self._unrecovered or self._put_backs:
+        if self._unrecovered or self._put_backs or self._doomed:
             self._recover_workers()
         while self.running and len(self.child_runner_ids) < self.num_processes:
             self._spawn_persistent_process()
@@ -289,18 +330,27 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             for pipe in self._starting.values():
                 pipe.close()
             self._starting.clear()
+            self._reports.close()
         if self.startup_failure is not None:
             raise WorkersCannotStartError(self.startup_failure)
 
     def _recover_workers(self) -> None:
-        """Reroute every invocation still held by workers that are gone."""
+        """Reroute every invocation still held by workers that are gone, except those
+        killed for (revoked, past their time limit) and those with a revoke request:
+        they are recorded FAILED first, and never put back."""
         with self._survive_database_errors("Could not reroute dead workers' invocations yet"):
             self._drain_put_backs()
+            self._fail_doomed()
             for runner_id in sorted(self._unrecovered):
                 held = django_orchestrator(self.app).get_owned_invocation_ids([runner_id])
+                if held:  # revoked while its worker died (of another cause)
+                    for request in pending_revokes(self.app, self.db_alias, held):
+                        doomed = self._doomed.setdefault(runner_id, {})
+                        doomed[request.invocation_id] = request.error(terminated=True)
+                failed = self._fail_doomed()
                 ctx = self.runner_context.new_child_context(WORKER_CLS, runner_id=runner_id)
                 for invocation_id in held:
-                    if invocation_id in self._put_backs:
+                    if invocation_id in self._put_backs or invocation_id in failed:
                         continue
                     self.logger.warning(
                         f"Rerouting invocation:{invocation_id} of dead worker:{runner_id}"
@@ -315,11 +365,106 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
     @cached_property
     def _runner_classes(self) -> list[str]:
         """Names of the runner classes whose workers' heartbeats this runner can judge."""
-        classes: list[type[DjangoPersistentProcessRunner]] = [
-            DjangoPersistentProcessRunner,
-            *get_all_subclasses(DjangoPersistentProcessRunner),
-        ]
-        return sorted({cls.__name__ for cls in classes})
+        return runner_class_names()
+
+    # ------------------------------------------------------------------ revoke, limits
+
+    def _enforce_time_limits(self) -> None:
+        """Kill each worker running an invocation past its hard ``time_limit``, as its
+        report says (:class:`~pynenc_django.runner.limits.WorkerReports`); no statement."""
+        self._reports.read()
+        for runner_id, limited in self._reports.overdue(time.monotonic()):
+            if runner_id not in self.child_runner_ids:
+                continue
+            error = TimeLimitExceededError(
+                limited.invocation_id,
+                task_id_key=limited.task_id_key,
+                time_limit=limited.time_limit,
+            )
+            self._doom(runner_id, limited.invocation_id, error)
+
+    def _look_for_revokes(self) -> None:
+        """Read the revoke requests when one was announced (:class:`RevokeWake`, no
+        statement), and otherwise every ``django_heartbeat_interval_sec`` (one statement),
+        for what no announcement reached; act on those this runner can."""
+        now = time.monotonic()
+        woken = self._revoke_wake.woken()
+        if not woken and now - self._last_revoke_look < float(
+            self.conf.django_heartbeat_interval_sec
+        ):
+            return
+        self._last_revoke_look = now
+        with self._survive_database_errors("Could not read the revoke requests"):
+            for request in pending_revokes(self.app, self.db_alias):
+                self._act_on_revoke(request)
+
+    def _act_on_revoke(self, request: PendingRevoke) -> None:
+        """A revoke request: done with when its invocation finished (or is gone); cancelled
+        if it is back in its queue (its worker died, or it was rerouted meanwhile); with
+        ``terminate``, its worker killed if it is one of ours. Other runners' workers are
+        theirs to kill."""
+        status = request.status
+        if status is None or status.is_final():
+            drop_revoke_request(self.db_alias, request.request_id)
+            return
+        if status.is_available_for_run():
+            if not cancel_waiting(
+                django_orchestrator(self.app),
+                request.invocation_id,
+                request.error(terminated=False),
+                revoke_runner_context(request.requested_by),
+            ):
+                self._last_revoke_look = 0.0  # a worker took it meanwhile: look again now
+            return
+        owner = request.owner
+        if owner is None or not request.terminate:
+            return
+        if owner in self.child_runner_ids or owner in self._unrecovered:
+            self._doom(owner, request.invocation_id, request.error(terminated=True))
+
+    def _doom(self, runner_id: str, invocation_id: str, error: Exception) -> None:
+        """Kill worker ``runner_id`` (SIGKILL: it may be stuck anywhere) for
+        ``invocation_id``, which :meth:`_fail_doomed` records FAILED with ``error`` before
+        the worker's other invocations are put back; the loop replaces the worker."""
+        doomed = self._doomed.setdefault(runner_id, {})
+        if invocation_id in doomed:
+            return
+        doomed[invocation_id] = error
+        self._reports.drop(runner_id)
+        process = self.child_runner_ids.get(runner_id)
+        if process is not None and process.is_alive():
+            self.logger.warning(
+                f"Killing worker:{runner_id} pid:{process.pid} for invocation:{invocation_id}: "
+                f"{error}"
+            )
+            process.kill()
+            process.join(KILL_WAIT_SEC)
+
+    def _fail_doomed(self) -> set[str]:
+        """Record FAILED, in their killed workers' names (only the owner may end a running
+        invocation), the invocations :meth:`_doom` killed workers for; the ids done.
+        A database error leaves the rest for the next call, before any reroute."""
+        done: set[str] = set()
+        for runner_id, doomed in list(self._doomed.items()):
+            ctx = self.app.state_backend.get_runner_context(
+                runner_id
+            ) or self.runner_context.new_child_context(WORKER_CLS, runner_id=runner_id)
+            for invocation_id, error in list(doomed.items()):
+                if not fail_owned(self.app, invocation_id, error, ctx):
+                    self.logger.info(
+                        f"invocation:{invocation_id} of killed worker:{runner_id} had "
+                        "finished or moved on: not failed"
+                    )
+                del doomed[invocation_id]
+                done.add(invocation_id)
+            del self._doomed[runner_id]
+        return done
+
+    @cached_property
+    def _revoke_wake(self) -> RevokeWake:
+        return RevokeWake(
+            self.db_alias, self.app.app_id, enabled=bool(self.conf.django_listen_notify)
+        )
 
     def _recover_lost_runners(self) -> None:
         """Put back the invocations of workers whose heartbeat is older than
@@ -351,8 +496,27 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
                 self.app.app_id, self.db_alias, dead_after, self._runner_classes, ours
             )
             at = now_utc()
+            revoked = {
+                request.invocation_id: request
+                for request in (
+                    pending_revokes(self.app, self.db_alias, [f.invocation_id for f in lost])
+                    if lost
+                    else []
+                )
+            }
             for found in lost:
                 if found.invocation_id in self._put_backs:
+                    continue
+                if found.owner is not None and found.invocation_id in revoked:
+                    self.logger.warning(
+                        f"invocation:{found.invocation_id} of lost worker:{found.owner} was "
+                        "revoked: recording it FAILED instead of rerouting it"
+                    )
+                    owner_ctx = self.app.state_backend.get_runner_context(
+                        found.owner
+                    ) or self.runner_context.new_child_context(WORKER_CLS, runner_id=found.owner)
+                    error = revoked[found.invocation_id].error(terminated=True)
+                    fail_owned(self.app, found.invocation_id, error, owner_ctx)
                     continue
                 if found.owner is None:  # KILLED, never rerouted
                     self.logger.warning(
@@ -558,6 +722,8 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
                 self._lifeline.close()
             if "_trigger_wake" in self.__dict__:
                 self._trigger_wake.close()
+            if "_revoke_wake" in self.__dict__:
+                self._revoke_wake.close()
 
     def _wait_for_workers(self, grace: float) -> None:
         """Up to ``grace`` seconds for the workers to finish, refreshing the heartbeats of
@@ -568,6 +734,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             while process.is_alive() and (left := deadline - time.monotonic()) > 0:
                 process.join(min(left, 0.5))
                 self._report_child_runner_heartbeats()
+                self._enforce_time_limits()  # a finishing invocation keeps its limit
 
     def _terminate_all_processes(self) -> None:
         """SIGTERM (each worker reroutes its invocation), then SIGKILL after 5 s."""

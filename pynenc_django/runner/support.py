@@ -7,12 +7,16 @@ import logging
 import time
 from typing import TYPE_CHECKING, cast
 
-from pynenc_django.db import is_database_error
+from pynenc.exceptions import InvocationStatusError
+from pynenc.identifiers.invocation_id import InvocationId
+
+from pynenc_django.db import is_database_error, retry_transient
 from pynenc_django.ops import recovery
 from pynenc_django.ops.recovery import PutBack
 
 if TYPE_CHECKING:
     from pynenc.app import Pynenc
+    from pynenc.runner.runner_context import RunnerContext
 
     from pynenc_django.orchestrator import DjangoOrchestrator
 
@@ -29,6 +33,37 @@ def django_orchestrator(app: Pynenc) -> DjangoOrchestrator:
     (``claim``, ``get_owned_invocation_ids``, ``forget_runners``): the runner is
     for the Django backends. Not checked at run time."""
     return cast("DjangoOrchestrator", app.orchestrator)
+
+
+def fail_owned(app: Pynenc, invocation_id: str, error: Exception, owner_ctx: RunnerContext) -> bool:
+    """Record FAILED with ``error`` an invocation whose worker (``owner_ctx``) was killed
+    for it (revoked, past its time limit), in the worker's name: only the owner may end
+    a running invocation, so this is a compare-and-set on the status and the owner.
+    Its revoke request goes in the same transaction. False when it had finished or
+    moved on (rerouted, taken by another worker): nothing changed."""
+    return _fail_owned(django_orchestrator(app), invocation_id, error, owner_ctx)
+
+
+@retry_transient
+def _fail_owned(
+    orchestrator: DjangoOrchestrator,
+    invocation_id: str,
+    error: Exception,
+    owner_ctx: RunnerContext,
+) -> bool:
+    from pynenc_django.models import RevokeRequest
+
+    try:
+        with orchestrator.write_transaction():
+            iid = InvocationId(invocation_id)
+            if not orchestrator.fail_claimed(iid, error, owner_ctx, claimed=True):
+                return False
+            RevokeRequest.objects.using(orchestrator.db_alias).for_app(
+                orchestrator.app.app_id
+            ).filter(invocation_id=invocation_id).delete()
+    except InvocationStatusError:
+        return False  # final, or no longer its (the FAILED's compare-and-set)
+    return True
 
 
 def summary(exc: BaseException) -> str:

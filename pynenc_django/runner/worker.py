@@ -25,6 +25,7 @@ from pynenc_django.db import is_database_error
 from pynenc_django.ops import recovery
 from pynenc_django.ops.recovery import PutBack
 from pynenc_django.orchestrator.claim import ClaimOptions
+from pynenc_django.runner.limits import WorkerLimits
 from pynenc_django.runner.support import (
     DB_RETRY_MAX_SEC,
     DB_RETRY_MIN_SEC,
@@ -85,18 +86,22 @@ def worker_main(
     *,
     lifeline: Connection,
     started: Connection | None = None,
+    reports: Connection | None = None,
     parent_runner_ctx_json: str,
     child_runner_id: str,
     parent_pid: int,
 ) -> None:
     """Entry point of a spawned worker process: :func:`_worker_main`, telling the
-    runner through ``started`` (:class:`StartupReport`) why it failed before it started."""
+    runner through ``started`` (:class:`StartupReport`) why it failed before it started.
+    ``reports``: the pipe on which it tells its runner what it runs under a hard time
+    limit (:mod:`pynenc_django.runner.limits`)."""
     startup = StartupReport(started)
     try:
         _worker_main(
             app_pickle,
             startup,
             lifeline=lifeline,
+            reports=reports,
             parent_runner_ctx_json=parent_runner_ctx_json,
             child_runner_id=child_runner_id,
             parent_pid=parent_pid,
@@ -111,6 +116,7 @@ def _worker_main(
     startup: StartupReport,
     *,
     lifeline: Connection,
+    reports: Connection | None = None,
     parent_runner_ctx_json: str,
     child_runner_id: str,
     parent_pid: int,
@@ -134,7 +140,7 @@ def _worker_main(
     runner = DjangoPersistentProcessRunner(app)
     parent_ctx = RunnerContext.from_json(parent_runner_ctx_json)
     ctx = parent_ctx.new_child_context(WORKER_CLS, runner_id=child_runner_id)
-    Worker(app, runner, ctx, lifeline, parent_pid, startup).run()
+    Worker(app, runner, ctx, lifeline, parent_pid, startup, reports).run()
 
 
 class Worker:
@@ -147,6 +153,10 @@ class Worker:
     The invocations in progress form a stack (:attr:`running`, outermost first): all are
     this worker's, all are rerouted when it stops mid-way, and all are its runner's to
     reroute when it dies.
+
+    **Time limits** (:mod:`pynenc_django.runner.limits`): it tells its runner which of
+    them run under a hard ``time_limit``, and since when (the runner kills it past the
+    limit), and raises ``SoftTimeLimitExceeded`` in its outermost invocation's task.
     """
 
     def __init__(
@@ -157,6 +167,7 @@ class Worker:
         lifeline: Connection,
         parent_pid: int,
         startup: StartupReport | None = None,
+        reports: Connection | None = None,
     ) -> None:
         self.app = app
         self.startup = startup or StartupReport(None)
@@ -186,6 +197,8 @@ class Worker:
         )
         self._no_blocking_until = 0.0
         self._due: DueClock | None = None  # set by run(), once the waiter knows itself
+        #: Time limits: what it tells its runner, and the soft limit's timer.
+        self.limits = WorkerLimits(app, reports, nested=lambda: len(self.running) > 1)
 
     @property
     def stopping(self) -> bool:
@@ -261,23 +274,30 @@ class Worker:
         )
         return DueClock(broker, float(refresh))
 
-    def _promote_due(self, due: DueClock | None) -> None:
+    def _promote_due(self, due: DueClock | None) -> int:
+        """Move what is due to its queue; how many (0 after a database error)."""
         if due is None:
-            return
+            return 0
         try:
-            due.promote_if_due()
+            return due.promote_if_due()
         except Exception as exc:
             if not is_database_error(exc):
                 raise
             self._database_unavailable(exc)
+            return 0
 
     def _wait(self, waiter: Waiter, due: DueClock | None) -> None:
         """The waiter's wait, ending by the earliest due time; what it heard of delayed
-        messages goes to ``due``."""
-        waiter.wait(None if due is None else due.seconds_until_due())
-        heard = waiter.take_due_news()
-        if due is not None:
+        messages goes to ``due``. A wait ended only by news of a delayed message (a due
+        time, not work) sleeps on to the new time instead of claiming in vain."""
+        while True:
+            waiter.wait(None if due is None else due.seconds_until_due())
+            heard = waiter.take_due_news()
+            if due is None or self.stopping:
+                return
             due.hear(*heard)
+            if not waiter.due_only or self._promote_due(due):
+                return
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
         """Stop now. A running invocation is interrupted (``run`` reroutes it); otherwise
@@ -384,7 +404,8 @@ class Worker:
             recycle_connections()
         losses = recovery.connection_losses()
         try:
-            invocation.run(self.ctx)
+            with self.limits.running(invocation, outermost):
+                invocation.run(self.ctx)
         except Exception as exc:
             # pynenc records a task's own exception (FAILED, or RETRY), logs it and
             # re-raises it: nothing is left to do (a waiter reads it from the result).

@@ -80,13 +80,21 @@ class TriggerWake:
             import psycopg
 
             try:
-                self._conn = listen_connection(self.alias, trigger_channel(self.app_id))
+                self._conn = listen_connection(self.alias, self.channel())
             except psycopg.Error as exc:
-                logger.warning("pynenc_django: cannot LISTEN for trigger work (%s)", exc)
+                logger.warning("pynenc_django: cannot LISTEN on %s (%s)", self.channel(), exc)
                 self._started = False
                 self._retry_at = time.monotonic() + RETRY_LISTEN_SEC
             return
-        self._watch = file_watch(signal_path(self.alias, trigger_signal(self.app_id)))
+        self._watch = file_watch(signal_path(self.alias, self.signal()))
+
+    def channel(self) -> str:
+        """The PostgreSQL channel listened to (a subclass's announcements: its own)."""
+        return trigger_channel(self.app_id)
+
+    def signal(self) -> str:
+        """The signal file watched elsewhere."""
+        return trigger_signal(self.app_id)
 
     def woken(self) -> bool:
         """Whether trigger work was announced since the last look."""
@@ -106,7 +114,9 @@ class TriggerWake:
                 return False
             return bool(list(self._conn.notifies(timeout=0.0)))
         except (psycopg.Error, OSError) as exc:
-            logger.warning("pynenc_django: lost the trigger LISTEN connection (%s)", exc)
+            logger.warning(
+                "pynenc_django: lost the LISTEN connection of %s (%s)", self.channel(), exc
+            )
             self.close()
             self._started = False  # listen again, at most every RETRY_LISTEN_SEC
             self._retry_at = time.monotonic() + RETRY_LISTEN_SEC

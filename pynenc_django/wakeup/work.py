@@ -78,6 +78,9 @@ class Waiter(Protocol):
     #: The last :meth:`wait` ended because an enqueue was announced, not on a timeout
     #: (False again from :meth:`found_work`).
     woken: bool
+    #: The last :meth:`wait` ended only because a delayed message was announced: there is
+    #: no new work to claim, only (maybe) an earlier due time to wait for.
+    due_only: bool
 
     def close(self) -> None: ...
 
@@ -91,6 +94,7 @@ class BackoffWaiter:
         self.max_wait = max_wait
         self._next = self.min_wait
         self.woken = False
+        self.due_only = False
 
     def start(self) -> None:
         pass
@@ -134,6 +138,7 @@ class _AnnouncedWaiter:
         self.max_wait = notified_max_wait
         self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
         self.woken = False
+        self.due_only = False
         self._due_hint: float | None = None
         self._due_unknown = False
 
@@ -166,6 +171,7 @@ class _AnnouncedWaiter:
         (at most ``limit``) has passed."""
         seconds = self.max_wait if limit is None else max(0.0, min(self.max_wait, limit))
         self.woken = announced_within(announced, seconds, self.stop_event)
+        self.due_only = False
 
 
 class PostgresListener(_AnnouncedWaiter):
@@ -184,6 +190,7 @@ class PostgresListener(_AnnouncedWaiter):
         self.alias = alias
         self.channel = notify_channel(app_id)
         self._conn: Any = None
+        self._heard_work = False  # the last wait heard a notification announcing work
 
     def _connect(self) -> bool:
         import psycopg
@@ -214,28 +221,35 @@ class PostgresListener(_AnnouncedWaiter):
             self._heard_due(None)  # delayed messages sent meanwhile: look them up
             return  # (re)subscribed: anything sent while we were down needs a poll
         try:
+            self._heard_work = False
             self._wait_announced(self._notified_within, limit)
+            if self.woken and not self._heard_work:
+                self.woken, self.due_only = False, True
         except psycopg.Error as exc:
             logger.warning("pynenc_django: lost the LISTEN connection (%s); reconnecting", exc)
             self.close()
 
     def _notified_within(self, seconds: float) -> bool:
-        heard = False
+        heard = work = False
         for notify in self._conn.notifies(timeout=seconds, stop_after=1):
-            self._note(notify.payload)
+            work |= self._note(notify.payload)
             heard = True
         if heard:
             for notify in self._conn.notifies(timeout=0):
-                self._note(notify.payload)  # coalesce a burst of enqueues into one poll
+                work |= self._note(notify.payload)  # coalesce a burst into one poll
+        self._heard_work = work
         return heard
 
-    def _note(self, payload: str) -> None:
-        """A delayed message's ``NOTIFY`` carries its due time (:mod:`..broker.delayed`)."""
-        if payload.startswith(DUE_PAYLOAD):
-            try:
-                self._heard_due(float(payload[len(DUE_PAYLOAD) :]))
-            except ValueError:
-                self._heard_due(None)
+    def _note(self, payload: str) -> bool:
+        """Whether a notification announces work; a delayed message's carries its due
+        time instead (:mod:`pynenc_django.broker.delayed`)."""
+        if not payload.startswith(DUE_PAYLOAD):
+            return True
+        try:
+            self._heard_due(float(payload[len(DUE_PAYLOAD) :]))
+        except ValueError:
+            self._heard_due(None)
+        return False
 
     def close(self) -> None:
         if self._conn is not None:
@@ -287,8 +301,11 @@ class FileSignalWaiter(_AnnouncedWaiter):
         else:
             self._fallback.wait(limit, self._watch.wait)
             self.woken = self._fallback.woken
+        self.due_only = False
         if self.due_path is not None and self.due_path in self._watch.touched:
             self._heard_due(None)  # a file carries no time: the worker looks it up
+            if self._watch.touched == {self.due_path}:
+                self.woken, self.due_only = False, True
         self._watch.touched.clear()
 
     def close(self) -> None:
