@@ -300,6 +300,22 @@ def tasks(app: Pynenc) -> ModuleType:
 
 
 @pytest.fixture
+def calling(app: Pynenc) -> ModuleType:
+    """Tasks of the Celery-style calling tests (``tests/project/jobs/calling.py``)."""
+    from tests.project.jobs import calling as module
+
+    return module
+
+
+@pytest.fixture
+def limits(app: Pynenc) -> ModuleType:
+    """Tasks of the time-limit tests (``tests/project/jobs/limits.py``)."""
+    from tests.project.jobs import limits as module
+
+    return module
+
+
+@pytest.fixture
 def runners(app: Pynenc, tmp_path: Path) -> Generator[Runners, None, None]:
     started = Runners(tmp_path)
     yield started

@@ -27,13 +27,6 @@ from tests.runner.conftest import Runners, describe, statuses, wait_all_success,
 WOKEN_BY_TIMER_SEC = 5.0
 
 
-@pytest.fixture
-def calling(app: Pynenc) -> ModuleType:
-    from tests.project.jobs import calling as module
-
-    return module
-
-
 def test_countdown_runs_once_no_earlier_than_due_on_a_sleeping_worker(
     app: Pynenc, calling: ModuleType, runners: Runners, tmp_path: Path
 ) -> None:

@@ -44,20 +44,6 @@ ANNOUNCED_WITHIN_SEC = 10.0
 FAILED = "failed"
 
 
-@pytest.fixture
-def calling(app: Pynenc) -> ModuleType:
-    from tests.project.jobs import calling as module
-
-    return module
-
-
-@pytest.fixture
-def limits(app: Pynenc) -> ModuleType:
-    from tests.project.jobs import limits as module
-
-    return module
-
-
 def test_queued_and_delayed_invocations_are_cancelled_and_never_run(
     app: Pynenc, calling: ModuleType, runners: Runners, tmp_path: Path
 ) -> None:

@@ -36,20 +36,6 @@ HARD_LIMIT_SEC = 1.0  # tests/settings.py: ...limits.over_hard_limit
 SOFT_LIMIT_SEC = 0.5  # tests/settings.py: ...limits.soft_*
 
 
-@pytest.fixture
-def limits(app: Pynenc) -> ModuleType:
-    from tests.project.jobs import limits as module
-
-    return module
-
-
-@pytest.fixture
-def calling(app: Pynenc) -> ModuleType:
-    from tests.project.jobs import calling as module
-
-    return module
-
-
 def test_past_its_hard_limit_the_worker_is_killed_and_it_never_runs_again(
     app: Pynenc, limits: ModuleType, calling: ModuleType, runners: Runners, tmp_path: Path
 ) -> None:

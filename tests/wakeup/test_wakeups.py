@@ -300,7 +300,7 @@ def test_a_claim_woken_for_work_skips_its_look(app: Pynenc) -> None:
     pops at once; the only message taken is known to be the last."""
     orchestrator: Any = app.orchestrator
     task = app.task(add)
-    looks = "SELECT count(*) FROM (SELECT 1 FROM"
+    looks = "SELECT (SELECT count(*) FROM (SELECT 1 FROM"  # broker.look: length and due time
     for announced in (False, True):
         task(1, 2)
         with counted() as statements:
