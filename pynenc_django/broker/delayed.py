@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 #: Messages one promotion moves; a worker that moved this many promotes again at once.
 PROMOTE_CHUNK = 1000
+#: Shortest time between two look-ups of the earliest due time prompted by announcements
+#: that carry no time (signal files): a burst of delayed submits costs one look.
+UNKNOWN_LOOK_SEC = 0.1
 
 
 class DelayedMixin(DjangoBackendMixin, BaseBroker):
@@ -274,19 +277,29 @@ class DueClock:
         self.next_due: float | None = None
         self._looked_at: float | None = None  # time.monotonic() of the last look-up
         self._heard_at = 0.0
+        #: A wait heard of a delayed message without its time (a signal file): look it
+        #: up, at most every :data:`UNKNOWN_LOOK_SEC` (a burst of submits, one look).
+        self._unknown = False
 
     def hear(self, due: float | None, unknown: bool) -> None:
         """What a wait heard: a due time, or that one must be looked up."""
         if unknown:
-            self._looked_at = None
+            self._unknown = True
         if due is not None and (self.next_due is None or due < self.next_due):
             self.next_due = due
             self._heard_at = time.monotonic()  # a look older than this did not see it
+
+    def _look_due(self) -> bool:
+        if self._looked_at is None:
+            return True
+        age = time.monotonic() - self._looked_at
+        return age >= self.refresh_sec or (self._unknown and age >= UNKNOWN_LOOK_SEC)
 
     def _look_up(self) -> None:
         due = self.broker.next_due()
         self.next_due = None if due is None else due.timestamp()
         self._looked_at = time.monotonic()
+        self._unknown = False
 
     def promote_if_due(self) -> int:
         """Promote what is due (one statement, or none when nothing is); how many moved."""
@@ -297,7 +310,7 @@ class DueClock:
             and seen[0] > max(self._looked_at, self._heard_at)
         ):
             self._looked_at, self.next_due = seen
-        if self._looked_at is None or time.monotonic() - self._looked_at >= self.refresh_sec:
+        if self._look_due():
             self._look_up()
         now = time.time()
         if self.next_due is None or self.next_due > now or now < self._retry_at:
@@ -317,6 +330,10 @@ class DueClock:
     def seconds_until_due(self) -> float | None:
         """How long a wait may last before something is due (``None``: no limit). The
         waits' own timeouts bound it too: every idle poll or safety poll looks again."""
-        if self.next_due is None:
-            return None
-        return max(0.0, self.next_due - time.time(), self._retry_at - time.time())
+        limit = None
+        if self.next_due is not None:
+            limit = max(0.0, self.next_due - time.time(), self._retry_at - time.time())
+        if self._unknown and self._looked_at is not None:
+            until_look = max(0.0, self._looked_at + UNKNOWN_LOOK_SEC - time.monotonic())
+            limit = until_look if limit is None else min(limit, until_look)
+        return limit

@@ -228,7 +228,7 @@ class Worker:
             self.app.logger.info(f"Persistent process worker started with pid:{os.getpid()}")
             self.startup.started()
             waiter.start()
-            due = self._due = self._due_clock(waiter.notified)
+            due = self._due = self._due_clock()
             while not self.stopping:
                 self._promote_due(due)
                 invocation, drained = self._claim(announced=waiter.woken)
@@ -257,22 +257,19 @@ class Worker:
             waiter.close()
             self.app.logger.info(f"worker:{self.ctx.runner_id} shutting down")
 
-    def _due_clock(self, notified: bool) -> DueClock | None:
+    def _due_clock(self) -> DueClock | None:
         """Delayed messages (``countdown``, retry backoff) this worker moves to their
         queues when due; it looks up the earliest due time after each promotion, when a
-        wait hears of a new one, and otherwise every safety poll where every delayed
-        message is announced (``notified``), every idle poll where not (MariaDB)."""
+        wait hears of a new one, and otherwise every safety poll."""
         from pynenc_django.broker import DjangoBroker
 
         broker = self.app.broker
         if not isinstance(broker, DjangoBroker):
             return None
-        refresh = (
-            self.conf.django_notify_safety_poll_sec
-            if notified
-            else self.conf.django_idle_wait_max_sec
-        )
-        return DueClock(broker, float(refresh))
+        # Where announcements do not reach every process (MariaDB's other hosts), each
+        # idle poll's look at the queue reads the earliest due time along (broker.look).
+        refresh = float(self.conf.django_notify_safety_poll_sec)
+        return DueClock(broker, refresh, retry_sec=float(self.conf.runner_loop_sleep_time_sec))
 
     def _promote_due(self, due: DueClock | None) -> int:
         """Move what is due to its queue; how many (0 after a database error)."""
