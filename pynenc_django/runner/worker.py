@@ -260,15 +260,17 @@ class Worker:
     def _due_clock(self) -> DueClock | None:
         """Delayed messages (``countdown``, retry backoff) this worker moves to their
         queues when due; it looks up the earliest due time after each promotion, when a
-        wait hears of a new one, and otherwise every safety poll."""
+        wait hears of a new one, and otherwise every other safety poll."""
         from pynenc_django.broker import DjangoBroker
 
         broker = self.app.broker
         if not isinstance(broker, DjangoBroker):
             return None
         # Where announcements do not reach every process (MariaDB's other hosts), each
-        # idle poll's look at the queue reads the earliest due time along (broker.look).
-        refresh = float(self.conf.django_notify_safety_poll_sec)
+        # idle poll's look at the queue reads the earliest due time along (broker.look),
+        # and so does SQLite's safety poll: a look-up of its own every other safety poll
+        # is for PostgreSQL, whose claims do not look, and for what no one announced.
+        refresh = 2 * float(self.conf.django_notify_safety_poll_sec)
         return DueClock(broker, refresh, retry_sec=float(self.conf.runner_loop_sleep_time_sec))
 
     def _promote_due(self, due: DueClock | None) -> int:
