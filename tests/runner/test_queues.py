@@ -65,3 +65,33 @@ def test_a_queue_nobody_declares_still_exits_2(app: Pynenc, runners: Runners) ->
     assert "The broker declares: default" in log, process.tail()
     assert "tasks route to: emails" in log, process.tail()
     assert "Traceback" not in log, process.tail()
+
+
+ENQUEUE_ELSEWHERE = """
+import json
+from tests.project.jobs.queues import on_default_queue
+moved = on_default_queue.apply_async(args=("moved", RECORD), queue="emails", priority=3)
+print("ENQUEUED " + json.dumps(moved.invocation_id))
+"""
+
+
+def test_apply_async_queue_sends_a_call_to_another_queue(
+    app: Pynenc, runners: Runners, tmp_path: Path
+) -> None:
+    """``apply_async(queue=...)``: a default-queue task's call runs on a runner of the
+    queue the call named, which consumes nothing else."""
+    from pynenc_django.models import BrokerMessage
+
+    record = tmp_path / "records.txt"
+    shell = runners.manage(
+        "shell", "-c", ENQUEUE_ELSEWHERE.replace("RECORD", repr(str(record))), env=SETTINGS
+    )
+    assert shell.wait_exit(60) == 0, shell.tail()
+    moved = json.loads(shell.wait_for_log(r"ENQUEUED (\".*\")").group(1))
+    message = BrokerMessage.objects.get(app_id=app.app_id, invocation_id=moved)
+    assert (message.queue, message.priority) == ("emails", 3.0)
+
+    runner = runners.start("--queues", "emails", processes=1, env=SETTINGS)
+    wait_all_success(app, [moved], 60, runners.diag)
+    label, pid = record.read_text().split()
+    assert label == "moved" and int(pid) in set(runner.workers()), runners.diag()
