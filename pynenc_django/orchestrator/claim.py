@@ -76,6 +76,9 @@ class ClaimResult:
     #: ``time.monotonic()`` until which the caller's next claim skips the look for
     #: blocking invocations (:attr:`ClaimOptions.no_blocking_until`).
     no_blocking_until: float = 0.0
+    #: Claimed invocations that had expired (ended FAILED, not returned): the queue may
+    #: hold more, so the caller claims again before it waits.
+    expired: int = 0
 
 
 @dataclass(slots=True)
@@ -87,12 +90,15 @@ class ClaimCall:
     queue_look: int = 0
     claimed_the_last_message: bool = False
     no_blocking_until: float = field(init=False)
+    expired: int = 0
 
     def __post_init__(self) -> None:
         self.no_blocking_until = self.options.no_blocking_until
 
     def result(self, invocations: tuple[DistributedInvocation, ...]) -> ClaimResult:
-        return ClaimResult(invocations, self.claimed_the_last_message, self.no_blocking_until)
+        return ClaimResult(
+            invocations, self.claimed_the_last_message, self.no_blocking_until, self.expired
+        )
 
 
 class ClaimMixin(OrchestratorCore):
@@ -146,7 +152,9 @@ class ClaimMixin(OrchestratorCore):
         for invocation in self._claimed_in_order(
             max_num_invocations, runner_ctx, call, queue_provider, on_queue_retrieved
         ):
-            if not self.expire_if_due(invocation, runner_ctx, now):
+            if self.expire_if_due(invocation, runner_ctx, now):
+                call.expired += 1
+            else:
                 yield invocation
 
     def _claimed_in_order(

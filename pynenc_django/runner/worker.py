@@ -197,6 +197,7 @@ class Worker:
         )
         self._no_blocking_until = 0.0
         self._due: DueClock | None = None  # set by run(), once the waiter knows itself
+        self._expired_in_claim = False  # the last claim consumed an expired invocation
         #: Time limits: what it tells its runner, and the soft limit's timer.
         self.limits = WorkerLimits(app, reports, nested=lambda: len(self.running) > 1)
 
@@ -233,6 +234,8 @@ class Worker:
                 self._promote_due(due)
                 invocation, drained = self._claim(announced=waiter.woken)
                 if invocation is None:
+                    if self._expired_in_claim:
+                        continue  # it consumed an expired one: the queue may hold more
                     close_stale_connections()
                     self._wait(waiter, due)
                     continue
@@ -334,6 +337,7 @@ class Worker:
             ),
             lambda claimed: claimed.invocations[0] if claimed.invocations else None,
         )
+        self._expired_in_claim = claimed is not None and claimed.expired > 0
         if claimed is None:
             return None, False
         self._no_blocking_until = claimed.no_blocking_until
