@@ -30,9 +30,6 @@ Which transitions are offered follows ``pynenc/invocation/status.py``:
 from __future__ import annotations
 
 import json
-import os
-import socket
-import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -71,16 +68,9 @@ class Outcome:
 
 def admin_runner_context(user: Any) -> RunnerContext:
     """The runner context history records of admin actions carry: it names the user."""
-    from pynenc.runner.runner_context import RunnerContext
+    from pynenc_django.calling.revoke import requester_context
 
-    return RunnerContext(
-        runner_cls=ADMIN_RUNNER_CLS,
-        runner_id=f"django-admin:{user.get_username()}",
-        pid=os.getpid(),
-        hostname=socket.gethostname(),
-        thread_id=threading.get_ident(),
-        parent_ctx=None,
-    )
+    return requester_context(ADMIN_RUNNER_CLS, f"django-admin:{user.get_username()}")
 
 
 def status_triggers(app_id: str, task_id_keys: set[str]) -> set[str]:

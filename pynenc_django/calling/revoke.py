@@ -170,18 +170,24 @@ def revoke(
         )
 
 
-def revoke_runner_context(requested_by: str) -> RunnerContext:
-    """The runner context the history rows of a revoke carry: it names the requester."""
+def requester_context(runner_cls: str, runner_id: str) -> RunnerContext:
+    """A runner context of this process and thread that names who asked for a change made
+    outside any runner (a revoke, an admin action): the history rows of the change carry it."""
     from pynenc.runner.runner_context import RunnerContext
 
     return RunnerContext(
-        runner_cls=REVOKE_RUNNER_CLS,
-        runner_id=f"{_CONTEXT_PREFIX}{requested_by}",
+        runner_cls=runner_cls,
+        runner_id=runner_id,
         pid=os.getpid(),
         hostname=socket.gethostname(),
         thread_id=threading.get_ident(),
         parent_ctx=None,
     )
+
+
+def revoke_runner_context(requested_by: str) -> RunnerContext:
+    """The runner context the history rows of a revoke carry: it names the requester."""
+    return requester_context(REVOKE_RUNNER_CLS, f"{_CONTEXT_PREFIX}{requested_by}")
 
 
 def _resolve(
