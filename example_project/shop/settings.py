@@ -78,8 +78,8 @@ else:
             "timeout": 20,
         },
     }
-# Runner workers are long-lived processes: pynenc_django recycles their connections around
-# every invocation the way Django does around every request, so a connection is reused for
+# Task code gets Django's per-request connection hygiene in the runner's workers (the
+# workers' own connection stays open whatever this says): a task's connection is reused for
 # up to 60 s instead of being opened per task, and CONN_HEALTH_CHECKS replaces one the
 # server dropped meanwhile (a restart, an idle timeout) before a task uses it.
 _db["CONN_MAX_AGE"] = 60

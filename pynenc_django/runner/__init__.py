@@ -24,10 +24,13 @@ What it changes, and why (pynenc's own runner does none of this):
   invocation whose outcome could not be stored is rerouted.
 * **Workers do not outlive their runner.** A worker whose runner died finishes its
   current invocation (keeping its own heartbeat fresh meanwhile) and exits.
-* **Database outages are survived.** Connections are recycled around every invocation
-  (``close_old_connections``, honouring ``CONN_MAX_AGE`` and ``CONN_HEALTH_CHECKS``);
-  database errors in the loops are logged and retried with backoff, never fatal; an
-  invocation interrupted by one is rerouted once the database is back.
+* **The worker's own connection does not depend on ``CONN_MAX_AGE``.** It stays open
+  (closed once broken); task code runs on a second connection with Django's per-request
+  hygiene (``close_old_connections`` around each task), see
+  :mod:`pynenc_django.runner.task_connections`.
+* **Database outages are survived.** Database errors in the loops are logged and retried
+  with backoff, never fatal; a broken connection is closed and reopened; an invocation
+  interrupted by one is rerouted once the database is back.
 * **Graceful stop.** The first SIGTERM/SIGINT stops taking work, lets running
   invocations finish for ``django_shutdown_grace_sec`` and reroutes the rest; a second
   signal kills the workers at once and the runner reroutes their invocations.
@@ -550,7 +553,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
                 raise
             self.logger.warning(f"{what}: {exc}")
             self._db_healthy_since = time.monotonic()
-            close_stale_connections()
+            close_stale_connections(self.db_alias)
 
     def _report_child_runner_heartbeats(self) -> None:
         """Throttled (pynenc writes them every loop) and never fatal; the runner's own
@@ -589,7 +592,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             self.logger.error(f"Atomic service check failed: {exc}")
             if is_database_error(exc):
                 self._db_healthy_since = time.monotonic()
-                close_stale_connections()
+                close_stale_connections(self.db_alias)
 
     def _take_atomic_service_turn(self) -> None:
         """pynenc's ``_check_atomic_services`` with our claim instead of its slots; at once

@@ -86,12 +86,12 @@ def drain_put_backs(put_backs: dict[str, PutBack], log: logging.Logger) -> None:
         del put_backs[invocation_id]
 
 
-def close_stale_connections() -> None:
-    """Between idle polls and after database errors: close connections that are broken or
-    past ``CONN_MAX_AGE``; Django reopens them lazily.
+def close_stale_connections(own_alias: str) -> None:
+    """Between idle polls and after database errors: close connections that are broken;
+    other aliases' (a task's) also once past ``CONN_MAX_AGE``. Django reopens them lazily.
 
-    ``CONN_MAX_AGE = 0`` means "one connection per request"; an idle poll is no request,
-    so such connections are only renewed around invocations, not every second.
+    The runner's own connection on ``own_alias`` is kept whatever its age: its work does
+    not depend on ``CONN_MAX_AGE`` (:mod:`pynenc_django.runner.task_connections`).
     """
     from django.db import connections
 
@@ -99,14 +99,5 @@ def close_stale_connections() -> None:
         if conn.connection is None or conn.in_atomic_block:
             continue
         expired = conn.close_at is not None and time.monotonic() >= conn.close_at
-        if (expired and conn.settings_dict["CONN_MAX_AGE"] != 0) or (
-            conn.errors_occurred and not conn.is_usable()
-        ):
+        if (expired and conn.alias != own_alias) or (conn.errors_occurred and not conn.is_usable()):
             conn.close()
-
-
-def recycle_connections() -> None:
-    """Django's per-request connection hygiene, applied per invocation."""
-    from django.db import close_old_connections
-
-    close_old_connections()

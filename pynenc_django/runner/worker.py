@@ -25,6 +25,7 @@ from pynenc_django.db import is_database_error
 from pynenc_django.ops import recovery
 from pynenc_django.ops.recovery import PutBack
 from pynenc_django.orchestrator.claim import ClaimOptions
+from pynenc_django.runner import task_connections
 from pynenc_django.runner.limits import WorkerLimits
 from pynenc_django.runner.support import (
     DB_RETRY_MAX_SEC,
@@ -33,7 +34,6 @@ from pynenc_django.runner.support import (
     close_stale_connections,
     django_orchestrator,
     drain_put_backs,
-    recycle_connections,
     summary,
 )
 
@@ -223,6 +223,9 @@ class Worker:
             notified_max_wait=float(self.conf.django_notify_safety_poll_sec),
             listen=bool(self.conf.django_listen_notify),
         )
+        # Task functions get a connection of their own (Django's per-request hygiene); the
+        # worker's stays open whatever CONN_MAX_AGE says (:mod:`.task_connections`).
+        task_connections.enable(self.runner.db_alias)
         try:
             self._with_db_retries(lambda: self.runner._register_new_child_runner_context(self.ctx))
             context.set_runner_context(self.app.app_id, self.ctx)
@@ -236,7 +239,7 @@ class Worker:
                 if invocation is None:
                     if self._expired_in_claim:
                         continue  # it consumed an expired one: the queue may hold more
-                    close_stale_connections()
+                    close_stale_connections(self.runner.db_alias)
                     self._wait(waiter, due)
                     continue
                 waiter.found_work()
@@ -258,6 +261,7 @@ class Worker:
                 )
                 self._reroute(invocation_id)
             waiter.close()
+            task_connections.disable()
             self.app.logger.info(f"worker:{self.ctx.runner_id} shutting down")
 
     def _due_clock(self) -> DueClock | None:
@@ -404,7 +408,7 @@ class Worker:
         if self.terminating:  # SIGTERM arrived while claiming: hand it back untouched
             raise KeyboardInterrupt
         if outermost:  # a nested run must not close a connection its waiter may use
-            recycle_connections()
+            task_connections.check_worker_connection(self.runner.db_alias)
         losses = recovery.connection_losses()
         try:
             with self.limits.running(invocation, outermost):
@@ -429,7 +433,7 @@ class Worker:
         # which reroutes it.
         self.running.remove(invocation_id)
         if outermost:
-            recycle_connections()
+            task_connections.check_worker_connection(self.runner.db_alias)
 
     # ------------------------------------------------------------------ waits
 
@@ -536,7 +540,7 @@ class Worker:
             f"worker:{self.ctx.runner_id} database unavailable ({summary(exc)}); "
             f"retrying in {self._db_backoff:.1f}s"
         )
-        close_stale_connections()
+        close_stale_connections(self.runner.db_alias)
         self.stop_event.wait(self._db_backoff)
         self._db_backoff = min(DB_RETRY_MAX_SEC, self._db_backoff * 2)
 

@@ -7,6 +7,9 @@ from django.apps import AppConfig
 #: Test-only hook: seconds every atomic-service run spends before doing its work, so a
 #: test can SIGKILL a runner while it holds the cluster-wide atomic-service slot.
 SLOW_ATOMIC_ENV = "PYNENC_DJANGO_TEST_SLOW_ATOMIC_SEC"
+#: Test-only hook: a file every new database connection of the process is logged to,
+#: one line ``<pid> <alias>`` (``tests/runner/test_task_connections.py``).
+CONNECTION_LOG_ENV = "PYNENC_DJANGO_TEST_CONNECTION_LOG"
 
 
 class JobsConfig(AppConfig):
@@ -18,6 +21,18 @@ class JobsConfig(AppConfig):
         delay = float(os.environ.get(SLOW_ATOMIC_ENV) or 0)
         if delay > 0:
             slow_down_atomic_services(delay)
+        if path := os.environ.get(CONNECTION_LOG_ENV):
+            log_new_connections(path)
+
+
+def log_new_connections(path: str) -> None:
+    from django.db.backends.signals import connection_created
+
+    def log(sender: object, connection: object, **kwargs: object) -> None:
+        with open(path, "a") as log_file:
+            log_file.write(f"{os.getpid()} {connection.alias}\n")  # type: ignore[attr-defined]
+
+    connection_created.connect(log, weak=False)
 
 
 def slow_down_atomic_services(delay: float) -> None:
