@@ -9,8 +9,10 @@
 #                                  (FAN_IN_ARGS='--parents 20 --children 5 --runs 1' for a quick look)
 #   make bench-delayed             delayed invocations (eta/countdown): start delay after the due
 #                                  time, idle cost while they wait; 3 databases (DELAYED_ARGS=...)
-#   make bench                     throughput, latency, SQL cost vs the peers; bench/results/<date>.md
-#                                  (BENCH_ARGS='--quick --runs 1' for a quick look; --help for more)
+#   make bench                     end to end (single and batch submit), submit rate, round trip,
+#                                  statements vs Celery, procrastinate, django-tasks-db; 3 interleaved
+#                                  runs, ~45-60 min; bench/results/<date>.md; non-zero if a budget fails
+#                                  (BENCH_ARGS='--quick --runs 1' for a quick look, ~7 min; --help)
 
 SHELL := /bin/bash
 VENV ?= .venv
@@ -94,6 +96,8 @@ bench-delayed: $(VENV)/.installed-mysql
 	$(PY) bench/delayed.py $(DELAYED_ARGS)
 
 # bench/ is a directory: without .PHONY, make would call the target up to date.
+# Every system through one procedure (bench/harness.py), each Django-based one at Django's
+# defaults and tuned; see bench/README.md.
 .PHONY: bench
 bench: $(VENV)/.installed-bench
 	$(PY) -m bench.bench $(BENCH_ARGS)

@@ -1,23 +1,32 @@
-"""Every measurement of the benchmark suite, one after the other, then the report (``make bench``).
+"""Every system of the benchmark, run 1 of each, then run 2 of each..., then the report.
 
     .venv/bin/python -m bench.bench [--systems pynenc-django-postgresql,procrastinate,...]
-        [--runs 3] [--tasks 2000] [--workers 1,2,4] [--latency-calls 50] [--quick]
-        [--no-million] [--raw-dir DIR] [--out-dir DIR] [--timeout SECONDS]
+        [--runs 3] [--tasks 2000] [--workers 2] [--scaling-workers 1,2,4]
+        [--latency-calls 50] [--seed-rows 1000000] [--quick] [--no-tuned] [--no-seeded]
+        [--raw-dir DIR] [--out-dir DIR] [--timeout SECONDS]
     .venv/bin/python -m bench.bench --report-only RAW_DIR [--out-dir DIR]
 
 1. Checks that the PostgreSQL, MariaDB and Redis servers answer (TCP) and records the
-   machine, the package versions and each server's version; a system whose server is
-   missing is skipped, with the reason in the report.
-2. Runs each system's measurement script (``bench.throughput --system S`` for pynenc-django
-   and the reference, ``bench.peers.*`` for the peers) as a subprocess, strictly one at a
-   time: the machine has 2 cores, and two measurements at once would measure each other.
-   Their output is streamed and kept in ``<raw-dir>/<system>.log``; each writes
-   ``<raw-dir>/<system>.json``. A system that fails or overruns its timeout is recorded and
-   the run goes on.
-3. ``bench/report.py`` aggregates the JSON into ``bench/results/<date>.md`` and its plots
-   in ``bench/results/<date>/`` (the day's result: a later run the same day replaces it).
+   machine, the package versions, each server's version and the settings that bound a
+   queue's speed; a system whose server is missing is skipped, with the reason.
+2. Runs, for each run (``--runs``), one measurement of every selected row, each row's script
+   as a subprocess (``bench.throughput`` for the pynenc systems, ``bench.peers.*`` for the
+   peers; every one measured by ``bench/harness.py``'s one procedure), strictly one at a
+   time (the machine has 2 cores). Interleaved: a slow minute on the machine hits run k of
+   every system, not every run of one. Output is streamed and kept in
+   ``<raw-dir>/<row>.run<k>.log``; each step writes ``<raw-dir>/<row>.run<k>.json``. A step
+   that fails or overruns its timeout is recorded and the run goes on.
+3. ``bench/report.py`` aggregates the JSON into ``bench/results/<date>.md`` and its plots in
+   ``bench/results/<date>/`` (the day's result: a later run the same day replaces it).
 
-The exit status is non-zero if a system failed or was skipped, or if a budget is not met.
+Rows: every system with its defaults; each Django-based one (pynenc-django on three
+databases, django-tasks-db) also ``-tuned`` (``CONN_MAX_AGE`` 60 and health checks); and
+``pynenc-django-postgresql-seeded`` (end to end with ``--seed-rows`` finished invocations in
+the database, seeded once by run 1, dropped after the last run). ``--systems`` takes system
+names (each selects its rows) or row names (that row only).
+
+The exit status is non-zero if a step failed or was skipped, or if a budget is not met; the
+report is written in every case.
 """
 
 from __future__ import annotations
@@ -60,13 +69,22 @@ RESULTS_DIR = BENCH_DIR / "results"
 RAW_ROOT = RESULTS_DIR / "raw"
 FIXTURE_DIR = BENCH_DIR / "tests_fixture"
 DATE_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-DEFAULT_SIZES: dict[str, Any] = {"runs": 3, "tasks": 2000, "workers": "1,2,4", "latency_calls": 50}
+DEFAULT_SIZES: dict[str, Any] = {
+    "runs": 3,
+    "tasks": 2000,
+    "workers": "2",
+    "latency_calls": 50,
+    "lifecycle_calls": 200,
+}
 SIZES = {
-    "--runs": "runs",
     "--tasks": "tasks",
     "--workers": "workers",
     "--latency-calls": "latency_calls",
+    "--lifecycle-calls": "lifecycle_calls",
 }
+SCALING_WORKERS = "1,2,4"  # end to end of pynenc-django-postgresql-tuned, full runs only
+SEED_ROWS, SEED_ROWS_QUICK = 1_000_000, 20_000
+SEEDED_DB = "pynenc_django_bench_seeded"  # bench/throughput.py SEEDED_DB_NAME
 PACKAGES = (
     "pynenc",
     "pynenc-django",
@@ -99,39 +117,57 @@ SERVERS = {
 
 
 @dataclass(frozen=True)
-class System:
-    """How to measure one system: its script, and the servers it cannot run without."""
+class Row:
+    """One row of the report: a script, its fixed options, the servers it needs."""
 
+    system: str  # what --systems selects it by
     module: str
+    options: tuple[str, ...] = ()
     servers: tuple[str, ...] = ()
-    takes_system: bool = False  # bench.throughput measures several systems: --system S
-    million: bool = False  # --million unless --no-million
-    extra: tuple[str, ...] = ()  # fixed options of this system's script
+    tuned: bool = False
+    seeded: bool = False
+    scaling: bool = False  # end to end at --scaling-workers too
 
 
-# Django's default CONN_MAX_AGE (0) reconnects after every task, as after every request;
-# both Django-based queues are measured as deployed, with persistent connections.
-DJANGO_WORKER = ("--conn-max-age", "60")
+def _pynenc(system: str, servers: tuple[str, ...], **kw: Any) -> Row:
+    options = ("--system", system) + (("--tuned",) if kw.get("tuned") else ())
+    options += ("--seeded",) if kw.get("seeded") else ()
+    return Row(system, "bench.throughput", options, servers, **kw)
 
 
-# Execution order. The 1M seeding goes last: its writes (checkpoints, autovacuum) would
-# otherwise disturb the PostgreSQL peers measured after it.
-SYSTEMS = {
-    "pynenc-sqlite": System("bench.throughput", takes_system=True),
-    "pynenc-django-sqlite": System("bench.throughput", takes_system=True, extra=DJANGO_WORKER),
-    "pynenc-django-mariadb": System(
-        "bench.throughput", ("mariadb",), takes_system=True, extra=DJANGO_WORKER
+# Execution order within a run: the headline comparison first and close together (the seeded
+# row right after the empty one it is compared with; run 1 seeds it, and seeding ends with a
+# CHECKPOINT, so its writes are done before the next step), the tuned rows last.
+ROWS = {
+    "pynenc-django-postgresql": _pynenc("pynenc-django-postgresql", ("postgresql",)),
+    "pynenc-django-postgresql-seeded": _pynenc(
+        "pynenc-django-postgresql", ("postgresql",), seeded=True
     ),
-    "procrastinate": System("bench.peers.procrastinate_bench", ("postgresql",)),
-    "django-tasks-db": System(
-        "bench.peers.django_tasks_db_bench", ("postgresql",), extra=DJANGO_WORKER
+    "celery-redis": Row("celery-redis", "bench.peers.celery_bench", servers=("redis",)),
+    "procrastinate": Row(
+        "procrastinate", "bench.peers.procrastinate_bench", servers=("postgresql",)
     ),
-    "celery-redis": System("bench.peers.celery_bench", ("redis",)),
-    "pynenc-django-postgresql": System(
-        "bench.throughput", ("postgresql",), takes_system=True, million=True, extra=DJANGO_WORKER
+    "django-tasks-db": Row(
+        "django-tasks-db", "bench.peers.django_tasks_db_bench", servers=("postgresql",)
     ),
+    "pynenc-django-mariadb": _pynenc("pynenc-django-mariadb", ("mariadb",)),
+    "pynenc-django-sqlite": _pynenc("pynenc-django-sqlite", ()),
+    "pynenc-sqlite": _pynenc("pynenc-sqlite", ()),
+    "pynenc-django-postgresql-tuned": _pynenc(
+        "pynenc-django-postgresql", ("postgresql",), tuned=True, scaling=True
+    ),
+    "django-tasks-db-tuned": Row(
+        "django-tasks-db",
+        "bench.peers.django_tasks_db_bench",
+        ("--tuned",),
+        ("postgresql",),
+        tuned=True,
+    ),
+    "pynenc-django-mariadb-tuned": _pynenc("pynenc-django-mariadb", ("mariadb",), tuned=True),
+    "pynenc-django-sqlite-tuned": _pynenc("pynenc-django-sqlite", (), tuned=True),
 }
-assert set(SYSTEMS) == set(report.SYSTEM_ORDER)
+SYSTEMS = tuple(dict.fromkeys(r.system for r in ROWS.values()))
+assert set(ROWS) == set(report.SYSTEM_ORDER)
 
 
 def log(message: str) -> None:
@@ -149,8 +185,9 @@ def reachable(server: Server) -> bool:
         return False
 
 
-def server_version(key: str, server: Server) -> str:
-    """The server's own version string, asked over the default (passwordless) account."""
+def server_info(key: str, server: Server) -> dict[str, Any]:
+    """The server's version and the settings that bound a queue's speed (durability of a
+    commit, buffer size, vacuum), asked over the default (passwordless) account."""
     try:
         if key == "postgresql":
             import psycopg
@@ -163,12 +200,9 @@ def server_version(key: str, server: Server) -> str:
                 connect_timeout=5,
             ) as conn:
                 version = conn.execute("SHOW server_version").fetchone()[0]
-                # What bounds a queue's throughput and what its tables become over a run.
-                settings = ", ".join(
-                    f"{name} {conn.execute(f'SHOW {name}').fetchone()[0]}"
-                    for name in ("fsync", "synchronous_commit", "autovacuum")
-                )
-                return f"PostgreSQL {version} ({settings})"
+                names = ("fsync", "synchronous_commit", "autovacuum", "shared_buffers")
+                settings = {n: conn.execute(f"SHOW {n}").fetchone()[0] for n in names}
+                return {"version": f"PostgreSQL {version}", "settings": settings}
         if key == "mariadb":
             import MySQLdb
 
@@ -177,9 +211,18 @@ def server_version(key: str, server: Server) -> str:
             )
             try:
                 cursor = conn.cursor()
-                cursor.execute("SELECT VERSION(), @@innodb_flush_log_at_trx_commit")
-                version, flush = cursor.fetchone()
-                return f"MariaDB {version} (innodb_flush_log_at_trx_commit {flush})"
+                cursor.execute(
+                    "SELECT VERSION(), @@innodb_flush_log_at_trx_commit, @@sync_binlog, "
+                    "@@log_bin, @@innodb_buffer_pool_size"
+                )
+                version, flush, sync_binlog, log_bin, pool = cursor.fetchone()
+                settings = {
+                    "innodb_flush_log_at_trx_commit": flush,
+                    "log_bin": log_bin,
+                    "sync_binlog": sync_binlog,
+                    "innodb_buffer_pool_size": f"{int(pool) // 2**20} MB",
+                }
+                return {"version": f"MariaDB {version}", "settings": settings}
             finally:
                 conn.close()
         if key == "redis":
@@ -187,12 +230,18 @@ def server_version(key: str, server: Server) -> str:
 
             client = redis.Redis(host=server.host, port=server.port, socket_timeout=5)
             try:
-                return f"Redis {client.info('server')['redis_version']}"
+                settings = {}
+                for name in ("appendonly", "appendfsync", "save"):
+                    with contextlib.suppress(redis.RedisError):
+                        settings[name] = client.config_get(name).get(name, "?") or '""'
+                version = client.info("server")["redis_version"]
+                return {"version": f"Redis {version}", "settings": settings}
             finally:
                 client.close()
-    except Exception as exc:  # a version is context: report the error, don't stop
-        return f"unknown ({type(exc).__name__}: {str(exc).strip().splitlines()[0][:100]})"
-    return "unknown"
+    except Exception as exc:  # context: report the error, don't stop
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:100]
+        return {"version": f"unknown ({type(exc).__name__}: {first})"}
+    return {"version": "unknown"}
 
 
 def check_servers() -> dict[str, dict[str, Any]]:
@@ -204,8 +253,9 @@ def check_servers() -> dict[str, dict[str, Any]]:
         address = f"{server.host}:{server.port}"
         out[key] = {"reachable": up, "address": address}
         if up:
-            out[key]["version"] = server_version(key, server)
-            log(f"{server.name} at {address}: {out[key]['version']}")
+            out[key].update(server_info(key, server))
+            settings = ", ".join(f"{k} {v}" for k, v in out[key].get("settings", {}).items())
+            log(f"{server.name} at {address}: {out[key]['version']} ({settings})")
         else:
             log(f"{server.name} is NOT reachable at {address}")
     return out
@@ -248,7 +298,7 @@ def ram() -> str:
     return "–"
 
 
-# ---------------------------------------------------------------------------- one system
+# ---------------------------------------------------------------------------- one step
 
 
 def size(args: argparse.Namespace, key: str) -> Any:
@@ -256,32 +306,48 @@ def size(args: argparse.Namespace, key: str) -> Any:
     return DEFAULT_SIZES[key] if value is None else value
 
 
-def command(name: str, args: argparse.Namespace, out: Path) -> list[str]:
-    spec = SYSTEMS[name]
-    cmd = [sys.executable, "-m", spec.module]
-    if spec.takes_system:
-        cmd += ["--system", name]
+def command(name: str, args: argparse.Namespace, run: int, last: bool, out: Path) -> list[str]:
+    row = ROWS[name]
+    cmd = [sys.executable, "-m", row.module, *row.options, "--run-index", str(run)]
     for flag, key in SIZES.items():
         # With --quick, each script picks its own quick sizes unless one was given.
-        if getattr(args, key) is not None or not args.quick:
-            cmd += [flag, str(size(args, key))]
-    cmd += [*spec.extra, "--out", str(out)]
-    if spec.million and not args.no_million:
-        cmd.append("--million")
+        value = getattr(args, key)
+        if key == "workers" and row.scaling and args.scaling_workers:
+            value = scaled(args)  # end to end only: the other phases run at W=2
+        elif value is None and not args.quick:
+            value = DEFAULT_SIZES[key]
+        if value is not None:
+            cmd += [flag, str(value)]
+    if row.seeded:
+        cmd += ["--seed-rows", str(seed_rows(args))]
+        if last and not args.keep_seeded:
+            cmd.append("--drop-seeded")
     if args.quick:
         cmd.append("--quick")
-    return cmd
+    return [*cmd, "--out", str(out)]
 
 
-def default_timeout(name: str, args: argparse.Namespace) -> float:
-    """Generous: 10 minutes, plus every task at 5 tasks/s, plus 1 s per latency call; the
-    1M seeding adds an hour. A hung script must not hold the run forever, a slow one must
-    not lose its measurement."""
-    workers = len(str(size(args, "workers")).split(","))
-    runs, tasks = size(args, "runs"), size(args, "tasks")
-    seconds = 600 + runs * (workers * tasks / 5 + size(args, "latency_calls"))
-    if SYSTEMS[name].million and not args.no_million:
-        seconds += 3600
+def scaled(args: argparse.Namespace) -> str:
+    counts = {int(w) for w in str(size(args, "workers")).split(",")}
+    counts |= {int(w) for w in str(args.scaling_workers).split(",") if w.strip()}
+    return ",".join(str(w) for w in sorted(counts))
+
+
+def seed_rows(args: argparse.Namespace) -> int:
+    if args.seed_rows is not None:
+        return int(args.seed_rows)
+    return SEED_ROWS_QUICK if args.quick else SEED_ROWS
+
+
+def default_timeout(name: str, args: argparse.Namespace, run: int) -> float:
+    """Generous: 10 minutes, plus every task at 5 tasks/s per measurement, plus 2 s per
+    latency call; seeding (run 1 of the seeded row) adds 10 minutes per million. A hung
+    step must not hold the run forever, a slow one must not lose its measurement."""
+    tasks = int(size(args, "tasks"))
+    workers = len(scaled(args).split(",")) if ROWS[name].scaling else 1
+    seconds = 600 + 2 * workers * tasks / 5 + 2 * tasks / 5 + 2 * int(size(args, "latency_calls"))
+    if ROWS[name].seeded:
+        seconds += 600 * max(1.0, seed_rows(args) / 1e6)
     return seconds
 
 
@@ -320,19 +386,23 @@ def kill_tree(proc: subprocess.Popen) -> None:
         proc.wait(10)
 
 
-def run_system(name: str, args: argparse.Namespace, raw_dir: Path) -> dict[str, Any]:
-    """Run one script; what happened, for the manifest (KeyboardInterrupt propagates)."""
-    out = raw_dir / f"{name}.json"
+def run_step(
+    name: str, run: int, last: bool, args: argparse.Namespace, raw_dir: Path
+) -> dict[str, Any]:
+    """Run one row's script for one run; what happened, for the manifest (KeyboardInterrupt
+    propagates)."""
+    stem = f"{name}.run{run}"
+    out = raw_dir / f"{stem}.json"
     out.unlink(missing_ok=True)
-    cmd = command(name, args, out)
-    timeout = args.timeout or default_timeout(name, args)
-    log_path = raw_dir / f"{name}.log"
+    cmd = command(name, args, run, last, out)
+    timeout = args.timeout or default_timeout(name, args, run)
+    log_path = raw_dir / f"{stem}.log"
     entry: dict[str, Any] = {
         "command": shlex.join([Path(cmd[0]).name, *cmd[1:]]),
         "log": log_path.name,
         "timeout": timeout,
     }
-    log(f"{name}: {entry['command']} (timeout {timeout:.0f} s)")
+    log(f"{name} run {run}: {entry['command']} (timeout {timeout:.0f} s)")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     tail: collections.deque[str] = collections.deque(maxlen=25)
     lock = threading.Lock()
@@ -350,7 +420,7 @@ def run_system(name: str, args: argparse.Namespace, raw_dir: Path) -> dict[str, 
             bufsize=1,
             start_new_session=True,
         )
-        prefix = f"  {name} | "
+        prefix = f"  {name} #{run} | "
         pumps = [
             threading.Thread(target=pump, args=(s, sink, prefix, tail, lock), daemon=True)
             for s in (proc.stdout, proc.stderr)
@@ -360,11 +430,11 @@ def run_system(name: str, args: argparse.Namespace, raw_dir: Path) -> dict[str, 
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            log(f"{name}: timed out after {timeout:.0f} s, stopping it")
+            log(f"{name} run {run}: timed out after {timeout:.0f} s, stopping it")
             kill_tree(proc)
             entry.update(status="timeout", reason=f"timed out after {timeout:.0f} s")
         except KeyboardInterrupt:
-            log(f"{name}: interrupted, stopping it")
+            log(f"{name} run {run}: interrupted, stopping it")
             kill_tree(proc)
             entry.update(status="interrupted", reason="interrupted (Ctrl-C)")
             raise
@@ -387,9 +457,8 @@ def run_system(name: str, args: argparse.Namespace, raw_dir: Path) -> dict[str, 
         entry.update(status="failed", reason=problem, error="\n".join(tail))
     else:
         entry["status"] = "ok"
-    log(
-        f"{name}: {entry['status']}{' (' + entry['reason'] + ')' if entry.get('reason') else ''}, {entry['seconds']:.0f} s"
-    )
+    reason = f" ({entry['reason']})" if entry.get("reason") else ""
+    log(f"{name} run {run}: {entry['status']}{reason}, {entry['seconds']:.0f} s")
     return entry
 
 
@@ -410,6 +479,23 @@ def check_output(name: str, out: Path) -> str | None:
     if payload.get("system") != name:
         return f"{out.name} says system {payload.get('system')!r}, expected {name!r}"
     return None
+
+
+def drop_seeded() -> None:
+    """The seeded database, whatever happened (it is large)."""
+    with contextlib.suppress(Exception):
+        import psycopg
+
+        server = SERVERS["postgresql"]
+        with psycopg.connect(
+            host=server.host,
+            port=server.port,
+            user="postgres",
+            dbname="postgres",
+            autocommit=True,
+            connect_timeout=5,
+        ) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{SEEDED_DB}" WITH (FORCE)')
 
 
 # ---------------------------------------------------------------------------- the run
@@ -436,8 +522,24 @@ def write_manifest(raw_dir: Path, manifest: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+def row_status(steps: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A row over its runs: ok when every run is; else the first failure's reason."""
+    bad = {k: v for k, v in steps.items() if v.get("status") != "ok"}
+    if not bad:
+        return {"status": "ok", "runs": steps}
+    run, first = next(iter(bad.items()))
+    status = first.get("status", "failed")
+    reason = f"run {run}: {first.get('reason', status)}"
+    if len(bad) < len(steps):
+        status = "partly failed"
+    out = {"status": status, "reason": reason, "runs": steps}
+    if first.get("error"):
+        out["error"] = first["error"]
+    return out
+
+
 def measure(args: argparse.Namespace, argv: list[str]) -> tuple[Path, dict[str, Any], bool]:
-    """Run every selected system; the raw directory, the manifest, and whether interrupted."""
+    """Run every selected row, run by run; the raw directory, the manifest, interrupted?"""
     started = dt.datetime.now()
     t0 = time.monotonic()
     date = started.date().isoformat()
@@ -446,42 +548,56 @@ def measure(args: argparse.Namespace, argv: list[str]) -> tuple[Path, dict[str, 
     archive_earlier(raw_dir)
     log(f"raw results in {raw_dir}")
     servers = check_servers()
+    runs = int(size(args, "runs"))
     manifest: dict[str, Any] = {
         "date": date,
         "started": started.isoformat(timespec="seconds"),
         "command": shlex.join(["python", "-m", "bench.bench", *argv]),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+        "runs": runs,
+        "seed_rows": seed_rows(args) if not args.no_seeded else None,
         "machine": machine_info(),
         "servers": servers,
         "systems": {},
     }
-    selected = [s for s in SYSTEMS if s in args.systems]
+    selected = args.rows
+    steps: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in selected}
     for name in selected:
-        down = [k for k in SYSTEMS[name].servers if not servers[k]["reachable"]]
+        down = [k for k in ROWS[name].servers if not servers[k]["reachable"]]
         if down:
             reason = ", ".join(
                 f"{SERVERS[k].name} unreachable at {servers[k]['address']}" for k in down
             )
             manifest["systems"][name] = {"status": "skipped", "reason": reason}
             log(f"{name}: SKIPPED, {reason}")
+    todo = [n for n in selected if n not in manifest["systems"]]
     write_manifest(raw_dir, manifest)
     interrupted = False
-    for name in selected:
-        if name in manifest["systems"]:
-            continue
-        try:
-            manifest["systems"][name] = run_system(name, args, raw_dir)
-        except KeyboardInterrupt:
-            manifest["systems"][name] = {"status": "interrupted", "reason": "interrupted (Ctrl-C)"}
-            for rest in selected[selected.index(name) + 1 :]:
-                manifest["systems"].setdefault(
-                    rest, {"status": "not run", "reason": "run interrupted"}
+    try:
+        for run in range(1, runs + 1):
+            log(f"==== run {run} of {runs}: {', '.join(todo)}")
+            for name in todo:
+                seeding_failed = ROWS[name].seeded and any(
+                    v.get("status") != "ok" for v in steps[name].values()
                 )
-            interrupted = True
-            break
-        finally:
-            manifest["wall_seconds"] = time.monotonic() - t0
-            write_manifest(raw_dir, manifest)
+                if seeding_failed:  # do not seed again and again
+                    steps[name][str(run)] = {"status": "not run", "reason": "an earlier run failed"}
+                    continue
+                try:
+                    steps[name][str(run)] = run_step(name, run, run == runs, args, raw_dir)
+                finally:
+                    manifest["systems"][name] = row_status(steps[name])
+                    manifest["wall_seconds"] = time.monotonic() - t0
+                    write_manifest(raw_dir, manifest)
+    except KeyboardInterrupt:
+        interrupted = True
+        for name in todo:
+            entry = manifest["systems"].setdefault(name, {"status": "not run"})
+            if entry.get("status") == "ok" or "runs" not in entry:
+                entry.update(status="interrupted", reason="run interrupted")
+    finally:
+        if any(ROWS[n].seeded for n in todo) and not args.keep_seeded:
+            drop_seeded()
     manifest["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     manifest["wall_seconds"] = time.monotonic() - t0
     write_manifest(raw_dir, manifest)
@@ -496,26 +612,57 @@ def report_date(raw_dir: Path) -> str:
     return dt.date.today().isoformat()
 
 
+def select_rows(names: list[str], args: argparse.Namespace) -> list[str]:
+    """Rows in execution order: a system name selects its rows, a row name that row."""
+    wanted = set()
+    for name in names:
+        if name in ROWS and name not in SYSTEMS:
+            wanted.add(name)
+            continue
+        for row, spec in ROWS.items():
+            skipped = (spec.tuned and args.no_tuned) or (spec.seeded and args.no_seeded)
+            if spec.system == name and not skipped:
+                wanted.add(row)
+    return [row for row in ROWS if row in wanted]
+
+
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "--systems", default=",".join(report.SYSTEM_ORDER), help="comma list (default: all)"
+        "--systems",
+        default=",".join(SYSTEMS),
+        help=f"comma list of systems ({', '.join(SYSTEMS)}) or rows (default: all)",
     )
-    parser.add_argument("--runs", type=int, help="default 3")
-    parser.add_argument("--tasks", type=int, help="default 2000")
-    parser.add_argument("--workers", help="worker counts, comma list (default 1,2,4)")
+    parser.add_argument("--runs", type=int, help="default 3 (interleaved)")
+    parser.add_argument("--tasks", type=int, help="N per measurement, default 2000")
+    parser.add_argument("--workers", help="worker counts of every row, default 2")
+    parser.add_argument(
+        "--scaling-workers",
+        help=f"also for pynenc-django-postgresql-tuned (default {SCALING_WORKERS}; "
+        "none with --quick; '' for none)",
+    )
     parser.add_argument("--latency-calls", type=int, help="default 50")
+    parser.add_argument("--lifecycle-calls", type=int, help="default 200")
+    parser.add_argument(
+        "--seed-rows",
+        type=int,
+        help=f"finished invocations of the seeded row (default {SEED_ROWS:,}; quick "
+        f"{SEED_ROWS_QUICK:,})",
+    )
     parser.add_argument(
         "--quick",
         action="store_true",
         help="passed to every script, with only the sizes given here: each has its quick sizes",
     )
-    parser.add_argument("--no-million", action="store_true", help="skip the 1M-invocation run")
+    parser.add_argument("--no-tuned", action="store_true", help="skip the -tuned rows")
+    parser.add_argument("--no-seeded", action="store_true", help="skip the seeded row")
+    parser.add_argument("--no-million", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument(
-        "--timeout", type=float, help="seconds per system (default: from the sizes)"
+        "--keep-seeded", action="store_true", help=f"do not drop {SEEDED_DB} at the end"
     )
+    parser.add_argument("--timeout", type=float, help="seconds per step (default: from the sizes)")
     parser.add_argument("--raw-dir", type=Path, help="default: bench/results/raw/<date>/")
     parser.add_argument(
         "--out-dir", type=Path, default=RESULTS_DIR, help="<date>.md and <date>/*.png go here"
@@ -524,16 +671,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         "--report-only", type=Path, metavar="RAW_DIR", help="render from existing JSON"
     )
     args = parser.parse_args(argv)
-    args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
-    if unknown := sorted(set(args.systems) - set(SYSTEMS)):
+    args.no_seeded = args.no_seeded or args.no_million
+    if args.scaling_workers is None:
+        args.scaling_workers = "" if args.quick else SCALING_WORKERS
+    names = [s.strip() for s in args.systems.split(",") if s.strip()]
+    if unknown := sorted(set(names) - set(SYSTEMS) - set(ROWS)):
         parser.error(
-            f"unknown system(s): {', '.join(unknown)}; known: {', '.join(report.SYSTEM_ORDER)}"
+            f"unknown system(s): {', '.join(unknown)}; known: {', '.join(SYSTEMS)} "
+            f"(or a row: {', '.join(r for r in ROWS if r not in SYSTEMS)})"
         )
+    args.rows = select_rows(names, args)
     try:
         counts = [int(w) for w in str(size(args, "workers")).split(",")]
+        [int(w) for w in str(args.scaling_workers).split(",") if w.strip()]
     except ValueError:
-        parser.error(f"--workers: comma-separated integers, not {args.workers!r}")
-    if report.HEADLINE_WORKERS not in counts and not (args.quick and args.workers is None):
+        parser.error("--workers, --scaling-workers: comma-separated integers")
+    if report.HEADLINE_WORKERS not in counts:
         log(f"warning: --workers lacks {report.HEADLINE_WORKERS}; the budgets need it")
     if args.raw_dir and args.raw_dir.resolve().is_relative_to(FIXTURE_DIR):
         parser.error("--raw-dir must not be the fixture directory")

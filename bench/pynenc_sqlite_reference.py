@@ -15,7 +15,9 @@ file as ``__mp_main__`` before it unpickles its target, so the module-level
 ``install_sqlite_tracing()`` below patches ``sqlite3.connect`` in the parent, in every
 worker and in pynenc's ``multiprocessing.Manager`` process (which opens no connection).
 Each traced connection counts every statement SQLite runs
-(``sqlite3.Connection.set_trace_callback``), see ``bench/benchapp/counting.py``.
+(``sqlite3.Connection.set_trace_callback``), see ``bench/benchapp/counting.py`` and, for
+``make bench``, ``bench/wirecount.py``; ``bench/ready.py`` marks each process ready at its
+first connection.
 """
 
 import argparse
@@ -26,9 +28,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 
+from bench import ready, wirecount  # noqa: E402
 from bench.benchapp.counting import install_sqlite_tracing  # noqa: E402
 
+# Each a no-op unless its variable is set: PYNENC_BENCH_COUNT_DIR (runner_idle_wake.py),
+# BENCH_WIRE_COUNT_DIR (make bench's counting phase), BENCH_READY_DIR (its readiness; after
+# wirecount, whose sqlite3.connect it wraps and puts back).
 install_sqlite_tracing()
+wirecount.install_from_env()
+ready.install_sqlite()
 
 
 def main() -> None:

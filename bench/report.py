@@ -1,11 +1,11 @@
 """Aggregate the raw JSON of a ``make bench`` run into ``bench/results/<date>.md`` and plots.
 
-``render(raw_dir, out_md, png_dir)`` reads every ``<system>.json`` the measurement scripts
-wrote (``bench.throughput``, ``bench.peers.*``) and the driver's ``_run.json`` (machine,
-servers, which system failed or was skipped and why). Every figure is the median over the
-runs, with the minimum and maximum; budgets compare medians. Anything missing (a system
-that failed, a key a script does not measure) is shown as such rather than guessed, and a
-budget without its data counts as not met.
+``render(raw_dir, out_md, png_dir)`` reads every ``<row>.run<k>.json`` the measurement
+scripts wrote (``bench.throughput``, ``bench.peers.*``; one file may also hold several runs)
+and the driver's ``_run.json`` (machine, servers and their settings, which step failed or was
+skipped and why). Every figure is the median over the runs, with the minimum and maximum;
+budgets compare medians. Anything missing (a step that failed, a figure a system does not
+have) is shown as such rather than guessed, and a budget without its data counts as not met.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import math
 import os
 import statistics
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,40 +24,54 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.runner_idle_wake import percentile  # noqa: E402  (linear interpolation)
+from bench.harness import percentile  # noqa: E402  (linear interpolation)
 
 MANIFEST = "_run.json"
 HEADLINE_WORKERS = 2
-# Report order: the subject first, then the reference, then the peers.
+# Report order: pynenc-django per database (defaults, then tuned), the reference, the peers.
 SYSTEM_ORDER = (
     "pynenc-django-postgresql",
+    "pynenc-django-postgresql-tuned",
     "pynenc-django-mariadb",
+    "pynenc-django-mariadb-tuned",
     "pynenc-django-sqlite",
+    "pynenc-django-sqlite-tuned",
     "pynenc-sqlite",
+    "celery-redis",
     "procrastinate",
     "django-tasks-db",
-    "celery-redis",
+    "django-tasks-db-tuned",
+    "pynenc-django-postgresql-seeded",
 )
 DJANGO_SYSTEMS = ("pynenc-django-postgresql", "pynenc-django-mariadb", "pynenc-django-sqlite")
 HEADLINE = "pynenc-django-postgresql"
+SEEDED = "pynenc-django-postgresql-seeded"
+CELERY = "celery-redis"
+PROCRASTINATE = "procrastinate"
 REFERENCE = "pynenc-sqlite"
-PEER = "procrastinate"
 MAX_STATEMENTS_PER_LIFECYCLE = 15.0
 MAX_IDLE_STATEMENTS_PER_S = 5.0
-MIN_VS_REFERENCE = 4.0
-MIN_1M_RATIO = 0.9
-PLOTS = ("throughput_w2.png", "throughput_workers.png", "latency.png", "throughput_1m.png")
-COLOURS = {"pynenc-django": "#1f77b4", "pynenc-reference": "#ff9f40", "peer": "#9a9a9a"}
-# One colour per system across the line plots: pynenc-django in blues.
+MIN_SEEDED_RATIO = 0.9
+MODES = ("single", "batch")
+PLOTS = ("throughput_w2.png", "throughput_workers.png", "latency.png", "throughput_seeded.png")
+COLOURS = {"single": "#1f77b4", "batch": "#ff9f40"}
 SYSTEM_COLOURS = {
     "pynenc-django-postgresql": "#08519c",
+    "pynenc-django-postgresql-tuned": "#08519c",
     "pynenc-django-mariadb": "#3182bd",
+    "pynenc-django-mariadb-tuned": "#3182bd",
     "pynenc-django-sqlite": "#6baed6",
+    "pynenc-django-sqlite-tuned": "#6baed6",
     "pynenc-sqlite": "#ff9f40",
     "procrastinate": "#7b4ea3",
     "django-tasks-db": "#2ca02c",
+    "django-tasks-db-tuned": "#2ca02c",
     "celery-redis": "#8c564b",
 }
+
+
+def is_tuned(system: str) -> bool:
+    return system.endswith("-tuned")
 
 
 # ---------------------------------------------------------------------------- aggregation
@@ -110,7 +124,7 @@ def by_workers(mapping: Any) -> dict[int, float]:
 
 @dataclass
 class Summary:
-    """One system's runs, aggregated."""
+    """One row's runs, aggregated."""
 
     system: str
     label: str
@@ -121,47 +135,69 @@ class Summary:
     notes: list[str]
     runs: int
     fake: bool
-    throughput: dict[int, Stat] = field(default_factory=dict)
-    throughput_1m: dict[int, Stat] = field(default_factory=dict)
-    ratio_1m: Stat | None = None  # per-run 1M/empty at HEADLINE_WORKERS
+    # per mode ("single", "batch"): {W: Stat}; and per run index: {W: value}
+    throughput: dict[str, dict[int, Stat]] = field(default_factory=dict)
+    per_run: dict[str, dict[int, dict[int, float]]] = field(default_factory=dict)
     submit_single: Stat | None = None
     submit_batch: Stat | None = None
     p50: Stat | None = None
     p99: Stat | None = None
     latency_samples: list[float] = field(default_factory=list)
     statements: Stat | None = None
-    queries: Stat | None = None
+    client_submit: Stat | None = None
+    workers_part: Stat | None = None
+    client_read: Stat | None = None
+    connections: Stat | None = None
     idle: Stat | None = None
+    idle_total: Stat | None = None
+    idle_connections: Stat | None = None
     breakdown: list[tuple[str, float]] = field(default_factory=list)
+    idle_breakdown: list[tuple[str, float]] = field(default_factory=list)
     breakdown_runs: int = 0
-    # MariaDB: the runner sharing no signal files with the client (as on another host).
-    across_p50: Stat | None = None
-    across_statements: Stat | None = None
+    seed_rows: int | None = None
+
+    def tp(self, mode: str, workers: int = HEADLINE_WORKERS) -> Stat | None:
+        return self.throughput.get(mode, {}).get(workers)
 
 
-def summarise(payload: dict[str, Any], name: str) -> Summary:
-    runs = [r for r in payload.get("runs") or [] if isinstance(r, dict)]
-    system = str(payload.get("system") or name)
+def median_breakdown(items: list[dict[str, Any]]) -> list[tuple[str, float]]:
+    """Median per statement over the runs that report one (absent = 0 in that run)."""
+    if not items:
+        return []
+    keys = {k for b in items for k in b}
+    medians = {k: statistics.median(as_float(b.get(k)) or 0.0 for b in items) for k in keys}
+    return sorted(medians.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def summarise(payloads: list[dict[str, Any]], name: str) -> Summary:
+    """One row from its files (one per run, or one holding several runs)."""
+    first = payloads[0]
+    runs = sorted(
+        (r for p in payloads for r in p.get("runs") or [] if isinstance(r, dict)),
+        key=lambda r: as_float(r.get("run")) or 0,
+    )
+    system = str(first.get("system") or name)
     summary = Summary(
         system=system,
-        label=str(payload.get("label") or system),
-        kind=str(payload.get("kind") or guess_kind(system)),
-        database=str(payload.get("database") or "–"),
-        versions=payload.get("versions") if isinstance(payload.get("versions"), dict) else {},
-        settings=payload.get("settings") if isinstance(payload.get("settings"), dict) else {},
-        notes=[str(n) for n in payload.get("notes") or []],
+        label=str(first.get("label") or system),
+        kind=str(first.get("kind") or "peer"),
+        database=str(first.get("database") or "–"),
+        versions=first.get("versions") if isinstance(first.get("versions"), dict) else {},
+        settings=first.get("settings") if isinstance(first.get("settings"), dict) else {},
+        notes=[str(n) for p in payloads for n in p.get("notes") or []],
         runs=len(runs),
-        fake=bool(payload.get("fixture")),
+        fake=any(bool(p.get("fixture")) for p in payloads),
     )
-    empty = [by_workers(r.get("throughput")) for r in runs]
-    full = [by_workers(r.get("throughput_1m")) for r in runs]
-    summary.throughput = workers_stats(empty)
-    summary.throughput_1m = workers_stats(full)
-    summary.ratio_1m = stat(
-        f[HEADLINE_WORKERS] / e[HEADLINE_WORKERS]
-        for e, f in zip(empty, full, strict=True)
-        if e.get(HEADLINE_WORKERS) and HEADLINE_WORKERS in f
-    )
+    for mode in MODES:
+        per_run = {
+            int(as_float(r.get("run")) or i): by_workers(r.get(f"throughput_{mode}"))
+            for i, r in enumerate(runs, 1)
+        }
+        summary.per_run[mode] = per_run
+        counts = sorted({w for values in per_run.values() for w in values})
+        summary.throughput[mode] = {
+            w: s for w in counts if (s := stat(v.get(w) for v in per_run.values()))
+        }
     summary.submit_single = stat(r.get("submit_single_per_s") for r in runs)
     summary.submit_batch = stat(r.get("submit_batch_per_s") for r in runs)
     latencies = [samples(r.get("latency_ms")) for r in runs]
@@ -169,47 +205,28 @@ def summarise(payload: dict[str, Any], name: str) -> Summary:
     summary.p99 = stat(percentile(s, 99) for s in latencies if s)
     summary.latency_samples = [x for s in latencies for x in s]
     summary.statements = stat(r.get("statements_per_lifecycle") for r in runs)
-    summary.queries = stat(r.get("queries_per_lifecycle") for r in runs)
+    summary.client_submit = stat(r.get("client_submit_per_lifecycle") for r in runs)
+    summary.workers_part = stat(r.get("workers_per_lifecycle") for r in runs)
+    summary.client_read = stat(r.get("client_read_per_lifecycle") for r in runs)
+    summary.connections = stat(r.get("connections_per_lifecycle") for r in runs)
     summary.idle = stat(r.get("idle_statements_per_s") for r in runs)
-    across = [r["across_hosts"] for r in runs if isinstance(r.get("across_hosts"), dict)]
-    summary.across_p50 = stat(
-        percentile(s, 50) for s in (samples(a.get("latency_ms")) for a in across) if s
+    summary.idle_total = stat(r.get("idle_total_statements_per_s") for r in runs)
+    summary.idle_connections = stat(r.get("idle_connections_per_s") for r in runs)
+    breakdowns = [b for r in runs if isinstance(b := r.get("statement_breakdown"), dict)]
+    summary.breakdown = median_breakdown(breakdowns)
+    summary.breakdown_runs = len(breakdowns)
+    summary.idle_breakdown = median_breakdown(
+        [b for r in runs if isinstance(b := r.get("idle_breakdown"), dict)]
     )
-    summary.across_statements = stat(a.get("statements_per_lifecycle") for a in across)
-    breakdowns = [
-        r["statement_breakdown"] for r in runs if isinstance(r.get("statement_breakdown"), dict)
-    ]
-    if breakdowns:
-        # Median per statement over the runs that report a breakdown (absent = 0 in that run).
-        keys = {k for b in breakdowns for k in b}
-        medians = {
-            k: statistics.median(as_float(b.get(k)) or 0.0 for b in breakdowns) for k in keys
-        }
-        summary.breakdown = sorted(medians.items(), key=lambda kv: (-kv[1], kv[0]))
-        summary.breakdown_runs = len(breakdowns)
+    seeds = [as_float(r.get("seed_rows")) for r in runs]
+    summary.seed_rows = int(max(s for s in seeds if s)) if any(seeds) else None
     return summary
-
-
-def workers_stats(per_run: list[dict[int, float]]) -> dict[int, Stat]:
-    counts = sorted({w for run in per_run for w in run})
-    out = {}
-    for w in counts:
-        s = stat(run.get(w) for run in per_run)
-        if s is not None:
-            out[w] = s
-    return out
 
 
 def samples(value: Any) -> list[float]:
     if not isinstance(value, list):
         return []
     return [v for v in (as_float(x) for x in value) if v is not None]
-
-
-def guess_kind(system: str) -> str:
-    if system in DJANGO_SYSTEMS:
-        return "pynenc-django"
-    return "pynenc-reference" if system == REFERENCE else "peer"
 
 
 def system_key(system: str) -> tuple[int, str]:
@@ -233,10 +250,13 @@ class Loaded:
         entry = systems.get(system) if isinstance(systems, dict) else None
         return entry if isinstance(entry, dict) else {}
 
+    def rows(self, keep: Callable[[Summary], bool] = lambda s: True) -> list[Summary]:
+        return [s for s in self.summaries.values() if keep(s)]
+
 
 def load(raw_dir: Path) -> Loaded:
     """Every ``*.json`` in ``raw_dir`` (not its subdirectories, which hold earlier runs)."""
-    summaries: dict[str, Summary] = {}
+    grouped: dict[str, list[dict[str, Any]]] = {}
     unreadable: dict[str, str] = {}
     manifest: dict[str, Any] = {}
     for path in sorted(raw_dir.glob("*.json")):
@@ -248,10 +268,11 @@ def load(raw_dir: Path) -> Loaded:
         if path.name == MANIFEST:
             manifest = payload if isinstance(payload, dict) else {}
         elif isinstance(payload, dict) and "runs" in payload:
-            summary = summarise(payload, path.stem)
-            summaries[summary.system] = summary
+            name = str(payload.get("system") or path.name.split(".")[0])
+            grouped.setdefault(name, []).append(payload)
         else:
             unreadable[path.name] = "not a measurement (no `runs`)"
+    summaries = {name: summarise(p, name) for name, p in grouped.items()}
     ordered = dict(sorted(summaries.items(), key=lambda kv: system_key(kv[0])))
     return Loaded(ordered, manifest, unreadable)
 
@@ -315,6 +336,11 @@ def sql_cell(sql: str, limit: int = 120) -> str:
     return "`" + short.replace("`", "'").replace("|", "\\|") + "`"
 
 
+def row_name(s: Summary) -> str:
+    name = md_escape(s.label)
+    return f"**{name}**" if s.kind == "pynenc-django" and not is_tuned(s.system) else name
+
+
 # ---------------------------------------------------------------------------- budgets
 
 
@@ -333,7 +359,7 @@ class Budget:
 
 
 def absent(loaded: Loaded, system: str) -> str:
-    """Why a system has no data: failed, skipped (and why), or not part of the run."""
+    """Why a row has no data: failed, skipped (and why), or not part of the run."""
     status = loaded.status(system)
     if status.get("status"):
         reason = str(status.get("reason") or "").strip()
@@ -342,92 +368,126 @@ def absent(loaded: Loaded, system: str) -> str:
 
 
 def missing(loaded: Loaded, system: str, what: str) -> str:
-    """Why a figure is absent: the system has no data, or its data lacks the figure."""
+    """Why a figure is absent: the row has no data, or its data lacks the figure."""
     if system in loaded.summaries:
         return f"n/a ({system}: no {what} in its data)"
     return f"n/a ({absent(loaded, system)})"
 
 
-def w2(loaded: Loaded, system: str) -> Stat | None:
-    summary = loaded.summaries.get(system)
-    return summary.throughput.get(HEADLINE_WORKERS) if summary else None
+def compare(
+    loaded: Loaded,
+    name: str,
+    mine: tuple[str, Callable[[Summary], Stat | None], str],
+    theirs: tuple[str, Callable[[Summary], Stat | None], str],
+    higher_is_better: bool,
+    unit: str,
+) -> Budget:
+    """``mine`` vs ``theirs``, each (row, figure, what): a budget on their medians."""
+    target = "≥ 1×" if higher_is_better else "≤ 1×"
+    values = []
+    for system, figure, what in (mine, theirs):
+        summary = loaded.summaries.get(system)
+        value = figure(summary) if summary else None
+        if value is None:
+            return Budget(name, target, missing(loaded, system, what), False)
+        values.append(value.median)
+    a, b = values
+    met = a >= b if higher_is_better else a <= b
+    ratio = f": {a / b:.2f}×" if b else ""
+    return Budget(name, target, f"{num(a)} vs {num(b)} {unit}{ratio}", met)
 
 
 def budgets(loaded: Loaded) -> list[Budget]:
+    """Issue 19's budgets: PostgreSQL, W=2, every row at its defaults (the headline)."""
     out: list[Budget] = []
     w = f"W={HEADLINE_WORKERS}"
-    head, ref, peer = w2(loaded, HEADLINE), w2(loaded, REFERENCE), w2(loaded, PEER)
-    name = f"{HEADLINE} throughput ({w}) ≥ {MIN_VS_REFERENCE:g} × {REFERENCE}"
-    if head and ref:
-        ratio = head.median / ref.median
-        measured = f"{num(head.median)} vs {num(ref.median)} tasks/s: {ratio:.2f}×"
-        out.append(Budget(name, f"≥ {MIN_VS_REFERENCE:g}×", measured, ratio >= MIN_VS_REFERENCE))
-    else:
-        which = REFERENCE if head else HEADLINE
+    for mode in MODES:
         out.append(
-            Budget(
-                name,
-                f"≥ {MIN_VS_REFERENCE:g}×",
-                missing(loaded, which, f"throughput at {w}"),
-                False,
+            compare(
+                loaded,
+                f"{HEADLINE} end to end, {mode} submit ({w}) ≥ {CELERY} {mode}",
+                (HEADLINE, lambda s, m=mode: s.tp(m), f"{mode} throughput at {w}"),
+                (CELERY, lambda s, m=mode: s.tp(m), f"{mode} throughput at {w}"),
+                True,
+                "tasks/s",
             )
         )
-
-    name = f"{HEADLINE} throughput ({w}) ≥ {PEER}"
-    if head and peer:
-        ratio = head.median / peer.median
-        measured = f"{num(head.median)} vs {num(peer.median)} tasks/s: {ratio:.2f}×"
-        out.append(Budget(name, "≥ 1×", measured, ratio >= 1))
-    else:
-        which = PEER if head else HEADLINE
-        out.append(Budget(name, "≥ 1×", missing(loaded, which, f"throughput at {w}"), False))
-
-    name = f"{HEADLINE} latency p50 ≤ {PEER}"
-    mine = loaded.summaries.get(HEADLINE)
-    theirs = loaded.summaries.get(PEER)
-    if mine and mine.p50 and theirs and theirs.p50:
-        measured = f"{num(mine.p50.median)} vs {num(theirs.p50.median)} ms"
-        out.append(Budget(name, "≤ 1×", measured, mine.p50.median <= theirs.p50.median))
-    else:
-        which = PEER if mine and mine.p50 else HEADLINE
-        out.append(Budget(name, "≤ 1×", missing(loaded, which, "latency samples"), False))
-
+    out.append(
+        compare(
+            loaded,
+            f"{HEADLINE} round trip p50 ≤ {CELERY}",
+            (HEADLINE, lambda s: s.p50, "latency samples"),
+            (CELERY, lambda s: s.p50, "latency samples"),
+            False,
+            "ms",
+        )
+    )
+    out.append(
+        compare(
+            loaded,
+            f"{HEADLINE} batch submit rate ≥ {PROCRASTINATE} batch submit rate",
+            (HEADLINE, lambda s: s.submit_batch, "batch submit rate"),
+            (PROCRASTINATE, lambda s: s.submit_batch, "batch submit rate"),
+            True,
+            "submits/s",
+        )
+    )
+    sqlite = "pynenc-django-sqlite"
+    out.append(
+        compare(
+            loaded,
+            f"{sqlite} batch submit rate ≥ its single submit rate",
+            (sqlite, lambda s: s.submit_batch, "batch submit rate"),
+            (sqlite, lambda s: s.submit_single, "single submit rate"),
+            True,
+            "submits/s",
+        )
+    )
     for system in DJANGO_SYSTEMS:
         summary = loaded.summaries.get(system)
-        name = f"{system} statements per lifecycle" + (" (headline)" if system == HEADLINE else "")
+        name = f"{system} statements per lifecycle"
         target = f"≤ {MAX_STATEMENTS_PER_LIFECYCLE:g}"
         if summary and summary.statements:
             value = summary.statements.median
             out.append(Budget(name, target, num(value), value <= MAX_STATEMENTS_PER_LIFECYCLE))
         else:
-            out.append(
-                Budget(name, target, missing(loaded, system, "statements_per_lifecycle"), False)
-            )
-
+            out.append(Budget(name, target, missing(loaded, system, "statement counts"), False))
     for system in DJANGO_SYSTEMS:
         summary = loaded.summaries.get(system)
-        name = f"{system} idle statements/s, one worker"
+        name = f"{system} idle statements/s, busiest process"
         target = f"≤ {MAX_IDLE_STATEMENTS_PER_S:g}"
         if summary and summary.idle:
             value = summary.idle.median
             out.append(Budget(name, target, num(value), value <= MAX_IDLE_STATEMENTS_PER_S))
         else:
-            out.append(
-                Budget(name, target, missing(loaded, system, "idle_statements_per_s"), False)
-            )
-
-    name = f"{HEADLINE} throughput ({w}) with 1M finished invocations ≥ {MIN_1M_RATIO:.0%} of empty"
-    target = f"≥ {MIN_1M_RATIO:.0%}"
-    full = mine.throughput_1m.get(HEADLINE_WORKERS) if mine else None
-    if head and full:
-        ratio = full.median / head.median
-        measured = f"{num(full.median)} vs {num(head.median)} tasks/s: {ratio:.0%}"
-        out.append(Budget(name, target, measured, ratio >= MIN_1M_RATIO))
-    elif mine and (loaded.manifest.get("args") or {}).get("no_million"):
-        out.append(Budget(name, target, "n/a (not measured: --no-million)", False))
-    else:
-        out.append(Budget(name, target, missing(loaded, HEADLINE, f"throughput_1m at {w}"), False))
+            out.append(Budget(name, target, missing(loaded, system, "idle counts"), False))
+    seeded = loaded.summaries.get(SEEDED)
+    rows = seed_label(loaded)
+    for mode in MODES:
+        name = (
+            f"{HEADLINE} end to end ({mode}, {w}) with {rows} finished invocations "
+            f"≥ {MIN_SEEDED_RATIO:.0%} of empty"
+        )
+        target = f"≥ {MIN_SEEDED_RATIO:.0%}"
+        empty = loaded.summaries.get(HEADLINE)
+        full = seeded.tp(mode) if seeded else None
+        base = empty.tp(mode) if empty else None
+        if full and base:
+            ratio = full.median / base.median
+            measured = f"{num(full.median)} vs {num(base.median)} tasks/s: {ratio:.0%}"
+            out.append(Budget(name, target, measured, ratio >= MIN_SEEDED_RATIO))
+        elif (loaded.manifest.get("args") or {}).get("no_seeded"):
+            out.append(Budget(name, target, "n/a (not measured: --no-seeded)", False))
+        else:
+            which = HEADLINE if seeded and full else SEEDED
+            out.append(Budget(name, target, missing(loaded, which, f"{mode} throughput"), False))
     return out
+
+
+def seed_label(loaded: Loaded) -> str:
+    seeded = loaded.summaries.get(SEEDED)
+    rows = (seeded.seed_rows if seeded else None) or as_float(loaded.manifest.get("seed_rows"))
+    return f"{int(rows):,}" if rows else "the seeded"
 
 
 # ---------------------------------------------------------------------------- markdown
@@ -440,7 +500,7 @@ class Rendered:
     markdown: Path
     plots: list[Path]
     budgets: list[Budget]
-    problems: list[str]  # systems that failed or were skipped, unreadable files
+    problems: list[str]  # rows that failed or were skipped, unreadable files
 
     @property
     def failed_budgets(self) -> list[Budget]:
@@ -486,19 +546,21 @@ def markdown(
         raw_shown = str(raw_dir)
     ignored = " (git-ignored)" if raw_shown.startswith("bench/results/raw/") else ""
     met = sum(b.met for b in checks)
+    runs = manifest.get("runs") or max((s.runs for s in loaded.summaries.values()), default=0)
     lines += [
-        "Throughput, submit rate, latency and SQL cost of pynenc-django on SQLite, PostgreSQL and "
-        "MariaDB, against pynenc 0.4's own SQLite backend (the reference) and three peers, "
-        "all measured in one run on one machine. Every figure is the **median over the runs "
-        "(min–max)**. Budgets: "
-        f"**{met} of {len(checks)} met**.",
+        "pynenc-django on PostgreSQL, MariaDB and SQLite against pynenc 0.4's own SQLite backend "
+        "(the reference), Celery with Redis, procrastinate and django-tasks-db, all measured in "
+        f"one session on one machine, {runs} interleaved run(s) (run 1 of every system, then "
+        "run 2 of every system...). Every system runs the same synchronous `noop(i)` through "
+        "the same procedure (`bench/harness.py`); every figure is the **median over the runs "
+        f"(min–max)**. Budgets: **{met} of {len(checks)} met**.",
         "",
         "## How to reproduce",
         "",
         "```console",
         "make bench                                   # every system, 3 runs each",
         "make bench BENCH_ARGS='--quick --runs 1'     # a quick look",
-        ".venv/bin/python -m bench.bench --help       # --systems, --no-million, --report-only, ...",
+        ".venv/bin/python -m bench.bench --help       # --systems, --seed-rows, --report-only, ...",
         "```",
         "",
         f"Raw JSON of this run: `{raw_shown}/`{ignored}; "
@@ -507,21 +569,59 @@ def markdown(
     ]
     if command := manifest.get("command"):
         lines += [f"This run: `{command}`", ""]
+    lines += method_section(loaded)
     lines += machine_section(loaded)
     lines += run_section(loaded)
     lines += summary_section(loaded, links)
     lines += budget_section(checks)
+    lines += statements_section(loaded)
     lines += workers_section(loaded, links)
-    lines += million_section(loaded, links)
+    lines += seeded_section(loaded, links)
     lines += latency_section(loaded, links)
     lines += details_section(loaded)
     return "\n".join(lines).rstrip() + "\n"
 
 
+def method_section(loaded: Loaded) -> list[str]:
+    sizes = next(iter(loaded.summaries.values())).settings if loaded.summaries else {}
+    n = sizes.get("tasks", "N")
+    return [
+        "## What is measured",
+        "",
+        f"Per system and run, N = {fmt_setting(n)} calls of a trivial synchronous task "
+        "(`noop(i)` returns `i`), logging at WARNING, fresh store:",
+        "",
+        "- **End to end** (tasks/s), W worker processes up and idle: N single calls "
+        "(pynenc `noop(i)`, Celery `.delay`, procrastinate `.defer`, django-tasks `.enqueue`) "
+        "and the client reading every result, then, on the same workers, one batch of N "
+        "(pynenc `parallelize`, Celery `group(...).apply_async()`, procrastinate "
+        "`batch_defer`; django-tasks-db has none) and every result read. The clock stops "
+        "when the client has read the last result: pynenc `.result` of each / "
+        "`group.results`; Celery `AsyncResult.get()` of each / `GroupResult.get()`; "
+        "procrastinate and django-tasks-db, which have no blocking wait, one query every "
+        "10 ms reading the status (and result) rows of every job still pending.",
+        "- **Submit rate**, no worker running: the N single calls, then one batch of N.",
+        "- **Round trip**, W=2 idle: one call at a time after a 0.05–0.2 s gap, submit to "
+        "result read by the client (pynenc `.result`, Celery `.get()`; procrastinate and "
+        "django-tasks-db poll the one job every 1 ms).",
+        "- **Statements**, untimed (no process counts anything in the phases above): every "
+        "statement the client and every worker-side process send to the server "
+        "(`bench/wirecount.py`), transaction control included; per lifecycle over single "
+        "calls (submits, the workers, one read of each result; how a client waits is left "
+        "out), and idle per second over a window with nothing submitted.",
+        "",
+        "Django-based systems run with Django's defaults (`CONN_MAX_AGE` 0, what a project "
+        "gets; **the headline**) and `-tuned` (`CONN_MAX_AGE` 60, `CONN_HEALTH_CHECKS` on); "
+        "Celery with its defaults (prefork, Redis broker and result backend); procrastinate "
+        "with its defaults (listen/notify). See `bench/README.md`.",
+        "",
+    ]
+
+
 def machine_section(loaded: Loaded) -> list[str]:
     manifest = loaded.manifest
     machine = manifest.get("machine") or {}
-    lines = ["## Machine", ""]
+    lines = ["## Machine and servers", ""]
     if not machine:
         return [*lines, "Not recorded (no `_run.json` in the raw directory).", ""]
     rows = [
@@ -542,6 +642,8 @@ def machine_section(loaded: Loaded) -> list[str]:
             value = info.get("version") or "–"
             if info.get("address"):
                 value += f" at {info['address']}"
+            if isinstance(settings := info.get("settings"), dict) and settings:
+                value += ": " + ", ".join(f"{k} = {v}" for k, v in settings.items())
             if info.get("reachable") is False:
                 value = f"**unreachable** at {info.get('address', '?')}"
             rows.append((name, value))
@@ -556,8 +658,10 @@ def machine_section(loaded: Loaded) -> list[str]:
     lines += [f"| {k} | {md_escape(str(v))} |" for k, v in rows]
     lines += [
         "",
-        "The machine has few cores and other test suites may share it and the database servers: "
-        "expect noise between runs, and compare runs made on the same machine.",
+        "The client, the workers and the servers share the machine's cores; other test suites "
+        "may share it and the servers too: expect noise between runs, and compare figures of "
+        "the same run. Every database is created fresh for a measurement and nothing vacuums "
+        "it meanwhile (the servers' settings above apply to every system alike).",
         "",
     ]
     return lines
@@ -567,19 +671,19 @@ def run_section(loaded: Loaded) -> list[str]:
     systems = loaded.manifest.get("systems") or {}
     if not systems and not loaded.unreadable:
         return []
-    lines = ["## Systems run", ""]
+    lines = ["## Rows run", ""]
     if systems:
-        lines += ["| system | status | wall time | exit code |", "|---|---|---|---|"]
+        lines += ["| row | status | runs | wall time (all runs) |", "|---|---|---|---|"]
         for system, entry in sorted(systems.items(), key=lambda kv: system_key(kv[0])):
             entry = entry if isinstance(entry, dict) else {}
             status = str(entry.get("status", "?"))
             shown = status if status == "ok" else f"**{status}**"
             if entry.get("reason"):
                 shown += f": {md_escape(str(entry['reason']))}"
-            code = entry.get("returncode")
-            lines.append(
-                f"| {system} | {shown} | {duration(entry.get('seconds'))} | {'–' if code is None else code} |"
-            )
+            steps = entry.get("runs") if isinstance(entry.get("runs"), dict) else {}
+            ok = sum(1 for s in steps.values() if isinstance(s, dict) and s.get("status") == "ok")
+            seconds = sum(as_float(s.get("seconds")) or 0 for s in steps.values())
+            lines.append(f"| {system} | {shown} | {ok} of {len(steps)} ok | {duration(seconds)} |")
         lines.append("")
     for system, entry in sorted(systems.items(), key=lambda kv: system_key(kv[0])):
         if isinstance(entry, dict) and entry.get("error"):
@@ -598,38 +702,47 @@ def run_section(loaded: Loaded) -> list[str]:
     return lines
 
 
-def summary_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
+def summary_table(rows: list[Summary]) -> list[str]:
     w = HEADLINE_WORKERS
     lines = [
-        "## Summary",
-        "",
-        f"| system | database | throughput W={w} (tasks/s) | submit single (/s) | submit batch (/s) "
-        "| latency p50 (ms) | latency p99 (ms) | statements / lifecycle | idle statements/s |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        f"| system | end to end, single (W={w}, tasks/s) | end to end, batch (W={w}, tasks/s) "
+        "| submit single (/s) | submit batch (/s) | round trip p50 (ms) | p99 (ms) "
+        "| statements / lifecycle | connections / lifecycle | idle statements/s (busiest process) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for s in loaded.summaries.values():
-        name = f"**{s.label}**" if s.kind == "pynenc-django" else s.label
+    for s in rows:
         lines.append(
-            f"| {md_escape(name)} | {md_escape(s.database)} | {cell(s.throughput.get(w))} "
+            f"| {row_name(s)} | {cell(s.tp('single'))} | {cell(s.tp('batch'))} "
             f"| {cell(s.submit_single)} | {cell(s.submit_batch)} | {cell(s.p50)} | {cell(s.p99)} "
-            f"| {cell(s.statements)} | {cell(s.idle)} |"
+            f"| {cell(s.statements)} | {cell(s.connections)} | {cell(s.idle)} |"
         )
+    return [*lines, ""]
+
+
+def summary_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
+    headline = loaded.rows(lambda s: not is_tuned(s.system) and s.system != SEEDED)
+    tuned = loaded.rows(lambda s: is_tuned(s.system))
+    lines = ["## Summary: every system with its defaults (the headline)", ""]
+    lines += summary_table(headline) if headline else ["No data.", ""]
+    lines += [
+        "– : the system has no such thing (django-tasks-db has no batch submit) or it was "
+        "not measured (see Rows run). Statements per lifecycle and idle statements/s: every "
+        "statement sent to the server, transaction control included, by the client and every "
+        "worker-side process (section Statements).",
+        "",
+    ]
+    if tuned:
+        lines += [
+            "## Django-based systems tuned: `CONN_MAX_AGE` 60, `CONN_HEALTH_CHECKS` on",
+            "",
+            *summary_table(tuned),
+        ]
     systems = loaded.manifest.get("systems") or {}
     gone = sorted((x for x in systems if x not in loaded.summaries), key=system_key)
-    lines += [
-        "",
-        f"Throughput: tasks per second with W={w} worker processes, from the first submit to the "
-        "last result. Latency: one call at a time, submit to result, per run p50 and p99 "
-        "(linear interpolation), then their median (min–max) over the runs. Statements per "
-        "lifecycle and idle statements/s: as the scripts count them (see each system's notes "
-        "below; pynenc's own SQLite backend counts every engine statement, `PRAGMA`s included). "
-        "– : not measured for that system.",
-        "",
-    ]
     if gone:
-        lines += ["Not in the table: " + "; ".join(absent(loaded, x) for x in gone) + ".", ""]
+        lines += ["Not in the tables: " + "; ".join(absent(loaded, x) for x in gone) + ".", ""]
     if "throughput_w2.png" in links:
-        lines += [f"![Throughput at W={w}]({links['throughput_w2.png']})", ""]
+        lines += [f"![End to end at W={HEADLINE_WORKERS}]({links['throughput_w2.png']})", ""]
     return lines
 
 
@@ -637,7 +750,8 @@ def budget_section(checks: list[Budget]) -> list[str]:
     lines = [
         "## Budgets",
         "",
-        "Medians of this run. A budget whose data is missing counts as not met.",
+        "Issue 19's, on the headline rows (each system's defaults), W=2, medians of this run. "
+        "A budget whose data is missing counts as not met.",
         "",
         "| # | budget | target | measured | verdict |",
         "|---:|---|---|---|---|",
@@ -649,87 +763,130 @@ def budget_section(checks: list[Budget]) -> list[str]:
     return [*lines, ""]
 
 
-def workers_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
-    counts = sorted({w for s in loaded.summaries.values() for w in s.throughput})
-    if not counts:
+def statements_section(loaded: Loaded) -> list[str]:
+    rows = loaded.rows(lambda s: s.statements is not None or s.idle is not None)
+    if not rows:
         return []
     lines = [
-        "## Throughput by worker count",
+        "## Statements",
+        "",
+        "Counted in a separate, untimed phase with W=2 (`bench/wirecount.py`, at the driver: "
+        "psycopg, mysqlclient, sqlite3, redis-py): every statement the client and every "
+        "worker-side process (pynenc's runner parent included, Celery's main process and pool "
+        "children) send to the server, `BEGIN`/`COMMIT`/`SAVEPOINT`, `SET autocommit`, "
+        "`PRAGMA`s, health checks (`SELECT 1`, psycopg_pool's empty query, MySQL's ping) and "
+        "the one-time `PREPARE` of a server-side prepared statement included; a Redis "
+        "command counts as one. New connections are counted apart (the driver's connect "
+        "call: handshake, authentication). Per lifecycle: the client's submits, everything "
+        "the workers sent meanwhile, and one read of each result (procrastinate: its "
+        "status), divided by the calls; the client's wait for them to finish is not counted "
+        "(it depends on how long they took, and how a system waits is measured by the round "
+        "trip). Idle: over a window with nothing submitted.",
+        "",
+        "| system | per lifecycle | client submit | workers | client read | connections "
+        "| idle: busiest process (/s) | idle: all worker processes (/s) | idle connections/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in rows:
+        lines.append(
+            f"| {row_name(s)} | {cell(s.statements)} | {cell(s.client_submit)} "
+            f"| {cell(s.workers_part)} | {cell(s.client_read)} | {cell(s.connections)} "
+            f"| {cell(s.idle)} | {cell(s.idle_total)} | {cell(s.idle_connections)} |"
+        )
+    return [*lines, ""]
+
+
+def workers_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
+    rows = loaded.rows(lambda s: any(len(s.throughput.get(m, {})) > 1 for m in MODES))
+    if not rows:
+        return []
+    counts = sorted({w for s in rows for m in MODES for w in s.throughput.get(m, {})})
+    lines = [
+        "## End to end by worker count",
         "",
         "Tasks per second, median (min–max) over the runs.",
         "",
-        "| system | " + " | ".join(f"W={w}" for w in counts) + " |",
-        "|---|" + "---:|" * len(counts),
+        "| system | submit | " + " | ".join(f"W={w}" for w in counts) + " |",
+        "|---|---|" + "---:|" * len(counts),
     ]
-    for s in loaded.summaries.values():
-        lines.append(
-            f"| {md_escape(s.label)} | "
-            + " | ".join(cell(s.throughput.get(w)) for w in counts)
-            + " |"
-        )
+    for s in rows:
+        for mode in MODES:
+            if s.throughput.get(mode):
+                lines.append(
+                    f"| {md_escape(s.label)} | {mode} | "
+                    + " | ".join(cell(s.tp(mode, w)) for w in counts)
+                    + " |"
+                )
     lines.append("")
     if "throughput_workers.png" in links:
-        lines += [f"![Throughput by worker count]({links['throughput_workers.png']})", ""]
+        lines += [f"![End to end by worker count]({links['throughput_workers.png']})", ""]
     return lines
 
 
-def million_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
-    lines = ["## With a million finished invocations", ""]
-    rows = []
-    for s in loaded.summaries.values():
-        for w, full in sorted(s.throughput_1m.items()):
-            empty = s.throughput.get(w)
-            ratio = f"{full.median / empty.median:.0%}" if empty else "–"
-            per_run = s.ratio_1m if w == HEADLINE_WORKERS else None
-            spread = f"{per_run.low:.0%}–{per_run.high:.0%}" if per_run and per_run.n > 1 else "–"
-            seeded = as_float(s.settings.get("million"))
-            rows.append(
-                f"| {md_escape(s.label)} | {num(seeded) if seeded else '–'} | {w} | {cell(empty)} | {cell(full)} | {ratio} | {spread} |"
-            )
-    if not rows:
-        reason = missing(loaded, HEADLINE, "throughput_1m")
-        if (loaded.manifest.get("args") or {}).get("no_million"):
-            reason = "n/a (not measured: --no-million)"
-        return [*lines, f"Not measured in this run: {reason}.", ""]
+def seeded_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
+    rows = seed_label(loaded)
+    lines = [f"## With {rows} finished invocations", ""]
+    seeded = loaded.summaries.get(SEEDED)
+    empty = loaded.summaries.get(HEADLINE)
+    if not seeded:
+        reason = absent(loaded, SEEDED)
+        if (loaded.manifest.get("args") or {}).get("no_seeded"):
+            reason = "not measured: --no-seeded"
+        return [*lines, f"Not measured in this run ({reason}).", ""]
     lines += [
-        "The same throughput measurement after seeding finished invocations into the same database: "
-        "does a full history slow the queue down?",
+        f"The headline end-to-end measurement (pynenc-django on PostgreSQL, Django's defaults, "
+        f"W={HEADLINE_WORKERS}) on a database seeded with {rows} finished invocations "
+        "(`manage.py pynenc_seed`, made final, `VACUUM ANALYZE`), measured right after the "
+        "empty one in every run. Per-run ratio: seeded / empty of the same run.",
         "",
-        "| system | seeded | W | empty (tasks/s) | seeded (tasks/s) | seeded / empty (medians) | per-run ratio (min–max) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-        *rows,
-        "",
+        "| submit | empty (tasks/s) | seeded (tasks/s) | seeded / empty (medians) "
+        "| per-run ratio (min–max) |",
+        "|---|---:|---:|---:|---:|",
     ]
-    if "throughput_1m.png" in links:
-        lines += [
-            f"![Throughput, empty vs 1M finished invocations]({links['throughput_1m.png']})",
-            "",
-        ]
+    for mode in MODES:
+        full = seeded.tp(mode)
+        base = empty.tp(mode) if empty else None
+        ratio = f"{full.median / base.median:.0%}" if full and base else "–"
+        per_run = []
+        if empty:
+            for run, values in seeded.per_run.get(mode, {}).items():
+                e = empty.per_run.get(mode, {}).get(run, {}).get(HEADLINE_WORKERS)
+                f = values.get(HEADLINE_WORKERS)
+                if e and f:
+                    per_run.append(f / e)
+        spread = f"{min(per_run):.0%}–{max(per_run):.0%}" if per_run else "–"
+        lines.append(f"| {mode} | {cell(base)} | {cell(full)} | {ratio} | {spread} |")
+    lines.append("")
+    if "throughput_seeded.png" in links:
+        lines += [f"![Empty vs seeded]({links['throughput_seeded.png']})", ""]
     return lines
 
 
 def latency_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
-    measured = [s for s in loaded.summaries.values() if s.latency_samples]
+    measured = loaded.rows(lambda s: bool(s.latency_samples))
     if not measured:
         return []
     lines = [
-        "## Latency",
+        "## Round trip",
         "",
         "| system | calls (all runs) | p50 (ms) | p99 (ms) | min (ms) | max (ms) |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for s in measured:
         lines.append(
-            f"| {md_escape(s.label)} | {len(s.latency_samples)} | {cell(s.p50)} | {cell(s.p99)} "
+            f"| {row_name(s)} | {len(s.latency_samples)} | {cell(s.p50)} | {cell(s.p99)} "
             f"| {num(min(s.latency_samples))} | {num(max(s.latency_samples))} |"
         )
     lines += [
         "",
-        "p50 and p99 per run, then median (min–max) over runs; min and max over every call.",
+        "p50 and p99 per run (linear interpolation), then median (min–max) over runs; min and "
+        "max over every call. procrastinate and django-tasks-db include up to 1 ms of the "
+        "client's polling; django-tasks-db's idle workers poll once a second (its default "
+        "`--interval`).",
         "",
     ]
     if "latency.png" in links:
-        lines += [f"![Latency distribution]({links['latency.png']})", ""]
+        lines += [f"![Round trip distribution]({links['latency.png']})", ""]
     return lines
 
 
@@ -738,31 +895,17 @@ def details_section(loaded: Loaded) -> list[str]:
     for s in loaded.summaries.values():
         lines += [f"### {md_escape(s.label)}", ""]
         rows: list[tuple[str, str]] = [
-            ("system", f"`{s.system}` ({s.kind})"),
+            ("row", f"`{s.system}` ({s.kind})"),
             ("database", s.database),
             ("runs", str(s.runs)),
         ]
         if s.versions:
             rows.append(("versions", ", ".join(f"{k} {v}" for k, v in s.versions.items())))
         if s.settings:
-            rows.append(
-                (
-                    "settings",
-                    ", ".join(
-                        f"{k}: {fmt_setting(v)}" for k, v in s.settings.items() if v is not None
-                    ),
-                )
+            shown = ", ".join(
+                f"{k}: {fmt_setting(v)}" for k, v in s.settings.items() if v is not None
             )
-        rows += [
-            ("statements / lifecycle", cell(s.statements)),
-            ("queries / lifecycle (no BEGIN/COMMIT/SAVEPOINT/PRAGMA)", cell(s.queries)),
-            ("idle statements/s, one worker", cell(s.idle)),
-        ]
-        if s.across_statements is not None:
-            rows += [
-                ("runner as on another host: round trip p50 (ms)", cell(s.across_p50)),
-                ("runner as on another host: statements / lifecycle", cell(s.across_statements)),
-            ]
+            rows.append(("settings", shown))
         lines += ["| | |", "|---|---|"]
         lines += [f"| {k} | {md_escape(v)} |" for k, v in rows]
         lines.append("")
@@ -770,20 +913,24 @@ def details_section(loaded: Loaded) -> list[str]:
             lines += ["Configuration and notes:", ""]
             lines += [f"- {' '.join(n.split())}" for n in s.notes]
             lines.append("")
-        if s.breakdown:
-            top = s.breakdown[:15]
-            rest = s.breakdown[15:]
+        for title, items, unit in (
+            ("Statements per lifecycle by statement", s.breakdown, "per lifecycle"),
+            ("Idle statements per second by statement", s.idle_breakdown, "per second"),
+        ):
+            if not items:
+                continue
+            top, rest = items[:15], items[15:]
             lines += [
-                f"Statements per lifecycle by statement (median over {s.breakdown_runs} run"
-                f"{'s' if s.breakdown_runs != 1 else ''}, top {len(top)}):",
+                f"{title} (median over the runs, top {len(top)}):",
                 "",
-                "| per lifecycle | statement |",
+                f"| {unit} | statement |",
                 "|---:|---|",
             ]
             lines += [f"| {num(n)} | {sql_cell(sql)} |" for sql, n in top]
             if rest:
                 lines.append(
-                    f"| {num(sum(n for _, n in rest))} | *{len(rest)} other statement{'s' if len(rest) != 1 else ''}* |"
+                    f"| {num(sum(n for _, n in rest))} | *{len(rest)} other statement"
+                    f"{'s' if len(rest) != 1 else ''}* |"
                 )
             lines.append("")
     return lines
@@ -806,7 +953,7 @@ def draw_plots(loaded: Loaded, png_dir: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     out = []
-    for draw in (plot_w2, plot_workers, plot_latency, plot_million):
+    for draw in (plot_w2, plot_workers, plot_latency, plot_seeded):
         try:
             path = draw(loaded, png_dir)
         except Exception as exc:  # a report without one plot beats no report
@@ -838,105 +985,86 @@ def errors(stats: list[Stat]) -> list[list[float]]:
 
 def plot_w2(loaded: Loaded, png_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
-    from matplotlib.patches import Patch
 
-    rows = [
-        (s, s.throughput[HEADLINE_WORKERS])
-        for s in loaded.summaries.values()
-        if HEADLINE_WORKERS in s.throughput
-    ]
+    rows = loaded.rows(lambda s: s.system != SEEDED and any(s.tp(m) for m in MODES))
     if not rows:
         return None
     rows.reverse()  # barh draws bottom-up: keep the report's order top-down
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(rows) + 2.0))
-    y = range(len(rows))
-    stats = [st for _, st in rows]
-    ax.barh(
-        y,
-        [st.median for st in stats],
-        xerr=errors(stats),
-        color=[COLOURS.get(s.kind, COLOURS["peer"]) for s, _ in rows],
-        edgecolor=["#0b3d66" if s.kind == "pynenc-django" else "none" for s, _ in rows],
-        linewidth=1.5,
-        capsize=4,
-        ecolor="#333333",
-    )
-    ax.set_yticks(list(y), [s.label for s, _ in rows])
-    for i, st in enumerate(stats):
-        ax.text(st.high, i, f"  {num(st.median)}", va="center", fontsize=9)
-    ax.set_xlabel("tasks / s (median; bars: min–max over runs)")
-    ax.set_title(f"Throughput with {HEADLINE_WORKERS} workers")
-    ax.set_xlim(0, max(st.high for st in stats) * 1.18)
+    fig, ax = plt.subplots(figsize=(9.5, 0.7 * len(rows) + 2.0))
+    height = 0.38
+    top = 0.0
+    for k, mode in enumerate(MODES):
+        ys = [i + (k - 0.5) * height for i, s in enumerate(rows) if s.tp(mode)]
+        stats = [st for s in rows if (st := s.tp(mode))]
+        if not stats:
+            continue
+        ax.barh(
+            ys,
+            [st.median for st in stats],
+            height,
+            xerr=errors(stats),
+            color=COLOURS[mode],
+            capsize=3,
+            ecolor="#333333",
+            label=f"{mode} submit",
+        )
+        for y, st in zip(ys, stats, strict=True):
+            ax.text(st.high, y, f"  {num(st.median)}", va="center", fontsize=8)
+        top = max(top, max(st.high for st in stats))
+    ax.set_yticks(list(range(len(rows))), [s.label for s in rows], fontsize=8)
+    ax.set_xlabel("tasks / s, submit to every result read (median; bars: min–max over runs)")
+    ax.set_title(f"End to end with {HEADLINE_WORKERS} workers (– : no batch API)")
+    ax.set_xlim(0, top * 1.2)
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(
-        handles=[
-            Patch(color=COLOURS["pynenc-django"], label="pynenc-django"),
-            Patch(color=COLOURS["pynenc-reference"], label="pynenc 0.4 SQLite (reference)"),
-            Patch(color=COLOURS["peer"], label="peers"),
-        ],
-        loc="upper center",
-        bbox_to_anchor=(0.5, -0.1 - 0.3 / len(rows)),
-        ncol=3,
-        fontsize=8,
-        frameon=False,
-    )
+    ax.legend(fontsize=8, loc="lower right")
     return save(fig, png_dir / "throughput_w2.png")
 
 
 def plot_workers(loaded: Loaded, png_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
-    systems = [s for s in loaded.summaries.values() if s.throughput]
-    if not systems:
+    rows = loaded.rows(lambda s: any(len(s.throughput.get(m, {})) > 1 for m in MODES))
+    if not rows:
         return None
     fig, ax = plt.subplots(figsize=(9, 5.5))
-    for i, s in enumerate(systems):
-        ws = sorted(s.throughput)
-        med = [s.throughput[w].median for w in ws]
-        django = s.kind == "pynenc-django"
-        colour = colour_of(s, i)
-        ax.plot(
-            ws,
-            med,
-            marker="o",
-            linewidth=2.4 if django else 1.4,
-            linestyle="-" if django else "--",
-            color=colour,
-            label=s.label,
-        )
-        ax.fill_between(
-            ws,
-            [s.throughput[w].low for w in ws],
-            [s.throughput[w].high for w in ws],
-            color=colour,
-            alpha=0.15,
-            linewidth=0,
-        )
-    counts = sorted({w for s in systems for w in s.throughput})
+    for i, s in enumerate(rows):
+        for mode, style in zip(MODES, ("-", "--"), strict=True):
+            series = s.throughput.get(mode, {})
+            if not series:
+                continue
+            ws = sorted(series)
+            colour = colour_of(s, i)
+            ax.plot(
+                ws,
+                [series[w].median for w in ws],
+                marker="o",
+                linestyle=style,
+                color=colour,
+                label=f"{s.label}, {mode}",
+            )
+            ax.fill_between(
+                ws,
+                [series[w].low for w in ws],
+                [series[w].high for w in ws],
+                color=colour,
+                alpha=0.12,
+                linewidth=0,
+            )
+    counts = sorted({w for s in rows for m in MODES for w in s.throughput.get(m, {})})
     ax.set_xticks(counts)
     ax.set_xlabel("worker processes")
-    values = [st.median for s in systems for st in s.throughput.values()]
-    if min(values) > 0 and max(values) / min(values) > 10:
-        # A fast peer would flatten every other line onto the axis on a linear scale.
-        from matplotlib.ticker import LogLocator, ScalarFormatter
-
-        ax.set_yscale("log")
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-        ax.yaxis.set_major_formatter(ScalarFormatter())
-        ax.set_ylabel("tasks / s (log scale)")
-    else:
-        ax.set_ylim(bottom=0)
-        ax.set_ylabel("tasks / s")
-    ax.set_title("Throughput by worker count (median; band: min–max over runs)")
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.set_ylim(bottom=0)
+    ax.set_ylabel("tasks / s")
+    ax.set_title("End to end by worker count (median; band: min–max over runs)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
     return save(fig, png_dir / "throughput_workers.png")
 
 
 def plot_latency(loaded: Loaded, png_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
-    systems = [s for s in loaded.summaries.values() if s.latency_samples]
+    systems = loaded.rows(lambda s: bool(s.latency_samples))
     if not systems:
         return None
     fig, ax = plt.subplots(figsize=(9, 5.5))
@@ -948,91 +1076,77 @@ def plot_latency(loaded: Loaded, png_dir: Path) -> Path | None:
     for i, s in enumerate(systems):
         xs = sorted(s.latency_samples)
         ys = [(k + 1) / len(xs) for k in range(len(xs))]
-        colour = colour_of(s, i)
         django = s.kind == "pynenc-django"
         ax.step(
             xs,
             ys,
             where="post",
-            color=colour,
+            color=colour_of(s, i),
             linewidth=2.2 if django else 1.3,
-            linestyle="-" if django else "--",
+            linestyle=":" if is_tuned(s.system) else "-" if django else "--",
             label=f"{s.label} (p50 {num(s.p50.median) if s.p50 else '–'} ms)",
         )
-        if s.p50:
-            at = sum(x <= s.p50.median for x in xs) / len(xs)
-            ax.plot(
-                [s.p50.median],
-                [at],
-                marker="o",
-                color=colour,
-                markersize=7,
-                markeredgecolor="black",
-            )
     if log_x:
         ax.set_xscale("log")
     ax.axhline(0.5, color="#777777", linewidth=0.8, linestyle=":")
     ax.axhline(0.99, color="#777777", linewidth=0.8, linestyle=":")
-    ax.set_xlabel("latency, submit to result (ms)" + (", log scale" if log_x else ""))
+    ax.set_xlabel("round trip, submit to result read (ms)" + (", log scale" if log_x else ""))
     ax.set_ylabel("fraction of calls (all runs)")
     ax.set_ylim(0, 1.02)
-    ax.set_title("Latency distribution (ECDF; dot: p50 of the table)")
+    ax.set_title("Round trip distribution (ECDF)")
     ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     return save(fig, png_dir / "latency.png")
 
 
-def plot_million(loaded: Loaded, png_dir: Path) -> Path | None:
+def plot_seeded(loaded: Loaded, png_dir: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
-    rows = []
-    for s in loaded.summaries.values():
-        if s.kind != "pynenc-django":
-            continue
-        for w in sorted(s.throughput_1m):
-            if w in s.throughput:
-                rows.append((f"{s.label}\nW={w}", s.throughput[w], s.throughput_1m[w]))
-    if not rows:
+    seeded, empty = loaded.summaries.get(SEEDED), loaded.summaries.get(HEADLINE)
+    if not seeded or not empty:
         return None
-    fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(rows) + 2), 5))
-    xs = list(range(len(rows)))
+    pairs = [(m, empty.tp(m), seeded.tp(m)) for m in MODES]
+    pairs = [(m, e, f) for m, e, f in pairs if e and f]
+    if not pairs:
+        return None
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    xs = list(range(len(pairs)))
     width = 0.38
-    empty = [r[1] for r in rows]
-    full = [r[2] for r in rows]
+    empties = [e for _, e, _ in pairs if e]
+    fulls = [f for _, _, f in pairs if f]
     ax.bar(
         [x - width / 2 for x in xs],
-        [s.median for s in empty],
+        [e.median for e in empties],
         width,
-        yerr=errors(empty),
+        yerr=errors(empties),
         capsize=4,
-        color=COLOURS["pynenc-django"],
+        color="#08519c",
         label="empty database",
     )
     ax.bar(
         [x + width / 2 for x in xs],
-        [s.median for s in full],
+        [f.median for f in fulls],
         width,
-        yerr=errors(full),
+        yerr=errors(fulls),
         capsize=4,
         color="#8fbbe0",
         hatch="//",
-        edgecolor="#1f77b4",
-        label="1M finished invocations",
+        edgecolor="#08519c",
+        label=f"{seed_label(loaded)} finished invocations",
     )
-    for x, e, f in zip(xs, empty, full, strict=True):
+    for x, e, f in zip(xs, empties, fulls, strict=True):
         ax.text(
             x + width / 2,
             f.high,
-            f"{f.median / e.median:.0%} of empty",
+            f"{f.median / e.median:.0%}",
             ha="center",
             va="bottom",
             fontsize=9,
         )
-    ax.set_xticks(xs, [r[0] for r in rows], fontsize=9)
-    ax.set_xlim(-0.9, len(rows) - 0.1)
+    ax.set_xticks(xs, [f"{m} submit" for m, _, _ in pairs])
     ax.set_ylabel("tasks / s (median; bars: min–max)")
-    ax.set_ylim(0, max(max(s.high for s in empty), max(s.high for s in full)) * 1.15)
-    ax.set_title("Throughput, empty vs 1M finished invocations")
+    ax.set_ylim(0, max(max(e.high for e in empties), max(f.high for f in fulls)) * 1.18)
+    ax.set_title(f"pynenc-django on PostgreSQL, W={HEADLINE_WORKERS}: empty vs seeded")
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    return save(fig, png_dir / "throughput_1m.png")
+    return save(fig, png_dir / "throughput_seeded.png")

@@ -2,7 +2,8 @@
 
 ``BENCH_DATABASE_URL`` picks a server database (its NAME is used as is, e.g.
 ``postgres://postgres@127.0.0.1:5432/pynenc_django_bench``); without it, SQLite at
-``BENCH_SQLITE_PATH``. ``BENCH_CONN_MAX_AGE`` sets ``CONN_MAX_AGE`` (default 0, Django's).
+``BENCH_SQLITE_PATH``. ``BENCH_CONN_MAX_AGE`` sets ``CONN_MAX_AGE`` (default 0, Django's), and a
+non-empty ``BENCH_CONN_HEALTH_CHECKS`` turns ``CONN_HEALTH_CHECKS`` on (default off, Django's).
 ``BENCH_PYNENC_LOG_LEVEL`` sets pynenc's ``logging_level`` (default: pynenc's, ``info``), so
 throughput runs are not dominated by per-task INFO lines. Everything else is pynenc-django's
 defaults.
@@ -23,8 +24,9 @@ INSTALLED_APPS = ["pynenc_django", "bench.benchapp", "bench.seeding"]
 
 _url = os.environ.get("BENCH_DATABASE_URL", "").strip()
 _conn_max_age = int(os.environ.get("BENCH_CONN_MAX_AGE", "0"))
+_health_checks = bool(os.environ.get("BENCH_CONN_HEALTH_CHECKS", "").strip())
 if _url:
-    _db = dj_database_url.parse(_url, conn_max_age=_conn_max_age)
+    _db = dj_database_url.parse(_url, conn_max_age=_conn_max_age, conn_health_checks=_health_checks)
     if _db["ENGINE"].endswith("mysql"):
         _db.setdefault("OPTIONS", {}).update({"charset": "utf8mb4"})
 else:
@@ -35,6 +37,7 @@ else:
         "ENGINE": "django.db.backends.sqlite3",
         "NAME": _path,
         "CONN_MAX_AGE": _conn_max_age,
+        "CONN_HEALTH_CHECKS": _health_checks,
         "OPTIONS": {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL;"},
     }
 DATABASES = {"default": _db}

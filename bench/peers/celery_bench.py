@@ -1,49 +1,49 @@
-"""Celery with Redis (broker and result backend), measured like pynenc-django (``common.py``).
+"""Celery with Redis (broker and result backend), measured by ``bench/harness.py``.
 
-    .venv/bin/python -m bench.peers.celery_bench --runs 3 --tasks 2000 \
-        --workers 1,2,4 --latency-calls 50 --out FILE.json [--quick]
+    .venv/bin/python -m bench.peers.celery_bench [--run-index K] [--tasks 2000] \
+        [--workers 2] [--latency-calls 50] [--out FILE.json] [--quick]
 
 "W workers" = one ``celery worker --pool prefork --concurrency W`` (W child processes, the
 usual way to run W Celery workers on one machine), with Celery's defaults otherwise:
 prefetch multiplier 4, acks on receipt, JSON, mingle/gossip/heartbeat on; log level
 WARNING (no per-task "succeeded" lines). The task is ``noop(i) -> i``
-(``bench.peers.celery_app``).
+(``bench.peers.celery_app``), a plain ``def`` like every system's.
 
-The client is this process: ``noop.apply_async((i,))`` per task for the single rate, and a
-``group`` of all ``--tasks`` signatures for the batch rate and the throughput runs (Celery
-has no bulk publish; a group sends its messages through one producer). Results are read
-the normal way, through the Redis result backend: ``GroupResult.get()`` for throughput,
-``AsyncResult.get()`` for a round trip (both wait on Redis pub/sub, no polling).
+The client is this process. Single submit: ``noop.delay(i)`` per task; batch:
+``group(noop.s(i) for ...).apply_async()`` (Celery has no bulk publish; a group sends its
+messages through one producer). Results are read the normal way, through the Redis result
+backend (pub/sub, no polling): ``AsyncResult.get()`` for each, in submit order, after single
+submits; ``GroupResult.get()`` after a batch; ``noop.delay(i).get()`` for a round trip.
 
-Redis db ``--redis-url`` (default 5) is flushed at the start of each run (the default
-queue's binding re-declared), emptied between phases and flushed at the end. Statements
-are not counted: Redis counts commands per server (``INFO commandstats``), not per db, and
-the server is shared.
+Statements: every Redis command the client, the worker's main process and each pool child
+send (``bench/wirecount.py``), in the counting phase only. Redis db ``--redis-url``
+(default 5) is flushed at the start of each run (the default queue's binding re-declared),
+emptied between phases and flushed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from bench.peers import common
+from bench import harness, ready, wirecount
 
 BINDING_PREFIX = b"_kombu.binding."
 
 
-class CeleryBench(common.PeerBench):
+class CeleryBench(harness.Bench):
     system = "celery-redis"
     submit_description = (
-        "single: noop.apply_async((i,)) per task; batch and throughput: "
-        "group(noop.s(i) for all tasks).apply_async()"
+        "single: noop.delay(i) per task; batch: group(noop.s(i) for all tasks).apply_async()"
     )
     wait_description = (
-        "Redis result backend: throughput GroupResult.get(); round trip AsyncResult.get() "
-        "(pub/sub, no polling)"
+        "Redis result backend (pub/sub): AsyncResult.get() for each after single submits, "
+        "GroupResult.get() after a batch, .get() per round trip"
     )
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
@@ -54,26 +54,20 @@ class CeleryBench(common.PeerBench):
         self.app: Any = None
         self.noop: Any = None
         self.notes += [
-            "W workers = one `celery worker --pool prefork --concurrency W`.",
-            "Celery defaults: prefetch multiplier 4, acks on receipt (not acks_late), JSON, "
-            "mingle/gossip/heartbeat on; --loglevel WARNING. Task: noop(i) -> i.",
-            "Redis is broker and result backend (same db). Client: harness process. Single "
-            "submit = apply_async per task; batch and throughput submit = one group of all "
-            "tasks (no bulk publish in Celery: the group reuses one producer).",
-            "Results: GroupResult.get() / AsyncResult.get() on the Redis backend (pub/sub).",
-            "Statements: null. Redis command counts are server-wide (INFO commandstats), "
-            "and the server is shared.",
-            "Redis db flushed at the start of each run (queue binding re-declared), emptied "
-            "between phases (bindings kept), flushed at the end.",
+            "W workers = one `celery worker --pool prefork --concurrency W` (W pool "
+            "processes and the main process that consumes from Redis).",
+            "Celery's defaults: prefetch multiplier 4, acks on receipt (not acks_late), JSON, "
+            "mingle/gossip/heartbeat on; --loglevel WARNING. Task: def noop(i) -> i.",
+            "Redis is broker and result backend (same db). Client: the benchmark's process.",
+            "Statements = Redis commands sent by the client, the worker's main process and "
+            "its pool children (each pipeline command counted; connection handshakes not).",
         ]
 
     # --- store
 
     def connect(self) -> None:
-        self.redis = common.redis_client(self.url)
+        self.redis = harness.redis_client(self.url)
         self.server = f"Redis {self.redis.info('server')['redis_version']}"
-        import os
-
         os.environ["BENCH_CELERY_REDIS_URL"] = self.url
         from bench.peers.celery_app import app, noop
 
@@ -83,10 +77,10 @@ class CeleryBench(common.PeerBench):
         return self.server
 
     def label(self) -> str:
-        return f"Celery {common.versions('celery')['celery']} with {self.server}"
+        return f"Celery {harness.versions('celery')['celery']} with {self.server}"
 
     def versions(self) -> dict[str, str]:
-        return common.versions("celery", "kombu", "redis", "billiard")
+        return harness.versions("celery", "kombu", "redis", "billiard")
 
     def fresh_store(self) -> None:
         self.redis.flushdb()
@@ -117,9 +111,11 @@ class CeleryBench(common.PeerBench):
     ) -> list[subprocess.Popen[bytes]]:
         ready_dir = self.work / f"ready-{time.time_ns()}"
         ready_dir.mkdir()
-        env = {"BENCH_CELERY_REDIS_URL": self.url, common.READY_DIR_ENV: str(ready_dir)}
+        env = {"BENCH_CELERY_REDIS_URL": self.url, ready.READY_DIR_ENV: str(ready_dir)}
+        if count_dir is not None:
+            env[wirecount.COUNT_DIR_ENV] = str(count_dir)
         cmd = [
-            common.PYTHON,
+            harness.PYTHON,
             "-m",
             "celery",
             "-A",
@@ -130,57 +126,54 @@ class CeleryBench(common.PeerBench):
             "--loglevel=WARNING",
             f"--hostname=bench{count}-{time.time_ns() % 10**9}@%h",
         ]
-        proc = common.start_process(cmd, common.child_env(env), self.log_path(f"worker{count}"))
-        common.wait_until(
-            lambda: common.ready_files(ready_dir) >= 1,
-            f"celery worker (concurrency {count}) to be ready",
-            timeout=common.READY_TIMEOUT_SEC,
-            procs=[proc],
-            interval=0.1,
-        )
+        proc = harness.start_process(cmd, harness.child_env(env), self.log_path(f"worker{count}"))
+        harness.wait_ready_files(ready_dir, [proc], 1, f"celery worker (concurrency {count})")
         return [proc]
 
     # --- client
 
-    def submit_single(self, n: int) -> float:
-        started = time.perf_counter()
-        results = [self.noop.apply_async((i,)) for i in range(n)]
-        elapsed = time.perf_counter() - started
-        del results  # unsubscribing from their result channels is not part of the submit
-        return elapsed
+    def submit_single(self, n: int, start: int = 0) -> Any:
+        return [self.noop.delay(i) for i in range(start, start + n)]
 
-    def submit_batch(self, n: int) -> float:
+    def submit_batch(self, n: int) -> Any:
         from celery import group
 
-        started = time.perf_counter()
-        result = group(self.noop.s(i) for i in range(n)).apply_async()
-        elapsed = time.perf_counter() - started
-        del result
-        return elapsed
+        return group(self.noop.s(i) for i in range(n)).apply_async()
 
-    def throughput(self, n: int) -> float:
-        from celery import group
-
-        started = time.perf_counter()
-        result = group(self.noop.s(i) for i in range(n)).apply_async()
-        values = result.get(timeout=max(120.0, n / 5))
-        elapsed = time.perf_counter() - started
+    def read_results(self, handles: Any, n: int, batch: bool) -> None:
+        timeout = max(120.0, n / 5)
+        if batch:
+            values = handles.get(timeout=timeout)
+        else:
+            values = [r.get(timeout=timeout) for r in handles]
         if sorted(values) != list(range(n)):
             raise RuntimeError("celery: wrong results")
-        return elapsed
 
-    def round_trip(self, i: int) -> float:
-        started = time.perf_counter()
-        value = self.noop.apply_async((i,)).get(timeout=30)
-        elapsed = time.perf_counter() - started
+    def read_each(self, handles: Any, n: int, start: int = 0) -> None:
+        values = [r.get(timeout=30) for r in handles]
+        if values != list(range(start, start + n)):
+            raise RuntimeError("celery: wrong results")
+
+    def done_count(self, handles: Any) -> int:
+        results = handles.results if hasattr(handles, "results") else handles
+        keys = [self.app.backend.get_key_for_task(r.id) for r in results]
+        return sum(int(self.redis.exists(*keys[i : i + 500])) for i in range(0, len(keys), 500))
+
+    def round_trip(self, i: int) -> None:
+        value = self.noop.delay(i).get(timeout=30)
         if value != i:
             raise RuntimeError(f"celery: wrong result {value!r} for {i}")
-        return elapsed
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.parse_args(__doc__ or "", argv, redis=True)
-    return common.main(CeleryBench, args)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    harness.add_options(parser)
+    parser.add_argument("--redis-url", default=harness.DEFAULT_REDIS_URL)
+    args = parser.parse_args(argv)
+    harness.finish_options(parser, args)
+    return harness.main(CeleryBench(args, harness.work_dir("celery")))
 
 
 if __name__ == "__main__":

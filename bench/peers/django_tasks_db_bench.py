@@ -1,76 +1,63 @@
-"""django-tasks-db's ``db_worker`` on PostgreSQL, measured like pynenc-django (``common.py``).
+"""django-tasks-db's ``db_worker`` on PostgreSQL, measured by ``bench/harness.py``.
 
-    .venv/bin/python -m bench.peers.django_tasks_db_bench --runs 3 --tasks 2000 \
-        --workers 1,2,4 --latency-calls 50 --out FILE.json [--quick]
+    .venv/bin/python -m bench.peers.django_tasks_db_bench [--tuned] [--run-index K] \
+        [--tasks 2000] [--workers 2] [--latency-calls 50] [--out FILE.json] [--quick]
 
 "W workers" = W ``manage.py db_worker`` processes (each runs one task at a time; that is
 how the command scales), with its defaults: ``--interval 1`` (an idle worker sleeps 1 s
-between polls; ``--interval`` changes it), the random start-up delay, and Django's default
-``CONN_MAX_AGE`` 0, so the worker reconnects on every loop (``--conn-max-age`` changes it).
-``--verbosity 0``: no per-task INFO logs (the command has no WARNING setting; 0 means
-CRITICAL). The project is ``bench.peers.djtasks_settings``; the task is ``noop(i) -> i``.
+between polls), the random start-up delay. Django's defaults, ``CONN_MAX_AGE`` 0 (the worker
+reconnects on every loop), make the ``django-tasks-db`` row; ``--tuned`` makes the
+``django-tasks-db-tuned`` row, ``CONN_MAX_AGE`` 60 and ``CONN_HEALTH_CHECKS`` on, in the
+client and the workers. ``--verbosity 0``: no per-task INFO logs (the command has no WARNING
+setting; 0 means CRITICAL). The project is ``bench.peers.djtasks_settings``; the task is
+``def noop(i) -> i``.
 
 The client is this process: ``noop.enqueue(i)`` per task (the Tasks API has no bulk
-enqueue, so there is no batch rate). Throughput waits by counting SUCCESSFUL rows every
-10 ms; a round trip calls ``result.refresh()`` every 1 ms until the status is SUCCESSFUL
-(there is no blocking wait for a result).
+enqueue, so there is no batch row). There is no blocking wait for a result either: end to
+end, the client polls the result rows (status and return value) of every task still
+pending, one query every 10 ms; a round trip calls ``result.refresh()`` every 1 ms. In the
+counting phase it reads each result once with ``result.refresh()``.
 
-Statements are counted with Django's ``execute_wrapper`` in the client and, through the
-bench app's ``ready()`` hook, in one counting ``db_worker`` (``bench.benchapp.counting``,
-the counter of pynenc-django's own benchmark). The database ``pynenc_bench_djtasks`` is
-recreated and migrated at the start of each run and dropped at the end.
+Statements: everything psycopg sends for the client and each worker
+(``bench/wirecount.py``, from the bench app's ``ready()``), in the counting phase only. The
+database ``pynenc_bench_djtasks`` is recreated and migrated at the start of each run and
+dropped at the end.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bench.peers import common
+from bench import harness, ready, wirecount
 
 DB_NAME = "pynenc_bench_djtasks"
 SETTINGS = "bench.peers.djtasks_settings"
-THROUGHPUT_POLL_SEC = 0.01
-LIFECYCLE_TASKS = 500
+TUNED_CONN_MAX_AGE = 60
 
 
-class StatementCounter:
-    """A Django ``execute_wrapper`` for the client: counts while ``on``."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, execute: Any, sql: str, params: Any, many: bool, context: Any) -> Any:
-        self.count += 1
-        return execute(sql, params, many, context)
-
-    @contextlib.contextmanager
-    def on(self) -> Iterator[StatementCounter]:
-        from django.db import connection
-
-        with connection.execute_wrapper(self):
-            yield self
-
-
-class DjangoTasksDbBench(common.PeerBench):
+class DjangoTasksDbBench(harness.Bench):
     system = "django-tasks-db"
+    has_batch = False
     submit_description = "noop.enqueue(i) per task (no bulk enqueue in the Tasks API)"
     wait_description = (
-        "throughput: count of status SUCCESSFUL every 10 ms; round trip: result.refresh() "
-        "every 1 ms until SUCCESSFUL (no blocking wait)"
+        "no blocking wait: end to end, the client polls the result rows of every pending task "
+        "every 10 ms (one query); round trip, result.refresh() every 1 ms"
     )
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         super().__init__(args, work)
+        if args.tuned:
+            self.system = "django-tasks-db-tuned"
+        self.conn_max_age = TUNED_CONN_MAX_AGE if args.tuned else 0
+        self.health_checks = bool(args.tuned)
         self.admin_url: str = args.postgres_url
-        self.url = common.with_database(self.admin_url, DB_NAME)
+        self.url = harness.with_database(self.admin_url, DB_NAME)
         self.server = ""
         self.noop: Any = None
         self.model: Any = None
@@ -79,35 +66,41 @@ class DjangoTasksDbBench(common.PeerBench):
             f"db_worker defaults: --interval {args.interval:g} s"
             + (" (the default)" if args.interval == 1.0 else " (NOT the default 1 s)")
             + ": an idle worker sleeps that long between polls, which sets the round trip; "
-            "random start-up delay on; --verbosity 0 (no per-task INFO logs; the command "
-            "has no WARNING level).",
-            f"CONN_MAX_AGE {args.conn_max_age}"
-            + (
-                " (Django's default): db_worker closes its connection on every loop, so each "
-                "task and each idle poll opens a new PostgreSQL connection."
-                if args.conn_max_age == 0
-                else " (NOT Django's default 0)."
+            "random start-up delay on; --verbosity 0 (no per-task INFO logs).",
+            (
+                f"Tuned: CONN_MAX_AGE {self.conn_max_age}, CONN_HEALTH_CHECKS True (client and "
+                "workers)."
+                if args.tuned
+                else "Django's defaults: CONN_MAX_AGE 0 (db_worker closes its connection on "
+                "every loop, so each task and each idle poll opens a new connection), "
+                "CONN_HEALTH_CHECKS False."
             ),
             "Round trip with a polling worker: a call waits for the next poll of either "
-            "worker. The worker that ran the previous call polls once more and sleeps "
-            "--interval, and the next call comes after a 0.05-0.2 s gap, so when the two "
-            "workers poll in phase (two db_workers started together usually do: their "
-            "first polls land within ~0.1-0.4 s here, despite the random start-up delay) "
-            "the round trip is close to interval - gap (~0.8-0.95 s at 1 s); with phases "
-            "half an interval apart it is ~interval/2 - gap.",
-            "Client: Tasks API in the harness process, noop.enqueue(i) per task (no bulk "
-            "enqueue: submit_batch_per_s is null). Throughput counts SUCCESSFUL rows every "
-            "10 ms; round trip polls result.refresh() every 1 ms.",
+            "worker, so it is set by --interval and by the phase of the two workers' polls "
+            "(started together, they often poll in step).",
             f"Database {DB_NAME} recreated and migrated at the start of each run, task results "
             "deleted between phases, dropped at the end.",
         ]
 
+    def settings(self) -> dict[str, Any]:
+        return {
+            **super().settings(),
+            "conn_max_age": self.conn_max_age,
+            "conn_health_checks": self.health_checks,
+        }
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "BENCH_DJTASKS_DATABASE_URL": self.url,
+            "BENCH_DJTASKS_CONN_MAX_AGE": str(self.conn_max_age),
+            "BENCH_DJTASKS_HEALTH_CHECKS": "1" if self.health_checks else "",
+        }
+
     # --- store
 
     def connect(self) -> None:
-        self.server = common.postgres_version(self.admin_url)
-        os.environ["BENCH_DJTASKS_DATABASE_URL"] = self.url
-        os.environ["BENCH_DJTASKS_CONN_MAX_AGE"] = str(self.args.conn_max_age)
+        self.server = harness.postgres_version(self.admin_url)
+        os.environ.update(self._env())
         os.environ["DJANGO_SETTINGS_MODULE"] = SETTINGS
         import django
 
@@ -122,17 +115,18 @@ class DjangoTasksDbBench(common.PeerBench):
         return self.server
 
     def label(self) -> str:
-        version = common.versions("django-tasks-db")["django-tasks-db"]
-        return f"django-tasks-db {version} db_worker on {self.server}"
+        version = harness.versions("django-tasks-db")["django-tasks-db"]
+        tuned = ", CONN_MAX_AGE 60 + health checks" if self.health_checks else ""
+        return f"django-tasks-db {version} db_worker on {self.server}{tuned}"
 
     def versions(self) -> dict[str, str]:
-        return common.versions("django-tasks-db", "django", "psycopg")
+        return harness.versions("django-tasks-db", "django", "psycopg")
 
     def fresh_store(self) -> None:
         from django.core.management import call_command
 
         self.close()
-        common.recreate_database(self.admin_url, DB_NAME)
+        harness.recreate_pg_database(self.admin_url, DB_NAME)
         call_command("migrate", verbosity=0, interactive=False)
 
     def clear_jobs(self) -> None:
@@ -147,7 +141,10 @@ class DjangoTasksDbBench(common.PeerBench):
         connections.close_all()
 
     def drop_store(self) -> None:
-        common.drop_database(self.admin_url, DB_NAME)
+        harness.drop_pg_database(self.admin_url, DB_NAME)
+
+    def before_counting(self) -> None:
+        self.close()
 
     # --- workers
 
@@ -156,17 +153,13 @@ class DjangoTasksDbBench(common.PeerBench):
     ) -> list[subprocess.Popen[bytes]]:
         ready_dir = self.work / f"ready-{time.time_ns()}"
         ready_dir.mkdir()
-        env = {
-            "BENCH_DJTASKS_DATABASE_URL": self.url,
-            "BENCH_DJTASKS_CONN_MAX_AGE": str(self.args.conn_max_age),
-            common.READY_DIR_ENV: str(ready_dir),
-        }
+        env = {**self._env(), ready.READY_DIR_ENV: str(ready_dir)}
         if count_dir is not None:
-            env[common.COUNT_DIR_ENV] = str(count_dir)
+            env[wirecount.COUNT_DIR_ENV] = str(count_dir)
         procs = []
         for i in range(count):
             cmd = [
-                common.PYTHON,
+                harness.PYTHON,
                 "-m",
                 "django",
                 "db_worker",
@@ -177,52 +170,52 @@ class DjangoTasksDbBench(common.PeerBench):
                 f"--worker-id=bench-{count}-{i}-{time.time_ns() % 10**9}",
             ]
             procs.append(
-                common.start_process(cmd, common.child_env(env), self.log_path(f"worker{i}"))
+                harness.start_process(cmd, harness.child_env(env), self.log_path(f"worker{i}"))
             )
-        common.wait_until(
-            lambda: common.ready_files(ready_dir) >= count,
-            f"{count} db_workers to poll",
-            timeout=common.READY_TIMEOUT_SEC,
-            procs=procs,
-            interval=0.1,
-        )
+        harness.wait_ready_files(ready_dir, procs, count, f"{count} db_workers to poll")
         return procs
 
     # --- client
 
-    def submit_single(self, n: int) -> float:
-        started = time.perf_counter()
-        for i in range(n):
-            self.noop.enqueue(i)
-        return time.perf_counter() - started
+    def submit_single(self, n: int, start: int = 0) -> Any:
+        return [self.noop.enqueue(i) for i in range(start, start + n)]
 
-    def _done(self) -> int:
-        from django.db.models import Count, Q
+    def _finished(self, ids: list[str]) -> list[tuple[Any, Any]]:
         from django.tasks import TaskResultStatus
 
-        counts = self.model.objects.aggregate(
-            ok=Count("id", filter=Q(status=TaskResultStatus.SUCCESSFUL)),
-            failed=Count("id", filter=Q(status=TaskResultStatus.FAILED)),
+        rows = list(
+            self.model.objects.filter(id__in=ids)
+            .exclude(status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING])
+            .values_list("id", "status", "return_value")
         )
-        if counts["failed"]:
-            raise RuntimeError(f"{counts['failed']} django-tasks-db tasks failed")
-        return int(counts["ok"])
+        if failed := [r for r in rows if r[1] != TaskResultStatus.SUCCESSFUL]:
+            raise RuntimeError(f"django-tasks-db: {len(failed)} tasks ended {failed[0][1]}")
+        return [(str(job_id), value) for job_id, _, value in rows]
 
-    def throughput(self, n: int) -> float:
-        started = time.perf_counter()
-        for i in range(n):
-            self.noop.enqueue(i)
-        deadline = time.monotonic() + max(120.0, n / 2)
-        while self._done() < n:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"django-tasks-db: only {self._done()}/{n} done in time")
-            time.sleep(THROUGHPUT_POLL_SEC)
-        return time.perf_counter() - started
+    def read_results(self, handles: Any, n: int, batch: bool) -> None:
+        self.poll_results({str(r.id): i for i, r in enumerate(handles)}, self._finished)
 
-    def round_trip(self, i: int) -> float:
+    def read_each(self, handles: Any, n: int, start: int = 0) -> None:
         from django.tasks import TaskResultStatus
 
-        started = time.perf_counter()
+        for i, result in enumerate(handles, start):
+            result.refresh()
+            if result.status != TaskResultStatus.SUCCESSFUL or result.return_value != i:
+                raise RuntimeError(f"django-tasks-db task {result.id}: {result.status}")
+
+    def done_count(self, handles: Any) -> int:
+        from django.tasks import TaskResultStatus
+
+        ids = [str(r.id) for r in handles]
+        return int(
+            self.model.objects.filter(id__in=ids)
+            .exclude(status__in=[TaskResultStatus.READY, TaskResultStatus.RUNNING])
+            .count()
+        )
+
+    def round_trip(self, i: int) -> None:
+        from django.tasks import TaskResultStatus
+
         result = self.noop.enqueue(i)
         deadline = time.monotonic() + 30
         while True:
@@ -231,63 +224,28 @@ class DjangoTasksDbBench(common.PeerBench):
                 break
             if result.status == TaskResultStatus.FAILED or time.monotonic() > deadline:
                 raise RuntimeError(f"django-tasks-db task {result.id}: {result.status}")
-            time.sleep(common.POLL_SEC)
-        return time.perf_counter() - started
-
-    # --- statements
-
-    def statements(self) -> tuple[float | None, float | None]:
-        """Idle statements/s of one worker, then statements per task with that worker."""
-        from django.tasks import TaskResultStatus
-
-        count_dir = self.work / f"counts-{time.time_ns()}"
-        count_dir.mkdir()
-        key = "django_total"
-        procs = self.start_workers(1, count_dir)
-        try:
-            time.sleep(common.SETTLE_SEC)
-            start = common.fresh_counts(count_dir, key, time.time(), 1)
-            time.sleep(self.args.idle_seconds)
-            end = common.fresh_counts(count_dir, key, time.time(), 1)
-            window = max(t for t, _ in end.values()) - max(t for t, _ in start.values())
-            idle = common.count_delta(start, end) / window
-
-            k = min(self.args.tasks, LIFECYCLE_TASKS)
-            worker_before = common.fresh_counts(count_dir, key, time.time(), 1)
-            with StatementCounter().on() as enqueue:
-                results = [self.noop.enqueue(i) for i in range(k)]
-            common.wait_until(lambda: self._done() >= k, "counted tasks", timeout=300, procs=procs)
-            with StatementCounter().on() as read:
-                for result in results:  # the client reads each result once
-                    result.refresh()
-                    if result.status != TaskResultStatus.SUCCESSFUL:
-                        raise RuntimeError(f"django-tasks-db task {result.id}: {result.status}")
-            worker_after = common.fresh_counts(count_dir, key, time.time(), 1)
-            worker = common.count_delta(worker_before, worker_after)
-            self.notes.append(
-                f"Run {self.run}: statements per task ({k} tasks, 1 counting db_worker, Django "
-                f"execute_wrapper; driver BEGIN/COMMIT of atomic() not counted): client "
-                f"enqueue {enqueue.count / k:.2f} + worker {worker / k:.2f} + client "
-                f"refresh {read.count / k:.2f}. The worker count includes the few idle polls "
-                f"at the window's edges (idle rate {idle:.2f}/s)."
-            )
-            return (enqueue.count + worker + read.count) / k, idle
-        finally:
-            common.stop_processes(procs)
+            time.sleep(harness.ROUND_TRIP_POLL_SEC)
+        if result.return_value != i:
+            raise RuntimeError(f"django-tasks-db task {result.id} returned {result.return_value}")
 
 
-def _extra_options(parser: argparse.ArgumentParser) -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    harness.add_options(parser)
+    parser.add_argument("--postgres-url", default=harness.DEFAULT_POSTGRES_URL)
     parser.add_argument(
         "--interval", type=float, default=1.0, help="db_worker --interval (its default: 1)"
     )
     parser.add_argument(
-        "--conn-max-age", type=int, default=0, help="CONN_MAX_AGE of the workers (default 0)"
+        "--tuned",
+        action="store_true",
+        help=f"CONN_MAX_AGE {TUNED_CONN_MAX_AGE} and CONN_HEALTH_CHECKS on (Django's: 0, off)",
     )
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = common.parse_args(__doc__ or "", argv, postgres=True, extra=_extra_options)
-    return common.main(DjangoTasksDbBench, args)
+    args = parser.parse_args(argv)
+    harness.finish_options(parser, args)
+    return harness.main(DjangoTasksDbBench(args, harness.work_dir("djtasks")))
 
 
 if __name__ == "__main__":

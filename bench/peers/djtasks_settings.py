@@ -2,7 +2,8 @@
 
 The database is ``BENCH_DJTASKS_DATABASE_URL`` with ``CONN_MAX_AGE`` from
 ``BENCH_DJTASKS_CONN_MAX_AGE`` (default 0, Django's: ``db_worker`` then reconnects on each
-loop, as a default project does). Tasks go to django-tasks-db's ``DatabaseBackend`` as its
+loop, as a default project does) and ``CONN_HEALTH_CHECKS`` on when
+``BENCH_DJTASKS_HEALTH_CHECKS`` is non-empty (default off, Django's). Tasks go to django-tasks-db's ``DatabaseBackend`` as its
 README configures it; everything else is Django's defaults, ``DEBUG`` off.
 """
 
@@ -24,6 +25,7 @@ DATABASES = {
             "postgres://postgres@127.0.0.1:5432/pynenc_bench_djtasks",
         ),
         conn_max_age=int(os.environ.get("BENCH_DJTASKS_CONN_MAX_AGE", "0")),
+        conn_health_checks=bool(os.environ.get("BENCH_DJTASKS_HEALTH_CHECKS")),
     )
 }
 

@@ -4,29 +4,27 @@
 and the benchmark's client imports it too (both read the bench database's URL from
 ``BENCH_PROCRASTINATE_DSN``). The connector is procrastinate's default, ``PsycopgConnector``
 (an async psycopg 3 pool); a client that opens the app synchronously gets procrastinate's
-sync connector. With ``PYNENC_BENCH_COUNT_DIR`` set, the process counts the statements
-it sends (:mod:`bench.peers.pgcount`).
+sync connector. With ``BENCH_WIRE_COUNT_DIR`` set (the counting phase only), the process
+counts the statements it sends (``bench/wirecount.py``).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import procrastinate
 
-from bench.peers import pgcount
+from bench import wirecount
+
+wirecount.install_from_env()
 
 DSN_ENV = "BENCH_PROCRASTINATE_DSN"
-COUNT_DIR_ENV = "PYNENC_BENCH_COUNT_DIR"
-
-if _count_dir := os.environ.get(COUNT_DIR_ENV):
-    pgcount.install(Path(_count_dir))
 
 app = procrastinate.App(connector=procrastinate.PsycopgConnector(conninfo=os.environ[DSN_ENV]))
 
 
 @app.task(name="bench_noop")
-async def noop(i: int) -> int:
-    """Trivial, and async: procrastinate runs sync tasks in a thread, async ones on its loop."""
+def noop(i: int) -> int:
+    """Trivial and synchronous, like every system's task (procrastinate runs a sync task
+    in a thread of its worker)."""
     return i
