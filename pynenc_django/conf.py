@@ -520,6 +520,13 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
         0 keeps pynenc's slots: ``atomic_service_interval_minutes`` (5) split among the
         runners, where a cron tick outside the slot of the runner evaluating it waits
         and an event waits minutes.
+    :cvar ConfigField[float] django_atomic_service_idle_sec:
+        After a turn that found nothing to do (no valid conditions, no
+        django-celery-beat schedules), the runner skips its turns until the next cron
+        tick it knows of, for at most this long; an announced event or watched status
+        starts a turn at once. Bounds how late work nobody announced is seen (an event
+        emitted on another host with MariaDB, a cron trigger registered elsewhere).
+        At or below ``django_atomic_service_every_sec``: a turn every interval.
     """
 
     django_idle_wait_max_sec = ConfigField(1.0)
@@ -530,6 +537,7 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
     django_reroute_timeout_sec = ConfigField(300.0)
     django_blocking_check_interval_sec = ConfigField(0.1)
     django_atomic_service_every_sec = ConfigField(1.0)
+    django_atomic_service_idle_sec = ConfigField(5.0)
 
     def _validate(self) -> None:
         beat = float(self.django_heartbeat_interval_sec)

@@ -93,12 +93,21 @@ def run_due_periodic_tasks(
     schedule propagates (the atomic service records it); one while handling a task is
     logged and that task is tried again at the next call.
     """
+    return evaluate_periodic_tasks(app, now, atomic_service_run_id)[0]
+
+
+def evaluate_periodic_tasks(
+    app: Pynenc, now: datetime, atomic_service_run_id: str | None = None
+) -> tuple[int, int]:
+    """:func:`run_due_periodic_tasks`, and how many periodic tasks are enabled (none: the
+    atomic services may skip idle turns)."""
     if now.tzinfo is None:
         raise ValueError(f"now must be an aware datetime, got naive {now.isoformat()}")
     if not _is_project_app(app):
-        return 0
+        return 0, 0
     fired = 0
-    for periodic_task in _enabled_periodic_tasks():
+    enabled = _enabled_periodic_tasks()
+    for periodic_task in enabled:
         try:
             fired += _evaluate(app, periodic_task, now, atomic_service_run_id)
         except Exception:
@@ -109,7 +118,7 @@ def run_due_periodic_tasks(
                 periodic_task.pk,
                 periodic_task.task,
             )
-    return fired
+    return fired, len(enabled)
 
 
 def run_now(

@@ -602,7 +602,10 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         if self._trigger_wake.woken():
             self._urgent_until = now + self._atomic_service_every
         urgent = now < self._urgent_until
-        if not urgent and now - self._last_atomic_service_check_time < self._atomic_service_every:
+        if not urgent and (
+            now - self._last_atomic_service_check_time < self._atomic_service_every
+            or now < self._idle_until
+        ):
             return
         self._last_atomic_service_check_time = now
         run = django_orchestrator(self.app).claim_atomic_service_turn(
@@ -613,10 +616,12 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         if run is None:
             return
         self._urgent_until = 0.0
+        self._idle_until = 0.0
         status, reason = AtomicServiceExecutionStatus.COMPLETED, ""
         try:
             with self._beating_meanwhile():
                 self.app.trigger.trigger_loop_iteration(run)
+            self._idle_until = time.monotonic() + self._idle_for()
         except BaseException as exc:
             status, reason = (
                 AtomicServiceExecutionStatus.ABANDONED,
@@ -629,6 +634,18 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             )
 
     _urgent_until = 0.0
+    _idle_until = 0.0
+
+    def _idle_for(self) -> float:
+        """After a turn that found nothing to do: skip this runner's turns until the next
+        cron tick, at most ``django_atomic_service_idle_sec``; announced trigger work
+        still starts one at once. An idle cluster then costs a turn (about a dozen
+        statements) every few seconds instead of every second."""
+        bound = float(self.conf.django_atomic_service_idle_sec)
+        idle_for = getattr(self.app.trigger, "idle_for_sec", None)
+        if bound <= self._atomic_service_every or idle_for is None:
+            return 0.0
+        return min(bound, float(idle_for()))
 
     @contextmanager
     def _beating_meanwhile(self) -> Iterator[None]:

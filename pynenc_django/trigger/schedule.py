@@ -89,6 +89,14 @@ def schedule_now() -> datetime:
     return datetime.fromtimestamp(epoch + (time.time() - epoch) * speed, UTC)
 
 
+def real_seconds_until(moment: datetime) -> float:
+    """Real seconds from now until the schedule's clock shows ``moment`` (the test
+    clock runs faster)."""
+    seconds = (moment - schedule_now()).total_seconds()
+    clock = _test_clock()
+    return seconds / clock[1] if clock is not None and clock[1] > 0 else seconds
+
+
 def warn_if_test_clock() -> None:
     """A runner says so when its schedules run on the test clock: never in production."""
     if _test_clock() is not None:
@@ -139,8 +147,12 @@ class ScheduleMixin(TriggerCore):
         if not self.conf.enable_scheduler:
             return
         now = _aware(current_time) if current_time else schedule_now()
+        next_tick: datetime | None = None
         for condition, last in self._cron_conditions():
             self._fire_due_ticks(condition, last, now, atomic_service_run)
+            upcoming: datetime = croniter(condition.cron_expression, now).get_next(datetime)
+            next_tick = upcoming if next_tick is None else min(next_tick, upcoming)
+        self._next_cron_tick = next_tick
 
     def trigger_loop_iteration(self, atomic_service_run: AtomicServiceRun) -> None:
         """pynenc's, with its retention sweep (counts and deletes over the event and
@@ -157,9 +169,27 @@ class ScheduleMixin(TriggerCore):
                     self.app.logger.exception("trigger.auto_purge_events failed")
 
     _next_auto_purge = 0.0
+    #: What the last turn of this process saw (:meth:`idle_for_sec`).
+    _turn_found_work = True
+    _next_cron_tick: datetime | None = None
+
+    def idle_for_sec(self) -> float:
+        """After a turn: for how many real seconds the next one would find nothing to
+        do, as far as this process knows: 0 when the turn had work (valid conditions,
+        django-celery-beat's schedules, which it evaluates every turn), else until the
+        next cron tick. Work announced meanwhile (events, watched statuses) and
+        definitions registered elsewhere are not covered: the runner bounds the wait
+        (``django_atomic_service_idle_sec``) and takes announced work at once."""
+        if self._turn_found_work:
+            return 0.0
+        if self._next_cron_tick is None:
+            return float("inf")
+        return max(0.0, real_seconds_until(self._next_cron_tick))
 
     def _process_loop_iteration(self, atomic_service_run: AtomicServiceRun) -> None:
         self._in_turn = True
+        self._turn_found_work = False
+        self._next_cron_tick = None
         try:
             self._process_loop_iteration_body(atomic_service_run)
         finally:
@@ -174,13 +204,16 @@ class ScheduleMixin(TriggerCore):
 
         if not self.conf.enable_scheduler or not apps.is_installed("pynenc_django.beat"):
             return
-        from pynenc_django.beat.scheduler import run_due_periodic_tasks
+        from pynenc_django.beat.scheduler import evaluate_periodic_tasks
 
         try:
-            run_due_periodic_tasks(
+            _, enabled = evaluate_periodic_tasks(
                 self.app, schedule_now(), atomic_service_run.atomic_service_run_id
             )
+            if enabled:  # their due times are evaluated every turn
+                self._turn_found_work = True
         except Exception:
+            self._turn_found_work = True
             logger.exception("pynenc_django: evaluating django-celery-beat's periodic tasks failed")
 
     @retry_transient
@@ -313,6 +346,7 @@ class ScheduleMixin(TriggerCore):
         valid_conditions = self.get_valid_conditions()
         if not valid_conditions:
             return
+        self._turn_found_work = True
         affected_triggers: dict[str, tuple[TriggerDefinition, TriggerContext]] = {}
         condition_to_pending_triggers: dict[str, set[str]] = defaultdict(set)
         for valid_condition in valid_conditions.values():
