@@ -3,8 +3,9 @@
 pynenc's rows are written by machines: the admin never offers add, change or delete
 forms, only explicit actions behind their own permissions. Every list is scoped to one
 ``app_id`` (the leading column of every index), counts are capped or estimated, filter
-choices come from index skip scans or fixed enums, and deep pages fetch their keys
-through the ordering index before the rows.
+choices come from index skip scans or fixed enums, lists page through their first
+:data:`PAGED_ROWS` rows only, and deep pages fetch their keys through the ordering index
+before the rows.
 """
 
 from __future__ import annotations
@@ -13,18 +14,19 @@ import calendar
 import datetime
 import functools
 import json
+import math
 import re
 from collections.abc import Iterator, Sequence
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
-from django.contrib.admin.views.main import ChangeList
-from django.core.paginator import Page, Paginator
+from django.contrib.admin.views.main import ORDER_VAR, ChangeList
+from django.core.paginator import EmptyPage, Page, Paginator
 from django.db import connections
 from django.db import models as db_models
 from django.db.models import Field, Model, OuterRef, Q, QuerySet, Subquery, Value
-from django.db.models.expressions import Combinable
+from django.db.models.expressions import Combinable, OrderBy
 from django.db.models.functions import Coalesce, NullIf
 from django.http import HttpRequest
 from django.urls import reverse
@@ -33,7 +35,7 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from pynenc_django.admin.config import db_alias, project_app_id, request_cache
-from pynenc_django.admin.sql import MAX_CHOICES, distinct_values, fast_count
+from pynenc_django.admin.sql import MAX_CHOICES, distinct_values, estimated_count, fast_count
 from pynenc_django.vendors import vendor_of
 
 if TYPE_CHECKING:
@@ -41,6 +43,13 @@ if TYPE_CHECKING:
 
 #: Exact counts up to this many rows; beyond it the planner's estimate is shown as "about".
 COUNT_CAP = 10_000
+#: Lists page through their first this many rows (200 pages of 50), whatever their size:
+#: ``OFFSET n`` walks ``n`` index entries, and many more (with their rows) when a filter
+#: keeps few of them. Further rows are reached by narrowing the list or reversing its order.
+PAGED_ROWS = 10_000
+#: Index entries a filtered list's deepest page may walk (see ``FastPaginator.rows_offered``):
+#: about 50 ms of a walk that also reads each row, at ten million invocations.
+PAGED_WALK = 50_000
 #: From this offset on, a page first reads its primary keys through the ordering index.
 DEEP_OFFSET = 1_000
 #: Years the date navigation offers at its top level.
@@ -300,15 +309,28 @@ def default_app_id(ids: Sequence[str]) -> str | None:
     return own if own in ids else ids[0]
 
 
+def rounded_estimate(n: int) -> int:
+    """A planner's estimate to three significant digits: 8,012,345 shows as 8,010,000."""
+    return n if n < 1000 else round(n, 3 - len(str(n)))
+
+
 class FastPaginator(Paginator):
-    """Counts at most :data:`COUNT_CAP` rows, estimates beyond, and pages deep lists by key.
+    """Counts at most :data:`COUNT_CAP` rows, estimates beyond, offers the pages of the
+    first :data:`PAGED_ROWS` rows only (fewer for a rare filter, see :attr:`rows_offered`),
+    and pages deep lists by key.
 
     ``OFFSET n`` makes the database walk ``n`` full rows; a deep page here first walks
     only the ordering index (an index-only scan on PostgreSQL) to find its primary keys,
-    then fetches those rows.
+    then fetches those rows. A page past the last one offered shows the last one
+    (:attr:`page_asked` says which was asked for).
     """
 
     count_is_exact = True
+    #: The list without the admin's filters (but its app), set by the admin: with it a
+    #: filter's share of the rows is known.
+    unfiltered: QuerySet | None = None
+    #: The page asked for when it was past the last one offered.
+    page_asked: int | None = None
 
     @cached_property
     def count(self) -> int:
@@ -316,6 +338,68 @@ class FastPaginator(Paginator):
             return len(self.object_list)
         count, self.count_is_exact = fast_count(self.object_list, COUNT_CAP)
         return count
+
+    @property
+    def count_label(self) -> str:
+        """The count as shown: exact, or the estimate to three significant digits (its
+        precision, at best)."""
+        return f"{self.count:,}" if self.count_is_exact else f"{rounded_estimate(self.count):,}"
+
+    @cached_property
+    def rows_offered(self) -> int:
+        """:data:`PAGED_ROWS`, or fewer when a filter keeps a small share of a long list.
+
+        Its indexes order the list by time, not by the filtered column: to reach offset
+        ``n`` of a filter keeping a share ``s`` of the rows, the database walks about
+        ``n / s`` index entries and their rows. So the rows offered are at most
+        :data:`PAGED_WALK` times that share (``s`` from the planner's estimates: one
+        ``EXPLAIN`` of the unfiltered list). Exact counts need none of this: a filter
+        keeping at most :data:`COUNT_CAP` rows is read through its own index and sorted.
+        """
+        qs = self.object_list
+        if self.count_is_exact or self.unfiltered is None or not isinstance(qs, QuerySet):
+            return PAGED_ROWS
+        unfiltered = self.unfiltered.order_by().values("pk")
+        if str(unfiltered.query) == str(qs.order_by().values("pk").query):
+            return PAGED_ROWS
+        total = estimated_count(unfiltered)
+        if not total or total <= self.count:
+            return PAGED_ROWS
+        return max(self.per_page, min(PAGED_ROWS, PAGED_WALK * self.count // total))
+
+    @cached_property
+    def all_pages(self) -> int:
+        """The pages the whole list would fill (Django's ``num_pages``)."""
+        if self.count == 0 and not self.allow_empty_first_page:
+            return 0
+        return math.ceil(max(1, self.count - self.orphans) / self.per_page)
+
+    @cached_property
+    def num_pages(self) -> int:
+        return min(self.all_pages, max(1, math.ceil(self.rows_offered / self.per_page)))
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the list has rows past the last page offered."""
+        return self.all_pages > self.num_pages
+
+    @property
+    def filter_limited(self) -> bool:
+        """Whether a rare filter, not the list's length, stops the pages early."""
+        return self.truncated and self.rows_offered < PAGED_ROWS
+
+    def validate_number(self, number: Any) -> int:
+        """A page past the last one offered is the last one, when the list goes on (its
+        length estimated, or counted past the pages offered); past the end of a counted
+        list it is Django's error."""
+        try:
+            return super().validate_number(number)
+        except EmptyPage:
+            asked = int(number)  # Django checked it is a number
+            if self.truncated and (not self.count_is_exact or asked <= self.all_pages):
+                self.page_asked = asked
+                return self.num_pages
+            raise
 
     def page(self, number: Any) -> Page:
         number = self.validate_number(number)
@@ -417,6 +501,41 @@ class PynencChangeList(ChangeList):
     """
 
     pynenc_date_nav: dict[str, Any] | None = None
+    #: The page asked for when it was past the last page offered (then the last one shows).
+    pynenc_page_asked: int | None = None
+
+    def get_results(self, request: HttpRequest) -> None:
+        """A page past the last one offered shows the last one (:class:`FastPaginator`),
+        and the page links say so; a page past the end of a list is Django's error."""
+        super().get_results(request)
+        asked = getattr(self.paginator, "page_asked", None)
+        if asked is not None:
+            self.pynenc_page_asked, self.page_num = asked, self.paginator.num_pages
+
+    def get_filters(self, request: HttpRequest) -> Any:
+        """Django's, noting the date navigation's range for the paginator: the ordering
+        index serves it, so it is no filter to walk past (``FastPaginator.rows_offered``)."""
+        filters = super().get_filters(request)
+        if self.date_hierarchy:
+            remaining: dict[str, Any] = filters[2]
+            bounds = (f"{self.date_hierarchy}__gte", f"{self.date_hierarchy}__lt")
+            request_cache(request)["date_range"] = {
+                key: remaining[key][-1] for key in bounds if remaining.get(key)
+            }
+        return filters
+
+    def get_ordering(self, request: HttpRequest, queryset: QuerySet) -> list[Any]:
+        """A column sorted the other way reverses the whole default order, tie-breakers
+        included, so the ``(app_id, field DESC, id DESC)`` indexes serve it backwards
+        without a sort step (Django keeps the default's ``-id`` after an ascending column).
+        """
+        ordering = list(super().get_ordering(request, queryset))
+        if not self.params.get(ORDER_VAR) or not ordering or not _ascending(ordering[0]):
+            return ordering
+        chosen = list(super().get_ordering(request, queryset.order_by()))
+        if chosen and chosen[-1] == "-pk":  # Django's tie-breaker, not the user's choice
+            chosen.pop()
+        return [*chosen, *(_reversed(field) for field in ordering[len(chosen) :])]
 
     def date_nav(self, request: HttpRequest) -> dict[str, Any] | None:
         field = self.date_hierarchy
@@ -481,6 +600,21 @@ class PynencChangeList(ChangeList):
         return {"show": True, "back": None, "choices": choices, "field_name": label}
 
 
+def _ascending(field: Any) -> bool:
+    if isinstance(field, str):
+        return not field.startswith("-")
+    return isinstance(field, OrderBy) and not field.descending
+
+
+def _reversed(field: Any) -> Any:
+    if isinstance(field, str):
+        return field[1:] if field.startswith("-") else f"-{field}"
+    if isinstance(field, OrderBy):
+        field = field.copy()
+        field.reverse_ordering()
+    return field
+
+
 class ReadOnlyAdminMixin:
     """Records are written by pynenc only: the admin shows them, never adds, edits or deletes
     (which also keeps Django's "delete selected" away: it would delete half an invocation)."""
@@ -527,6 +661,25 @@ class PynencModelAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_changelist(self, request: HttpRequest, **kwargs: Any) -> type[ChangeList]:
         return PynencChangeList
+
+    def get_paginator(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet,
+        per_page: int,
+        orphans: int = 0,
+        allow_empty_first_page: bool = True,
+    ) -> Paginator:
+        """Tells the paginator the list before its filters (of the app and dates shown),
+        so a rare filter's deep pages stay cheap (``FastPaginator.rows_offered``)."""
+        paginator = super().get_paginator(
+            request, queryset, per_page, orphans, allow_empty_first_page
+        )
+        app_id = current_app_id(request)
+        if isinstance(paginator, FastPaginator) and app_id is not None:
+            unfiltered = self.get_queryset(request).filter(app_id=app_id)
+            paginator.unfiltered = unfiltered.filter(**request_cache(request).get("date_range", {}))
+        return paginator
 
     def get_changelist_instance(self, request: HttpRequest) -> ChangeList:
         cl = super().get_changelist_instance(request)

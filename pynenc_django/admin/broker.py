@@ -28,8 +28,9 @@ class BrokerMessageAdmin(PynencModelAdmin):
     list_filter = (AppIdFilter, BrokerQueueFilter)
     exact_search_fields = ("invocation_id",)
     search_help_text = "Exact invocation id."
-    # The claim order, which the (app_id, queue, -priority, id) index serves per queue.
-    ordering = ("queue", "-priority", "id")
+    # The claim order (``queue_order``), which the (app_id, queue, -priority, created_at,
+    # id) index serves as it is: a rerouted invocation keeps its place by ``created_at``.
+    ordering = ("queue", "-priority", "created_at", "id")
     sortable_by = ()
 
     @admin.display(description="invocation")

@@ -11,10 +11,12 @@ Every helper here reads through an index whose first column is ``app_id``:
 
 from __future__ import annotations
 
+import datetime
+import json
 from typing import Any
 
 from django.db import connections
-from django.db.models import Field, Model, QuerySet
+from django.db.models import DateTimeField, Field, Model, QuerySet, Value
 
 from pynenc_django.db import column_name
 from pynenc_django.vendors import vendor_of
@@ -89,13 +91,68 @@ def estimated_count(queryset: QuerySet) -> int | None:
     return vendor_of(connections[qs.db]).estimated_count(qs)
 
 
+def estimated_counts(querysets: dict[str, QuerySet], *, using: str) -> dict[str, int] | None:
+    """``{label: the planner's row estimate}`` for several querysets in one ``EXPLAIN`` of
+    their ``UNION ALL`` (PostgreSQL, MariaDB/MySQL); ``None`` where there is no estimate
+    (SQLite) or the plan is not one part per queryset.
+
+    What :func:`estimated_count` does for one list, for a page of counts: one round trip
+    whatever their number, and about a millisecond of planning whatever the table sizes.
+    """
+    connection = connections[using]
+    if not querysets or connection.vendor not in ("postgresql", "mysql"):
+        return None
+    parts: list[str] = []
+    params: list[Any] = []
+    for qs in querysets.values():
+        sql, qs_params = qs.order_by().values_list("app_id").query.sql_with_params()
+        parts.append(sql)
+        params += qs_params
+    union = " UNION ALL ".join(parts)
+    labels = list(querysets)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"EXPLAIN (FORMAT JSON) {union}", params)
+            plan = cursor.fetchone()[0]
+            node = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+            # One part: its own plan; several: an Append of one plan per part, in order.
+            nodes = [node] if len(labels) == 1 else node.get("Plans", [])
+            if len(labels) > 1 and node["Node Type"] != "Append":
+                return None
+            rows = [n["Plan Rows"] for n in nodes]
+        else:
+            cursor.execute(f"EXPLAIN {union}", params)
+            columns = [c[0] for c in cursor.description]
+            selects = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+            # One row per table read, numbered by the SELECT it belongs to.
+            by_select: dict[int, int] = {}
+            for row in selects:
+                if row.get("id") is not None:
+                    by_select.setdefault(int(row["id"]), int(row.get("rows") or 0))
+            rows = [by_select[k] for k in sorted(by_select)]
+    if len(rows) != len(labels):
+        return None
+    return {label: int(n) for label, n in zip(labels, rows, strict=True)}
+
+
+def datetime_value(value: Any, *, using: str) -> datetime.datetime | None:
+    """A ``DateTimeField`` value read by raw SQL, converted as the ORM would (SQLite
+    returns text, MariaDB naive times)."""
+    connection = connections[using]
+    expression = Value(None, output_field=DateTimeField())
+    for converter in connection.ops.get_db_converters(expression):
+        value = converter(value, expression, connection)
+    return value
+
+
 def fast_count(queryset: QuerySet, cap: int) -> tuple[int, bool]:
     """``(count, exact)``: exact up to ``cap``, beyond it the planner's estimate (or exact
     on SQLite, which has no estimate and is not meant for millions of rows)."""
     exact = capped_count(queryset, cap + 1)
     if exact <= cap:
         return exact, True
-    estimate = estimated_count(queryset)
+    # The keys alone: the list's annotations (scalar subqueries) only cost planning time.
+    estimate = estimated_count(queryset.values("pk"))
     if estimate is None:
         return queryset.order_by().count(), True
     return max(estimate, exact), False

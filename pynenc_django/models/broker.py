@@ -20,6 +20,9 @@ class BrokerMessage(AppScopedModel):
                 fields=["app_id", "queue", "-priority", "created_at", "id"],
                 name="pynenc_broker_order_idx",
             ),
+            # A given invocation's message (the stuck-wait check's queue, the admin's search)
+            # without reading the whole queue.
+            models.Index(fields=["app_id", "invocation_id"], name="pynenc_broker_inv_idx"),
         ]
 
     def __str__(self) -> str:

@@ -97,6 +97,9 @@ class BlockingEdge(AppScopedModel):
         ]
         indexes = [
             models.Index(fields=["app_id", "waited_id"], name="pynenc_blocking_waited_idx"),
+            # The oldest waits first (the stuck-wait check of pynenc_status and the admin
+            # overview) without sorting every live edge.
+            models.Index(fields=["app_id", "created_at", "id"], name="pynenc_blocking_age_idx"),
         ]
 
     def __str__(self) -> str:

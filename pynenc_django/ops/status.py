@@ -160,16 +160,8 @@ def collect_status(
         last_completed_execution=last_completed,
     )
     report.problems = _problems(report, executions, now, atomic_interval, worker_runners)
-    report.problems += _stuck_waits(app_id, alias, now, stuck_wait_after, lambda: runners)
+    report.problems += stuck_waits(app_id, alias, now, stuck_wait_after, lambda: runners)
     return report
-
-
-def stuck_waits(app_id: str, alias: str, *, after: timedelta, dead_after: timedelta) -> list[str]:
-    """The stuck waits :func:`collect_status` reports, alone (the admin overview)."""
-    now = now_utc()
-    return _stuck_waits(
-        app_id, alias, now, after, lambda: _runner_states(app_id, alias, now, dead_after)
-    )
 
 
 def _runner_states(
@@ -235,7 +227,7 @@ class _Inv(NamedTuple):
     since: datetime
 
 
-def _stuck_waits(
+def stuck_waits(
     app_id: str,
     alias: str,
     now: datetime,

@@ -216,6 +216,117 @@ def test_deep_pages_fetch_keys_first(
     assert "-inv-000000000" in last and "-inv-000000149" not in last
 
 
+def test_pages_stop_at_the_last_offered(
+    seeded_app: str,
+    superuser_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    django_assert_max_num_queries: Any,
+) -> None:
+    """Past ``PAGED_ROWS`` a list offers no pages: the last one shows, with a note; a
+    page past the end of a list within the limit stays Django's error."""
+    from pynenc_django.admin import base
+
+    monkeypatch.setattr(base, "PAGED_ROWS", 100)  # 2 pages of 50 of the 150 rows
+    url = changelist(m.Invocation)
+    html = get(superuser_client, url, {"app_id": seeded_app})
+    assert 'id="pynenc-paged-rows"' in html and "Pages stop at 2," in html
+    assert "p=2" in html and "p=3" not in html  # the page links stop too
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, url, {"app_id": seeded_app, "p": 3})
+    assert "Page 3 is past the last page offered: this is page 2." in html
+    assert "-inv-000000099" in html and "-inv-000000049" not in html  # rows 51-100
+    assert superuser_client.get(url, {"app_id": seeded_app, "p": 4}).status_code == 302
+    monkeypatch.setattr(base, "PAGED_ROWS", 10_000)
+    html = get(superuser_client, url, {"app_id": seeded_app})
+    assert 'id="pynenc-paged-rows"' not in html
+    assert superuser_client.get(url, {"app_id": seeded_app, "p": 4}).status_code == 302  # ?e=1
+
+
+def test_a_rare_filter_offers_fewer_pages(
+    seeded_app: str,
+    superuser_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    django_assert_max_num_queries: Any,
+) -> None:
+    """A filter keeping a share of a long list offers that share of ``PAGED_WALK`` rows:
+    its deep pages walk the time index through every row, kept or not."""
+    from django.contrib import admin
+    from django.db import connection
+
+    from pynenc_django.admin import base
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs the planner's estimates after ANALYZE (MariaDB's are per-key averages)")
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE pynenc_invocation")
+    monkeypatch.setattr(base, "COUNT_CAP", 20)  # 150 invocations are "long"
+    monkeypatch.setattr(base, "PAGED_WALK", 0)  # a filter gets one page
+    monkeypatch.setattr(admin.site._registry[m.Invocation], "list_per_page", 5)
+    url = changelist(m.Invocation)
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, url, {"app_id": seeded_app, "status": "success", "p": 9})
+    assert "Page 9 is past the last page offered: this is page 1." in html
+    assert "Pages stop at 1: this filter keeps few of the rows" in html
+    html = get(superuser_client, url, {"app_id": seeded_app, "p": 9})  # no filter: all pages
+    assert 'id="pynenc-paged-rows"' not in html and "p=10" in html
+    # A day of the date navigation is a range of the time index, no filter to walk past
+    # (the middle row's day holds half the rows at least, wherever midnight falls).
+    at = m.Invocation.objects.filter(app_id=seeded_app).order_by("registered_at")[75]
+    day = {
+        "registered_at__year": at.registered_at.year,
+        "registered_at__month": at.registered_at.month,
+        "registered_at__day": at.registered_at.day,
+    }
+    html = get(superuser_client, url, {"app_id": seeded_app, **day})
+    assert "this filter keeps few of the rows" not in html and "p=2" in html
+
+
+def test_oldest_first_follows_the_index(seeded_app: str, superuser_client: Client) -> None:
+    """Sorting by registration time the other way breaks ties by ``id`` the same way, so
+    the ``(app_id, -registered_at, -id)`` index serves it backwards, deep pages included."""
+    from django.contrib import admin
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from pynenc_django.admin import base
+
+    column = admin.site._registry[m.Invocation].list_display.index("registered_at") + 1
+    url = changelist(m.Invocation)
+    first = get(superuser_client, url, {"app_id": seeded_app, "o": column})
+    assert "-inv-000000000" in first and "-inv-000000149" not in first
+    with CaptureQueriesContext(connection) as queries:
+        get(superuser_client, url, {"app_id": seeded_app, "o": column, "p": 3})
+    listed = [q["sql"] for q in queries.captured_queries if "ORDER BY" in q["sql"]]
+    assert listed
+    plain = re.sub(r'["`]', "", listed[-1])
+    assert re.search(
+        r"ORDER BY pynenc_invocation\.registered_at ASC, pynenc_invocation\.id ASC", plain
+    )
+    assert base.PAGED_ROWS >= 150  # page 3 is a real page here
+
+
+def test_broker_messages_in_claim_order(fresh_app: str, superuser_client: Client) -> None:
+    """Highest priority first, then by first queued time (a rerouted invocation keeps its
+    place), then FIFO: as workers take them."""
+    m.BrokerMessage.objects.filter(app_id=fresh_app).delete()
+    now = timezone.now()
+    for invocation_id, priority, queued in (
+        ("msg-late", 0.0, now),
+        ("msg-rerouted", 0.0, now - timedelta(minutes=5)),  # inserted later, queued earlier
+        ("msg-urgent", 5.0, now),
+    ):
+        m.BrokerMessage.objects.create(
+            app_id=fresh_app,
+            queue="default",
+            priority=priority,
+            invocation_id=invocation_id,
+            created_at=queued,
+        )
+    html = get(superuser_client, changelist(m.BrokerMessage), {"app_id": fresh_app})
+    order = [html.index(i) for i in ("msg-urgent", "msg-rerouted", "msg-late")]
+    assert order == sorted(order)
+
+
 def test_estimated_count_beyond_the_cap(
     seeded_app: str, superuser_client: Client, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -269,9 +380,9 @@ def test_overview(
     seeded_app: str, superuser_client: Client, django_assert_max_num_queries: Any
 ) -> None:
     url = reverse("admin:pynenc_django_overview")
-    # The stuck-wait check (the seeded waits are old): edges, their invocations, busy
-    # workers, runners, the shown waits' queues.
-    with django_assert_max_num_queries(MAX_QUERIES + 5):
+    # Stuck waits included (the seeded waits are old): edges, their invocations, busy
+    # workers and the shown waits' queues, besides the page's own few.
+    with django_assert_max_num_queries(MAX_QUERIES):
         html = get(superuser_client, url, {"app_id": seeded_app})
     assert "Invocations by status" in html and "Queue depth" in html
     assert "Oldest waiting invocation" in html
@@ -282,6 +393,7 @@ def test_overview(
     assert queued
     for queue in queued:
         assert f">{queue}<" in html
+    assert 'id="pynenc-estimates-note"' not in html  # 150 invocations: every count exact
     index = get(superuser_client, reverse("admin:index"))
     assert url in index
     app_index = get(superuser_client, reverse("admin:app_list", args=["pynenc_django"]))
@@ -676,3 +788,56 @@ def test_a_delayed_invocation_shows_its_due_time(fresh_app: str, superuser_clien
     assert shown in get(superuser_client, change(invocation))
     delayed = get(superuser_client, changelist(m.DelayedMessage), {"app_id": fresh_app})
     assert invocation.invocation_id[:8] in delayed
+
+
+def test_overview_estimates_beyond_the_cap(
+    seeded_app: str,
+    superuser_client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    django_assert_max_num_queries: Any,
+) -> None:
+    """Counts by status and queue depths are exact up to the cap; beyond it, one EXPLAIN
+    gives the planner's estimates, shown as "about" (SQLite has none: "N+")."""
+    from django.db import connection
+
+    from pynenc_django.admin import overview
+
+    monkeypatch.setattr(overview, "STATUS_CAP", 2)
+    url = reverse("admin:pynenc_django_overview")
+    with django_assert_max_num_queries(MAX_QUERIES):
+        html = get(superuser_client, url, {"app_id": seeded_app})
+    statuses = html[html.index('id="pynenc-status-counts"') :]
+    statuses = statuses[: statuses.index("</table>")]
+    queues = html[html.index('id="pynenc-queues"') :]
+    queues = queues[: queues.index("</table>")]
+    assert 'id="pynenc-estimates-note"' in html
+    assert ">0</a>" in statuses  # PENDING_RECOVERY: none, exactly
+    if connection.vendor == "sqlite":
+        assert "2+" in statuses and "2+" in queues and "about" not in statuses
+    else:
+        assert "about" in statuses and "about" in queues and "in all" in html
+        assert "estimated by the database planner" in statuses
+
+
+def test_overview_reads_only_capped_ranges(
+    seeded_app: str, superuser_client: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No aggregate over a whole status or queue: whatever is counted is capped, the
+    oldest times are single index probes."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    url = reverse("admin:pynenc_django_overview")
+    with CaptureQueriesContext(connection) as queries:
+        get(superuser_client, url, {"app_id": seeded_app})
+    sql = [re.sub(r'["`]', "", q["sql"]) for q in queries.captured_queries]
+    assert not any("GROUP BY" in q and "pynenc_broker_message" in q for q in sql)
+    assert not any(re.search(r"MIN\(pynenc_invocation\.status_timestamp\)", q) for q in sql)
+
+
+def test_rounded_estimates() -> None:
+    from pynenc_django.admin.base import rounded_estimate
+
+    assert rounded_estimate(987) == 987
+    assert rounded_estimate(8_012_345) == 8_010_000
+    assert rounded_estimate(147_304) == 147_000
