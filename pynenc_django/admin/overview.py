@@ -125,20 +125,7 @@ def summary(app_id: str, now: datetime) -> dict[str, Any]:
     # MariaDB's DISTINCT.
     value = "v" if "skip(v)" in queue_sql else qn("queue")
     scope = f"m.{qn('app_id')} = %s AND m.{qn('queue')} = q0.{value}"
-    if connection.vendor == "mysql":
-        # MariaDB's derived tables cannot refer to the outer query: the (cap + 1)-th
-        # entry tells a long queue, and only a short one is counted.
-        nth = f"SELECT m.{qn('id')} FROM {table} m WHERE {scope} LIMIT 1 OFFSET {STATUS_CAP}"
-        count = f"SELECT COUNT(*) FROM {table} m WHERE {scope}"
-        depth = f"CASE WHEN ({nth}) IS NOT NULL THEN {STATUS_CAP + 1} ELSE ({count}) END"
-        depth_scopes = 2
-    else:
-        # A capped range, which the planner also costs as one: an estimate that counted
-        # the whole queue would cross PostgreSQL's jit_above_cost, and JIT compiling
-        # costs more than this query takes.
-        limited = f"SELECT 1 FROM {table} m WHERE {scope} LIMIT {STATUS_CAP + 1}"
-        depth = f"SELECT COUNT(*) FROM ({limited}) capped"
-        depth_scopes = 1
+    depth, depth_scopes = vendor_of(connection).capped_count_sql(table, scope, STATUS_CAP, qn("id"))
     head = (
         f"SELECT m.{qn('created_at')} FROM {table} m WHERE {scope} "
         f"ORDER BY m.{qn('priority')} DESC, m.{qn('created_at')}, m.{qn('id')} LIMIT 1"

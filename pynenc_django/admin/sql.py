@@ -12,7 +12,6 @@ Every helper here reads through an index whose first column is ``app_id``:
 from __future__ import annotations
 
 import datetime
-import json
 from typing import Any
 
 from django.db import connections
@@ -100,7 +99,7 @@ def estimated_counts(querysets: dict[str, QuerySet], *, using: str) -> dict[str,
     whatever their number, and about a millisecond of planning whatever the table sizes.
     """
     connection = connections[using]
-    if not querysets or connection.vendor not in ("postgresql", "mysql"):
+    if not querysets:
         return None
     parts: list[str] = []
     params: list[Any] = []
@@ -108,29 +107,12 @@ def estimated_counts(querysets: dict[str, QuerySet], *, using: str) -> dict[str,
         sql, qs_params = qs.order_by().values_list("app_id").query.sql_with_params()
         parts.append(sql)
         params += qs_params
-    union = " UNION ALL ".join(parts)
     labels = list(querysets)
     with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"EXPLAIN (FORMAT JSON) {union}", params)
-            plan = cursor.fetchone()[0]
-            node = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
-            # One part: its own plan; several: an Append of one plan per part, in order.
-            nodes = [node] if len(labels) == 1 else node.get("Plans", [])
-            if len(labels) > 1 and node["Node Type"] != "Append":
-                return None
-            rows = [n["Plan Rows"] for n in nodes]
-        else:
-            cursor.execute(f"EXPLAIN {union}", params)
-            columns = [c[0] for c in cursor.description]
-            selects = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
-            # One row per table read, numbered by the SELECT it belongs to.
-            by_select: dict[int, int] = {}
-            for row in selects:
-                if row.get("id") is not None:
-                    by_select.setdefault(int(row["id"]), int(row.get("rows") or 0))
-            rows = [by_select[k] for k in sorted(by_select)]
-    if len(rows) != len(labels):
+        rows = vendor_of(connection).union_row_estimates(
+            cursor, " UNION ALL ".join(parts), params, len(labels)
+        )
+    if rows is None or len(rows) != len(labels):
         return None
     return {label: int(n) for label, n in zip(labels, rows, strict=True)}
 

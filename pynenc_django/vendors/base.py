@@ -97,6 +97,12 @@ class Vendor:
         """``column`` as the WHERE clause of a transition compares it."""
         return column
 
+    def inserts_rows_one_by_one(self) -> bool:
+        """Several rows go in as one single-row INSERT run for each (``executemany``),
+        not as one statement of many rows: equally fast where the database is a library
+        in this process, and each row's text stays short for whoever traces statements."""
+        return False
+
     def inserts_arrays(self, model: type[Model]) -> bool:
         """Several rows of ``model`` go in as one array per column, one text for any count."""
         return False
@@ -140,6 +146,22 @@ class Vendor:
     def estimated_count(self, queryset: QuerySet[Any, Any]) -> int | None:
         """The planner's row estimate for ``queryset``, where one is cheap to get."""
         return None
+
+    def union_row_estimates(
+        self, cursor: Any, union: str, params: Sequence[Any], parts: int
+    ) -> list[int] | None:
+        """The planner's row estimate of each part of ``union`` (a ``UNION ALL`` of
+        ``parts`` SELECTs), in order, from one ``EXPLAIN``; None without estimates."""
+        return None
+
+    def capped_count_sql(self, table: str, scope: str, cap: int, id_column: str) -> tuple[str, int]:
+        """A scalar subquery counting ``table``'s rows (alias ``m``) where ``scope`` holds,
+        up to ``cap + 1`` (beyond: "more than ``cap``"), and how many times ``scope``'s
+        parameters are needed. A capped range, which the planner costs as one: a count of
+        the whole range would cross PostgreSQL's ``jit_above_cost``, and JIT compiling
+        costs more than the query."""
+        limited = f"SELECT 1 FROM {table} m WHERE {scope} LIMIT {cap + 1}"
+        return f"SELECT COUNT(*) FROM ({limited}) capped", 1
 
     def result_length_sql(self, column: str) -> str:
         """The size in bytes of a stored result ``column``."""

@@ -35,6 +35,26 @@ class MySQL(Vendor):
             )
             return int(cursor.fetchone()[0]) == len(HISTORY_TRIGGERS)
 
+    def union_row_estimates(
+        self, cursor: Any, union: str, params: Sequence[Any], parts: int
+    ) -> list[int] | None:
+        cursor.execute(f"EXPLAIN {union}", params)
+        columns = [c[0] for c in cursor.description]
+        selects = [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
+        # One row per table read, numbered by the SELECT it belongs to.
+        by_select: dict[int, int] = {}
+        for row in selects:
+            if row.get("id") is not None:
+                by_select.setdefault(int(row["id"]), int(row.get("rows") or 0))
+        return [by_select[k] for k in sorted(by_select)]
+
+    def capped_count_sql(self, table: str, scope: str, cap: int, id_column: str) -> tuple[str, int]:
+        """MariaDB's derived tables cannot refer to the outer query: the (cap + 1)-th
+        row tells a long range, and only a short one is counted."""
+        nth = f"SELECT m.{id_column} FROM {table} m WHERE {scope} LIMIT 1 OFFSET {cap}"
+        count = f"SELECT COUNT(*) FROM {table} m WHERE {scope}"
+        return f"CASE WHEN ({nth}) IS NOT NULL THEN {cap + 1} ELSE ({count}) END", 2
+
     def status_time_after_current(self) -> str:
         return "GREATEST(%s, status_timestamp + INTERVAL 1 MICROSECOND)"
 

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pynenc_django.vendors.base import ClaimTables, Vendor
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from django.db.models import Model, QuerySet
 
 
@@ -63,6 +65,18 @@ class PostgreSQL(Vendor):
         usually within a few percent after ``ANALYZE``."""
         plan = json.loads(queryset.explain(format="json"))
         return int(plan[0]["Plan"]["Plan Rows"])
+
+    def union_row_estimates(
+        self, cursor: Any, union: str, params: Sequence[Any], parts: int
+    ) -> list[int] | None:
+        cursor.execute(f"EXPLAIN (FORMAT JSON) {union}", params)
+        plan = cursor.fetchone()[0]
+        node = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+        # One part: its own plan; several: an Append of one plan per part, in order.
+        if parts > 1 and node["Node Type"] != "Append":
+            return None
+        nodes = [node] if parts == 1 else node.get("Plans", [])
+        return [int(n["Plan Rows"]) for n in nodes]
 
     def result_length_sql(self, column: str) -> str:
         return f"octet_length({column})"
