@@ -3,7 +3,8 @@ built once per shape.
 
 Building the same ORM query again costs 5-20 times the CPU of sending it, which caps a
 worker's throughput: the statements run several times per invocation are written once
-here (:func:`insert_rows`), gathered into one statement where the database allows it
+here (:func:`insert_rows`; :func:`insert_columns` for a batch's many rows, without a
+model instance each), gathered into one statement where the database allows it
 (:func:`one_statement`) and run through :func:`hot_cursor`.
 """
 
@@ -13,9 +14,9 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from itertools import chain
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any
 
 from pynenc_django.db.connections import get_connection
@@ -188,6 +189,23 @@ def combine_parts(parts: Sequence[StatementPart]) -> tuple[str, list[Any]]:
     )
 
 
+class Same:
+    """One value for every row of an :func:`insert_columns` batch (a constant column):
+    prepared once, and sent once on PostgreSQL."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return f"Same({self.value!r})"
+
+
+#: A column of :func:`insert_columns`: one value per row, or the same for all.
+type Column = Sequence[Any] | Same
+
+
 def insert_rows(
     alias: str,
     model: type[Model],
@@ -198,41 +216,95 @@ def insert_rows(
 ) -> None:
     """INSERT model instances with fixed SQL: what ``bulk_create`` sends, at a fraction of
     its CPU (it compiles a new query every call; these run several times per invocation).
+    See :func:`insert_columns`, which this calls with the rows' columns."""
+    if not rows:
+        return
+    columns = {
+        field.attname: [getattr(row, field.attname) for row in rows]
+        for field in _insert_fields(model)
+    }
+    insert_columns(alias, model, columns, len(rows), unique_fields, update_fields, prepare)
+
+
+def insert_columns(
+    alias: str,
+    model: type[Model],
+    columns: Mapping[str, Column],
+    count: int,
+    unique_fields: Sequence[str] = (),
+    update_fields: Sequence[str] | None = None,
+    prepare: bool = False,
+) -> None:
+    """INSERT ``count`` rows of ``model`` given column by column (by attribute name; a
+    field left out takes its default in every row), with fixed SQL and no model instances:
+    a batch submit's rows cost a list per column, not an object and a prepared value per
+    cell.
 
     With ``unique_fields``, a row colliding on them updates ``update_fields``, or is
     skipped if there are none. MariaDB/MySQL's ``ON DUPLICATE KEY`` names no key; every
     model we write this way has exactly one unique key, which makes the two equivalent.
-    Values are prepared by each field, as the ORM does. Batches beyond one statement
-    share a transaction. ``prepare``: a single row's INSERT (one shape per model) is
-    prepared, as :func:`hot_cursor` says.
+    Values are prepared by each field, as the ORM does (a column of plain strings for a
+    text field is already what the field would send; a :class:`Same` value is prepared
+    once). Rows beyond one statement (:data:`STATEMENT_ROWS`, :data:`STATEMENT_CHARS`)
+    share a transaction (the caller's, if it is in one), or, gathered by
+    :func:`one_statement`, its one statement.
+    ``prepare``: statements of a fixed text (one row, or PostgreSQL's arrays) are prepared,
+    as :func:`hot_cursor` says. Where the vendor inserts rows one by one (SQLite), several
+    rows are one ``executemany`` of the single-row INSERT.
     """
-    if not rows:
+    if count <= 0:
         return
-
     connection = get_connection(alias)
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
-    batches = list(size_batches(rows))
-    parts = gathered(alias) if len(batches) == 1 else None
-    with write_transaction(alias) if len(batches) > 1 else contextlib.nullcontext():
-        for batch in batches:
-            arrays = len(batch) > 1 and vendor_of(connection).inserts_arrays(model)
-            sql = _insert_sql(
-                connection.alias,
-                model,
-                0 if arrays else len(batch),
-                tuple(unique_fields),
-                tuple(update_fields) if update_fields is not None else None,
-            )
-            values = [
-                [
-                    field.get_db_prep_save(getattr(row, field.attname), connection)
-                    for field in fields
+    prepared: list[Column] = []
+    for field in _insert_fields(model):
+        column = columns.get(field.attname)
+        if column is None:
+            column = Same(field.get_default())
+        if isinstance(column, Same):
+            prepared.append(Same(field.get_db_prep_save(column.value, connection)))
+            continue
+        if len(column) != count:
+            raise ValueError(f"{field.attname}: {len(column)} values for {count} rows")
+        prepared.append(_prepared_column(field, column, connection))
+    unique = tuple(unique_fields)
+    update = tuple(update_fields) if update_fields is not None else None
+    vendor = vendor_of(connection)
+    arrays = vendor.inserts_arrays(model) and any(
+        not isinstance(column, Same) for column in prepared
+    )
+    one_by_one = vendor.inserts_rows_one_by_one()
+    ranges = _row_ranges(prepared, count)
+    parts = gathered(alias)
+    # Several statements share a transaction: the caller's if it is in one (no savepoint
+    # each), else their own; gathered, they are one statement.
+    many = len(ranges) > 1 and parts is None and not connection.in_atomic_block
+    with write_transaction(alias) if many else contextlib.nullcontext():
+        for start, stop in ranges:
+            rows = stop - start
+            # One array per varying column, constants once (a column of one value, say
+            # all NULL, too): one text for any count.
+            sent = [_uniform(c, start, stop) for c in prepared] if arrays and rows > 1 else []
+            shape = tuple(isinstance(column, Same) for column in sent)
+            if not all(shape):
+                sql = _array_insert_sql(alias, model, shape, unique, update)
+                params = [c.value for c in sent if isinstance(c, Same)]
+                params += [c for c in sent if not isinstance(c, Same)]
+                fixed_text = prepare
+            else:
+                cells = [
+                    repeat(c.value, rows) if isinstance(c, Same) else c[start:stop]
+                    for c in prepared
                 ]
-                for row in batch
-            ]
-            # Arrays: one parameter per column, whatever the rows (see _insert_sql).
-            params = [list(c) for c in zip(*values, strict=True)] if arrays else [*chain(*values)]
-            fixed_text = prepare and (arrays or len(batch) == 1)
+                if one_by_one and rows > 1 and parts is None:
+                    with hot_cursor(connection, False) as cursor:
+                        cursor.executemany(
+                            _insert_sql(alias, model, 1, unique, update),
+                            list(zip(*cells, strict=True)),
+                        )
+                    continue
+                sql = _insert_sql(alias, model, rows, unique, update)
+                params = list(chain.from_iterable(zip(*cells, strict=True)))
+                fixed_text = prepare and rows == 1
             if parts is not None:
                 parts.append(StatementPart(sql, params, fixed_text))
                 continue
@@ -240,11 +312,103 @@ def insert_rows(
                 cursor.execute(sql, params)
 
 
+@functools.cache
+def _insert_fields(model: type[Model]) -> list[Field[Any, Any]]:
+    """The columns an INSERT of ``model`` writes, in the model's order (no primary key)."""
+    return [f for f in model._meta.concrete_fields if not f.primary_key]
+
+
+@functools.cache
+def _passes_text(field: Field[Any, Any]) -> bool:
+    """Whether the field sends a ``str`` (or ``None``) as it is, on every database."""
+    from django.db import models
+
+    return type(field) in (models.CharField, models.TextField)
+
+
+_TEXT_OR_NONE = frozenset({str, type(None)})
+
+
+def _prepared_column(
+    field: Field[Any, Any], values: Sequence[Any], connection: BaseDatabaseWrapper
+) -> Sequence[Any]:
+    if _passes_text(field) and set(map(type, values)) <= _TEXT_OR_NONE:
+        return values
+    return [field.get_db_prep_save(value, connection) for value in values]
+
+
+def _uniform(column: Column, start: int, stop: int) -> Column:
+    """Rows ``start:stop`` of ``column``: as :class:`Same` where they hold one value."""
+    if isinstance(column, Same):
+        return column
+    values = list(column[start:stop])
+    first = values[0]
+    if values.count(first) == len(values) and (first is None or type(first) is str):
+        return Same(first)
+    return values
+
+
+def _row_ranges(columns: Sequence[Column], count: int) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the rows of each INSERT: at most :data:`STATEMENT_ROWS` rows
+    and :data:`STATEMENT_CHARS` characters of text each (as :func:`size_batches`)."""
+    constant = sum(len(c.value) for c in columns if isinstance(c, Same) and type(c.value) is str)
+    varying = [c for c in columns if not isinstance(c, Same)]
+    if count <= STATEMENT_ROWS:
+        total = constant * count + sum(
+            len(v) for column in varying for v in column if type(v) is str
+        )
+        if total <= STATEMENT_CHARS:
+            return [(0, count)]
+    ranges: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for row in range(count):
+        chars = constant + sum(len(v) for c in varying if type(v := c[row]) is str)
+        if row > start and (row - start >= STATEMENT_ROWS or size + chars > STATEMENT_CHARS):
+            ranges.append((start, row))
+            start, size = row, 0
+        size += chars
+    ranges.append((start, count))
+    return ranges
+
+
 def column_name(field: Field[Any, Any]) -> str:
     """A concrete field's column (Django types it optional: a many-to-many field has none)."""
     if field.column is None:
         raise ValueError(f"{field} has no column")
     return field.column
+
+
+@functools.cache
+def _array_insert_sql(
+    alias: str,
+    model: type[Model],
+    same: tuple[bool, ...],
+    unique: tuple[str, ...],
+    update: tuple[str, ...] | None,
+) -> str:
+    """PostgreSQL, any number of rows: one array per varying column and one value per
+    constant one (``same``), so one text whatever the batch. psycopg caches its parsing
+    (a long VALUES list is re-parsed every call, most of a batch submit's CPU) and the
+    server may prepare it. Parameters: the constants, then the arrays, in field order."""
+    connection = get_connection(alias)
+    qn = connection.ops.quote_name
+    fields = _insert_fields(model)
+    columns = ", ".join(qn(column_name(f)) for f in fields)
+    values: list[str] = []
+    arrays: list[str] = []
+    for field, constant in zip(fields, same, strict=True):
+        db_type = field.db_type(connection)
+        if constant:
+            values.append(f"%s::{db_type}")
+        else:
+            values.append(f"u.c{len(arrays)}")
+            arrays.append(f"%b::{db_type}[]")
+    names = ", ".join(f"c{n}" for n in range(len(arrays)))
+    source = f"SELECT {', '.join(values)} FROM unnest({', '.join(arrays)}) AS u({names})"
+    verb, suffix = (
+        vendor_of(connection).conflict_clause(qn, unique, update) if unique else ("INSERT", "")
+    )
+    return f"{verb} INTO {qn(model._meta.db_table)} ({columns}) {source}{suffix}"
 
 
 @functools.cache
@@ -257,16 +421,9 @@ def _insert_sql(
 ) -> str:
     connection = get_connection(alias)
     qn = connection.ops.quote_name
-    fields = [f for f in model._meta.concrete_fields if not f.primary_key]
+    fields = _insert_fields(model)
     columns = ", ".join(qn(column_name(f)) for f in fields)
-    if rows:
-        source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * rows)
-    else:
-        # PostgreSQL, any number of rows: one array per column, so one text whatever the
-        # batch. psycopg caches its parsing (a long VALUES list is re-parsed every call,
-        # most of a batch submit's CPU) and the server may prepare it.
-        arrays = ", ".join(f"%b::{f.db_type(connection)}[]" for f in fields)
-        source = f"SELECT * FROM unnest({arrays})"
+    source = "VALUES " + ", ".join(["(" + ", ".join(["%s"] * len(fields)) + ")"] * rows)
     verb, suffix = (
         vendor_of(connection).conflict_clause(qn, unique, update) if unique else ("INSERT", "")
     )

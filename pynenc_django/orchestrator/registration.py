@@ -4,6 +4,7 @@ elsewhere, and registration concurrency under its key's lock.
 
 from __future__ import annotations
 
+import logging
 from contextlib import nullcontext
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -13,13 +14,14 @@ from pynenc.invocation.status import (
     InvocationStatus,
     InvocationStatusRecord,
 )
+from pynenc.trigger.conditions import StatusContext
 
 from pynenc_django.db import (
-    insert_rows,
     named_locks,
     one_statement,
     retry_transient,
 )
+from pynenc_django.db.statements import Column, Same, insert_columns
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.orchestrator.rules import (
     DISABLED,
@@ -30,6 +32,8 @@ from pynenc_django.serializer.calls import serialize_arguments_first
 from pynenc_django.utils import sha256_hex
 
 if TYPE_CHECKING:
+    from pynenc.identifiers.invocation_id import InvocationId
+    from pynenc.identifiers.task_id import TaskId
     from pynenc.invocation.dist_invocation import DistributedInvocation
 
 
@@ -86,13 +90,37 @@ class RegistrationMixin(OrchestratorCore):
         runner_ctx = context.get_or_create_runner_context(self.app.app_id)
         self.app.state_backend.store_runner_context(runner_ctx)
         record = self._store_register_and_route(invocations, runner_ctx.runner_id)
-        invocation_ids = [invocation.invocation_id for invocation in invocations]
-        self.app.trigger.report_tasks_status(invocation_ids, record.status)
+        self._report_registered(invocations, record.status)
+        if self.app.logger.isEnabledFor(logging.INFO):
+            for invocation in invocations:
+                self.app.logger.info(
+                    f"NEW task:{invocation.call.task.task_id.key} "
+                    f"invocation:{invocation.invocation_id} REGISTERED and ROUTED"
+                )
+
+    def _report_registered(
+        self, invocations: list[DistributedInvocation], status: InvocationStatus
+    ) -> None:
+        """pynenc's report of the new status to the trigger, for the invocations of
+        tasks a trigger condition watches: our trigger's report reads each invocation
+        back only to find its task, and finds nothing to record for the others."""
+        from pynenc_django.trigger import DjangoTrigger
+
+        trigger = self.app.trigger
+        if not isinstance(trigger, DjangoTrigger):
+            trigger.report_tasks_status([i.invocation_id for i in invocations], status)
+            return
+        by_task: dict[TaskId, list[InvocationId]] = {}
         for invocation in invocations:
-            self.app.logger.info(
-                f"NEW task:{invocation.call.task.task_id.key} "
-                f"invocation:{invocation.invocation_id} REGISTERED and ROUTED"
-            )
+            by_task.setdefault(invocation.call.task.task_id, []).append(invocation.invocation_id)
+        watched = [
+            invocation_id
+            for task_id, invocation_ids in by_task.items()
+            if trigger.get_conditions_sourced_from_task(task_id, StatusContext)
+            for invocation_id in invocation_ids
+        ]
+        if watched:
+            trigger.report_tasks_status(watched, status)
 
     # ------------------------------------------------------------------ registration
 
@@ -104,15 +132,11 @@ class RegistrationMixin(OrchestratorCore):
         backend and the broker share this database where :attr:`history_by_database`):
         a caller that dies half-way leaves no REGISTERED invocation that nothing will
         ever run, and a single call costs one commit (one disk flush) instead of three.
-        On PostgreSQL the three INSERTs are one statement (:func:`one_statement`), which
-        for a single invocation needs no transaction around it."""
+        On PostgreSQL the INSERTs (arguments under concurrency control included) are one
+        statement (:func:`one_statement`), atomic alone, for a single call and a batch
+        alike: no transaction around it."""
         backend = self._django_state_backend
-        # One invocation on PostgreSQL: its three INSERTs are one statement, atomic alone.
-        alone = (
-            len(invocations) == 1
-            and self.dialect.writes_in_ctes
-            and not indexes_arguments(invocations[0].task)  # its arguments: one more INSERT
-        )
+        alone = self.dialect.writes_in_ctes
         try:
             with (
                 self.write_transaction() if self._routes_here and not alone else nullcontext(),
@@ -135,7 +159,8 @@ class RegistrationMixin(OrchestratorCore):
     def _register_new_invocations(
         self, invocations: list[DistributedInvocation], runner_id: str | None = None
     ) -> InvocationStatusRecord:
-        """Insert REGISTERED rows for invocations not seen before (idempotent)."""
+        """Insert REGISTERED rows for invocations not seen before (idempotent), built
+        column by column (a batch's rows are many)."""
         from pynenc_django.models import Invocation
 
         # REGISTERED releases ownership, so no owner is stored whoever registers it.
@@ -143,28 +168,28 @@ class RegistrationMixin(OrchestratorCore):
         # Arguments under concurrency control are indexed before the invocation is queued
         # (pynenc indexes them after): a worker must never claim one whose key the next
         # claim's check could not see.
-        guarded = [i for i in invocations if indexes_arguments(i.task)]
+        guarded_tasks = {t for t in {i.call.task for i in invocations} if indexes_arguments(t)}
+        guarded = [i for i in invocations if i.call.task in guarded_tasks]
         self._local.indexed = {i.invocation_id for i in guarded}
-        for invocation in guarded:
-            self._index_arguments(invocation)
-        insert_rows(
+        self._index_arguments_of(guarded)
+        calls = [invocation.call for invocation in invocations]
+        columns: dict[str, Column] = {
+            "app_id": Same(self.app.app_id),
+            "invocation_id": [invocation.invocation_id for invocation in invocations],
+            "task_id_key": [call.task.task_id.key for call in calls],
+            "call_id_key": [call.call_id.key for call in calls],
+            "status": Same(record.status.value),
+            "status_runner_id": Same(None),
+            "status_timestamp": Same(record.timestamp),
+            "registered_at": Same(record.timestamp),
+            "status_context_id": Same(runner_id),
+            "registered_by_inv_id": [i.parent_invocation_id for i in invocations],
+        }
+        insert_columns(
             self.db_alias,
             Invocation,
-            [
-                Invocation(
-                    app_id=self.app.app_id,
-                    invocation_id=invocation.invocation_id,
-                    task_id_key=invocation.task.task_id.key,
-                    call_id_key=invocation.call.call_id.key,
-                    status=record.status.value,
-                    status_runner_id=None,
-                    status_timestamp=record.timestamp,
-                    registered_at=record.timestamp,
-                    status_context_id=runner_id,
-                    registered_by_inv_id=invocation.parent_invocation_id,
-                )
-                for invocation in invocations
-            ],
+            columns,
+            len(invocations),
             unique_fields=["app_id", "invocation_id"],
             prepare=self.prepares,
         )
@@ -176,6 +201,34 @@ class RegistrationMixin(OrchestratorCore):
         if invocation.invocation_id in getattr(self._local, "indexed", ()):
             return
         self._index_arguments(invocation)
+
+    def _index_arguments_of(self, invocations: list[DistributedInvocation]) -> None:
+        """Index the arguments of new invocations in one INSERT (gathered into the
+        submit's one statement on PostgreSQL), not one per invocation."""
+        from pynenc_django.models import InvocationArgument
+
+        invocation_ids: list[str] = []
+        keys: list[str] = []
+        values: list[str] = []
+        for invocation in invocations:
+            for key, value in invocation.call.serialized_arguments.items():
+                invocation_ids.append(invocation.invocation_id)
+                keys.append(key)
+                values.append(value)
+        insert_columns(
+            self.db_alias,
+            InvocationArgument,
+            {
+                "app_id": Same(self.app.app_id),
+                "invocation_id": invocation_ids,
+                "arg_key": keys,
+                "value_hash": [sha256_hex(value) for value in values],
+                "arg_value": values,
+            },
+            len(keys),
+            unique_fields=["app_id", "invocation_id", "arg_key"],
+            prepare=self.prepares,
+        )
 
     @retry_transient
     def _index_arguments(self, invocation: DistributedInvocation) -> None:

@@ -29,6 +29,13 @@ class SQLite(Vendor):
             "CAST(substr(status_timestamp || '.000000', 21, 6) AS INTEGER) + 1), -6, 6))"
         )
 
+    def inserts_rows_one_by_one(self) -> bool:
+        """One prepared single-row INSERT stepped per row costs SQLite what a many-row
+        VALUES list does. A tracer (``set_trace_callback``) is handed the expanded text of
+        the whole statement at each statement and each row's trigger, which for a
+        many-row INSERT grows with the square of its rows."""
+        return True
+
     def deletes_returning(self) -> bool:
         """From SQLite 3.35 (MariaDB refuses the subquery on the same table)."""
         from sqlite3 import sqlite_version_info  # the module Django's SQLite backend uses

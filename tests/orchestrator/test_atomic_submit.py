@@ -115,11 +115,13 @@ def queue_refused_by_the_database() -> Iterator[None]:
                 cursor.execute("DROP FUNCTION pynenc_test_refuse()")
 
 
-@pytest.mark.parametrize("calls", [1, 3])
+@pytest.mark.parametrize("calls", [1, 3, 1200])
 def test_a_queue_insert_the_database_refuses_leaves_nothing(app: Pynenc, calls: int) -> None:
     """Refused inside the database, after the state and REGISTERED rows were written by
-    the same statement (PostgreSQL) or transaction: none of them stays."""
-    task = app.task(add)
+    the same statement (PostgreSQL) or transaction: none of them stays. 1,200 calls in
+    one chunk take several INSERTs per table (``STATEMENT_ROWS``), all in that statement
+    or transaction."""
+    task = app.task(add, parallel_batch_size=1200)
     with queue_refused_by_the_database(), pytest.raises(DatabaseError, match="queue down"):
         if calls == 1:
             task(1, 2)

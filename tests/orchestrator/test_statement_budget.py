@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 from django.db import connection, connections
-from pynenc import Pynenc
+from pynenc import ConcurrencyControlType, Pynenc
 from pynenc.invocation.status import InvocationStatus
 from pynenc.runner.runner_context import RunnerContext
 
+from pynenc_django.db import STATEMENT_ROWS
 from pynenc_django.orchestrator.claim import ClaimOptions
 
 #: Statements per lifecycle by vendor, pinned where they are now (issue 6's budget is 15).
@@ -82,6 +83,73 @@ def test_trivial_invocation_lifecycle_stays_within_budget(app: Pynenc) -> None:
     listing = "\n".join(f"  {sql[:150]}" for sql in statements)
     assert len(statements) <= BUDGET[vendor], (
         f"{len(statements)} statements on {vendor}, budget {BUDGET[vendor]}:\n{listing}"
+    )
+
+
+#: Statements of one chunk of a batch (``task.parallelize``; pynenc routes it in chunks of
+#: the task's ``parallel_batch_size``) of up to ``STATEMENT_ROWS`` invocations, whatever
+#: their number: PostgreSQL gathers the three INSERTs of any chunk into one statement;
+#: SQLite begins (``BEGIN IMMEDIATE``) and runs one ``executemany`` per table; MariaDB/MySQL
+#: runs one many-row INSERT per table.
+BATCH_CHUNK = {"postgresql": 1, "sqlite": 4, "mysql": 3}
+
+
+def batch_statements(vendor: str, invocations: int, chunk: int) -> int:
+    """What a batch of ``invocations`` costs, pinned: O(1) per chunk, and per
+    ``STATEMENT_ROWS`` rows of a chunk where the rows are not gathered."""
+    chunks = [min(chunk, invocations - start) for start in range(0, invocations, chunk)]
+    if vendor == "postgresql":
+        return len(chunks)
+    per_table = [-(-rows // STATEMENT_ROWS) for rows in chunks]
+    begins = len(chunks) if vendor == "sqlite" else 0
+    return begins + 3 * sum(per_table)
+
+
+@pytest.mark.parametrize(("invocations", "chunk"), [(1, 100), (100, 100), (250, 100), (1200, 1200)])
+def test_batch_statements_are_per_chunk_not_per_invocation(
+    app: Pynenc, invocations: int, chunk: int
+) -> None:
+    task = app.task(add, parallel_batch_size=chunk)
+    assert len(task.parallelize([(0, i) for i in range(3)]).invocations) == 3  # warm-up
+
+    with counted() as statements:
+        group = task.parallelize([(1, i) for i in range(invocations)])
+
+    assert len(group.invocations) == invocations
+    vendor = connections["default"].vendor
+    expected = batch_statements(vendor, invocations, chunk)
+    if invocations == 1:  # pynenc routes a batch of one as a single call: the same cost
+        expected = BATCH_CHUNK[vendor]
+    listing = "\n".join(f"  {sql[:150]}" for sql in statements)
+    assert len(statements) == expected, (
+        f"{len(statements)} statements on {vendor} for {invocations} invocations in chunks "
+        f"of {chunk}, pinned at {expected}:\n{listing}"
+    )
+    if vendor == "postgresql":
+        assert all(sql.startswith("WITH p0 AS") for sql in statements), listing
+    if chunk <= STATEMENT_ROWS:
+        assert batch_statements(vendor, chunk, chunk) == BATCH_CHUNK[vendor]
+
+
+def test_batch_under_running_concurrency_indexes_arguments_per_chunk(app: Pynenc) -> None:
+    """The arguments a claim's concurrency check reads are one more INSERT per chunk (on
+    PostgreSQL part of its one statement), not one per invocation, and are all there."""
+    from pynenc_django.models import InvocationArgument
+
+    task = app.task(add, running_concurrency=ConcurrencyControlType.ARGUMENTS)
+    task.parallelize([(0, i) for i in range(3)])  # warm-up
+
+    with counted() as statements:
+        group = task.parallelize([(2, i) for i in range(250)])
+
+    vendor = connections["default"].vendor
+    per_chunk = {"postgresql": 1, "sqlite": 5, "mysql": 4}[vendor]
+    listing = "\n".join(f"  {sql[:150]}" for sql in statements)
+    assert len(statements) == 3 * per_chunk, listing
+    ids = [invocation.invocation_id for invocation in group.invocations]
+    indexed = InvocationArgument.objects.filter(app_id=app.app_id, invocation_id__in=ids)
+    assert sorted(indexed.values_list("arg_key", "arg_value")) == sorted(
+        [("x", "2") for _ in ids] + [("y", str(i)) for i in range(250)]
     )
 
 

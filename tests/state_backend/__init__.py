@@ -1,0 +1,1 @@
+"""The state backend's rows as pynenc reads them back."""
