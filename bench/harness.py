@@ -55,6 +55,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from bench import ready, wirecount  # noqa: E402
+from bench.runner_idle_wake import percentile  # noqa: E402  (one linear interpolation)
 
 PYTHON = sys.executable
 DEFAULT_POSTGRES_URL = "postgres://postgres@127.0.0.1:5432/postgres"
@@ -371,17 +372,6 @@ class Deadline:
 
 
 # ---------------------------------------------------------------------------- statistics
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def versions(*dists: str) -> dict[str, str]:

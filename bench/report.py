@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench.harness import percentile  # noqa: E402  (linear interpolation)
+from bench.runner_idle_wake import percentile  # noqa: E402  (linear interpolation)
 
 MANIFEST = "_run.json"
 HEADLINE_WORKERS = 2
