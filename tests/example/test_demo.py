@@ -81,7 +81,12 @@ def test_demo_runs_the_workload_twice_and_prints_the_summary(tmp_path: Path) -> 
         assert "never two of one customer at once" in out, text
         assert re.search(r"sales_report \('\* \* \* \* \*'\) ran [1-9]", out), text
         assert f"triggering send_receipt {ORDERS}×: {ORDERS} receipts mailed" in out, text
-        assert re.search(r"Invocations  by status: success \d+\n", out), text
+        # Everything succeeded; only a cron tick due as the runners stopped may be left
+        # queued (the demo names it, and fails on anything else left unfinished).
+        statuses = re.search(r"Invocations  by status: (registered 1, )?success \d+\n", out)
+        assert statuses, text
+        if statuses.group(1):
+            assert "left queued by the stop: sales_report 1\n" in out, text
         assert re.search(r"BLOCKED at [\d:.]+ runner-\d: prior_running:", out), text
         assert "runner-1 exit code 0, runner-2 exit code 0" in out, text
         assert re.search(r"\d+ parents waited on \d+ workers: \d+ of their \d+ children", out), text
