@@ -44,7 +44,6 @@ from pynenc_django.db.statements import (
     insert_rows,
     one_statement,
     raw_delete,
-    size_batches,
 )
 from pynenc_django.db.transactions import (
     NAMED_LOCK_TIMEOUT_SEC,
@@ -77,6 +76,5 @@ __all__ = [
     "one_statement",
     "raw_delete",
     "retry_transient",
-    "size_batches",
     "write_transaction",
 ]

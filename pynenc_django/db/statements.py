@@ -101,21 +101,6 @@ STATEMENT_CHARS = 2_000_000
 STATEMENT_ROWS = 500
 
 
-def size_batches[M](rows: Sequence[M]) -> Iterator[list[M]]:
-    """Split rows into INSERT-sized batches by row count and by the text they carry."""
-    batch: list[M] = []
-    size = 0
-    for row in rows:
-        chars = sum(len(v) for v in vars(row).values() if isinstance(v, str))
-        if batch and (len(batch) >= STATEMENT_ROWS or size + chars > STATEMENT_CHARS):
-            yield batch
-            batch, size = [], 0
-        batch.append(row)
-        size += chars
-    if batch:
-        yield batch
-
-
 class StatementPart:
     """One gathered write of :func:`one_statement`: the body of a WITH item, and an
     optional final SELECT over it (``{cte}`` names the item)."""
@@ -350,7 +335,7 @@ def _uniform(column: Column, start: int, stop: int) -> Column:
 
 def _row_ranges(columns: Sequence[Column], count: int) -> list[tuple[int, int]]:
     """``(start, stop)`` of the rows of each INSERT: at most :data:`STATEMENT_ROWS` rows
-    and :data:`STATEMENT_CHARS` characters of text each (as :func:`size_batches`)."""
+    and :data:`STATEMENT_CHARS` characters of text each."""
     constant = sum(len(c.value) for c in columns if isinstance(c, Same) and type(c.value) is str)
     varying = [c for c in columns if not isinstance(c, Same)]
     if count <= STATEMENT_ROWS:

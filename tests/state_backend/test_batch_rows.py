@@ -4,7 +4,6 @@ has not seen them, is what pynenc created, and writing them again changes nothin
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,10 +17,8 @@ def add(x: int, y: int) -> int:
 
 
 @pytest.fixture
-def app(app_instance_builder: Any) -> Iterator[Pynenc]:
-    built = app_instance_builder.build()
-    yield built
-    built.purge()
+def app(app_instance: Pynenc) -> Pynenc:
+    return app_instance  # tests/conftest.py's: built, purged afterwards
 
 
 def test_batch_rows_read_back_as_created(app: Pynenc) -> None:
