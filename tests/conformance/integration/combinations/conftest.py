@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import psutil
 import pytest
 from _pytest.monkeypatch import MonkeyPatch
 from pynenc import Pynenc, PynencBuilder
@@ -63,3 +68,35 @@ def app_combination_instance(
     app = builder.build()
     app.purge()
     return app
+
+
+@pytest.fixture(autouse=True)
+def _sigkill_takes_the_whole_runner(
+    request: FixtureRequest, monkeypatch: MonkeyPatch
+) -> Iterator[None]:
+    """``test_runner_reroutes_on_real_os_signal[sigkill]`` kills the runner as a container dies.
+
+    The test SIGKILLs the runner's process, then joins it for up to 30 s. pynenc's
+    ProcessRunner and MultiThreadRunner fork their workers, which inherit the end of the
+    pipe ``join`` waits on and, orphaned, hold it until their own timeouts: every such
+    case took the whole 30 s (x 2 runners x 3 databases in CI). Here the SIGKILL reaches
+    the runner's descendants too, at once, as when its container is killed; the test's
+    assertions (RUNNING recorded, never KILLED) are unchanged.
+    """
+    if "sigkill" not in request.node.name:
+        yield
+        return
+    kill = os.kill
+
+    def kill_tree(pid: int, signum: int) -> None:
+        descendants: list[psutil.Process] = []
+        if signum == signal.SIGKILL:
+            with contextlib.suppress(psutil.Error):
+                descendants = psutil.Process(pid).children(recursive=True)
+        kill(pid, signum)
+        for child in descendants:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+
+    monkeypatch.setattr(os, "kill", kill_tree)
+    yield
