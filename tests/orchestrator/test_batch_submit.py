@@ -21,8 +21,8 @@ app = runner_tests.app
 tasks = runner_tests.tasks
 runners = runner_tests.runners
 
-#: Over pynenc's chunk (``parallel_batch_size``, 100) and our rows per INSERT (500), and
-#: not a multiple of either.
+#: Several of pynenc's chunks (``parallel_batch_size``, 1,000 by our default), each over
+#: our rows per INSERT (500), and not a multiple of either.
 BATCH = 2_550
 
 
@@ -33,7 +33,9 @@ def counts(queryset: object, field: str = "invocation_id") -> Counter[str]:
 def test_every_invocation_of_a_large_batch_is_registered_routed_and_run_once(
     app: Pynenc, tasks: ModuleType, runners: Runners
 ) -> None:
-    assert BATCH > 5 * STATEMENT_ROWS > 5 * tasks.add.conf.parallel_batch_size
+    chunk = tasks.add.conf.parallel_batch_size
+    assert chunk > STATEMENT_ROWS, "each chunk takes several INSERTs"
+    assert BATCH // chunk >= 2 and BATCH % chunk and BATCH % STATEMENT_ROWS
     group = tasks.add.parallelize([(i, BATCH) for i in range(BATCH)])
     ids = [invocation.invocation_id for invocation in group.invocations]
     assert len(set(ids)) == BATCH

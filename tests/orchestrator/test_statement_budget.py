@@ -136,7 +136,9 @@ def test_batch_under_running_concurrency_indexes_arguments_per_chunk(app: Pynenc
     PostgreSQL part of its one statement), not one per invocation, and are all there."""
     from pynenc_django.models import InvocationArgument
 
-    task = app.task(add, running_concurrency=ConcurrencyControlType.ARGUMENTS)
+    task = app.task(
+        add, running_concurrency=ConcurrencyControlType.ARGUMENTS, parallel_batch_size=100
+    )
     task.parallelize([(0, i) for i in range(3)])  # warm-up
 
     with counted() as statements:
