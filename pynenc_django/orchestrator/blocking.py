@@ -7,6 +7,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pynenc.identifiers.invocation_id import InvocationId
+from pynenc.invocation.status import InvocationStatus
 from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 
 from pynenc_django.db import DjangoBackendMixin, raw_delete, retry_transient
@@ -15,6 +16,8 @@ from pynenc_django.utils import now_utc
 
 if TYPE_CHECKING:
     from pynenc_django.orchestrator.core import OrchestratorCore
+
+_FINAL = sorted(status.value for status in InvocationStatus.get_final_statuses())
 
 
 class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):
@@ -35,10 +38,21 @@ class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):
     def waiting_for_results(
         self, caller_invocation_id: InvocationId, result_invocation_ids: list[InvocationId]
     ) -> None:
-        from pynenc_django.models import BlockingEdge
+        """Record the edges, then drop those of waited invocations already final.
+
+        A final status releases its waiters (the status trigger of migration 0003 deletes
+        its edges), but only edges that exist when it commits: one that became final
+        between the waiter's look and this insert would keep its edge for good. Deleting
+        those after the insert has committed leaves none behind: one that becomes final
+        later finds its edge and releases it itself."""
+        from django.db.models import Exists, OuterRef
+
+        from pynenc_django.models import BlockingEdge, Invocation
 
         now = now_utc()
-        BlockingEdge.objects.using(self.db_alias).bulk_create(
+        waited = list(dict.fromkeys(result_invocation_ids))
+        edges = BlockingEdge.objects.using(self.db_alias)
+        edges.bulk_create(
             [
                 BlockingEdge(
                     app_id=self.app.app_id,
@@ -46,9 +60,17 @@ class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):
                     waited_id=waited_id,
                     created_at=now,
                 )
-                for waited_id in dict.fromkeys(result_invocation_ids)
+                for waited_id in waited
             ],
             ignore_conflicts=True,
+        )
+        final = Invocation.objects.using(self.db_alias).filter(
+            app_id=self.app.app_id, invocation_id=OuterRef("waited_id"), status__in=_FINAL
+        )
+        raw_delete(
+            edges.for_app(self.app.app_id).filter(
+                Exists(final), waiter_id=caller_invocation_id, waited_id__in=waited
+            )
         )
 
     @retry_transient

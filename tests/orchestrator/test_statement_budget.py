@@ -201,6 +201,26 @@ def test_final_status_releases_waiters(app: Pynenc) -> None:
     assert edges.count() == 0
 
 
+def test_an_edge_to_an_invocation_already_final_is_not_left_behind(app: Pynenc) -> None:
+    """A waited invocation that became final between the waiter's look and its edge's
+    insert released its waiters before the edge existed: the edge must not stay (it
+    did, for good: ``tests/runner/test_fan_out.py`` saw it with two fast workers)."""
+    from pynenc_django.models import BlockingEdge
+
+    task = app.task(add)
+    waiter, done, pending = task(1, 1), task(2, 2), task(3, 3)
+    worker = RunnerContext("DjangoPersistentProcessRunner", runner_id="edge-worker")
+    for status in (InvocationStatus.PENDING, InvocationStatus.RUNNING, InvocationStatus.SUCCESS):
+        app.orchestrator.set_invocation_status(done.invocation_id, status, worker)
+
+    app.orchestrator.blocking_control.waiting_for_results(
+        waiter.invocation_id, [done.invocation_id, pending.invocation_id]
+    )
+
+    edges = BlockingEdge.objects.filter(app_id=app.app_id, waiter_id=waiter.invocation_id)
+    assert list(edges.values_list("waited_id", flat=True)) == [pending.invocation_id]
+
+
 @pytest.fixture
 def app_without_triggers(app_instance_builder: Any) -> Iterator[Pynenc]:
     """MariaDB/MySQL on a server that refused migration 0004's triggers."""
