@@ -78,7 +78,14 @@ from pynenc_django.ops.recovery import PutBack
 from pynenc_django.orchestrator.reads import ClientResultsWaiter
 from pynenc_django.trigger.schedule import warn_if_test_clock
 from pynenc_django.utils import now_utc
-from pynenc_django.wakeup import ResultWaiter, result_waiter
+from pynenc_django.wakeup import (
+    Announcer,
+    ResultWaiter,
+    WakeShared,
+    dispatchable,
+    make_waiter,
+    result_waiter,
+)
 from pynenc_django.wakeup.revokes import RevokeWake
 from pynenc_django.wakeup.triggers import TriggerWake
 
@@ -156,6 +163,8 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         self._last_sweep = 0.0
         self._db_healthy_since = time.monotonic()
         self._seen_losses = recovery.connection_losses()
+        #: Shared with the workers: their wake-ups (:meth:`_start_work_announcer`).
+        self._wake: WakeShared | None = None
         #: In a worker process, the worker whose invocations wait through this runner.
         self.worker: Worker | None = None
         super().__init__(app, runner_cache, runner_context)
@@ -225,8 +234,31 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         self.runner_cache = self._runner_cache if self._runner_cache is not None else {}
         self.stop_event = None  # pynenc's Manager event; our workers use the lifeline
         self._lifeline, self._lifeline_writer = SPAWN.Pipe(duplex=False)
+        self._wake = self._start_work_announcer()
         for _ in range(self.num_processes):
             self._spawn_persistent_process()
+
+    def _start_work_announcer(self) -> WakeShared | None:
+        """Listen for new work once, for every worker, where every enqueue is announced
+        (:mod:`pynenc_django.wakeup.dispatch`): one idle worker woken per enqueue.
+        ``None`` elsewhere: each worker waits on its own."""
+        stop = threading.Event()
+        waiter = make_waiter(
+            self.db_alias,
+            self.app.app_id,
+            stop,
+            min_wait=float(self.conf.runner_loop_sleep_time_sec),
+            max_wait=float(self.conf.django_idle_wait_max_sec),
+            notified_max_wait=float(self.conf.django_notify_safety_poll_sec),
+            listen=bool(self.conf.django_listen_notify),
+        )
+        if not dispatchable(waiter):
+            waiter.close()
+            return None
+        shared = WakeShared.create(SPAWN)
+        self._work_announcer = Announcer(waiter, stop, shared, self.num_processes)
+        self._work_announcer.start()
+        return shared
 
     def _spawn_persistent_process(self) -> str | None:
         if not self.running:
@@ -244,6 +276,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
                 "parent_runner_ctx_json": self.runner_context.to_json(),
                 "child_runner_id": child_runner_id,
                 "parent_pid": os.getpid(),
+                "wake": self._wake,
             },
             daemon=True,
             name=f"pynenc-worker-{child_runner_id[:8]}",
@@ -740,6 +773,8 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
                 django_orchestrator(self.app).forget_runners(gone)
             if getattr(self, "_lifeline", None) is not None:
                 self._lifeline.close()
+            if "_work_announcer" in self.__dict__:
+                self._work_announcer.stop()
             if "_trigger_wake" in self.__dict__:
                 self._trigger_wake.close()
             if "_revoke_wake" in self.__dict__:

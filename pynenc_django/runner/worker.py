@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from pynenc.invocation.dist_invocation import DistributedInvocation
 
     from pynenc_django.runner import DjangoPersistentProcessRunner
-    from pynenc_django.wakeup import Waiter
+    from pynenc_django.wakeup import Waiter, WakeShared
 
 logger = logging.getLogger("pynenc_django")
 
@@ -90,11 +90,13 @@ def worker_main(
     parent_runner_ctx_json: str,
     child_runner_id: str,
     parent_pid: int,
+    wake: WakeShared | None = None,
 ) -> None:
     """Entry point of a spawned worker process: :func:`_worker_main`, telling the
     runner through ``started`` (:class:`StartupReport`) why it failed before it started.
     ``reports``: the pipe on which it tells its runner what it runs under a hard time
-    limit (:mod:`pynenc_django.runner.limits`)."""
+    limit (:mod:`pynenc_django.runner.limits`); ``wake``: its runner's wake-ups for idle
+    workers (:mod:`pynenc_django.wakeup.dispatch`), if it has them."""
     startup = StartupReport(started)
     try:
         _worker_main(
@@ -105,6 +107,7 @@ def worker_main(
             parent_runner_ctx_json=parent_runner_ctx_json,
             child_runner_id=child_runner_id,
             parent_pid=parent_pid,
+            wake=wake,
         )
     except BaseException as exc:
         startup.failed(exc)
@@ -120,6 +123,7 @@ def _worker_main(
     parent_runner_ctx_json: str,
     child_runner_id: str,
     parent_pid: int,
+    wake: WakeShared | None = None,
 ) -> None:
     """The worker process's setup and loop.
 
@@ -140,7 +144,7 @@ def _worker_main(
     runner = DjangoPersistentProcessRunner(app)
     parent_ctx = RunnerContext.from_json(parent_runner_ctx_json)
     ctx = parent_ctx.new_child_context(WORKER_CLS, runner_id=child_runner_id)
-    Worker(app, runner, ctx, lifeline, parent_pid, startup, reports).run()
+    Worker(app, runner, ctx, lifeline, parent_pid, startup, reports, wake).run()
 
 
 class Worker:
@@ -168,8 +172,10 @@ class Worker:
         parent_pid: int,
         startup: StartupReport | None = None,
         reports: Connection | None = None,
+        wake: WakeShared | None = None,
     ) -> None:
         self.app = app
+        self.wake = wake
         self.startup = startup or StartupReport(None)
         self.runner = runner
         self.conf = runner.conf
@@ -206,7 +212,6 @@ class Worker:
         return self.stop_event.is_set() or self.orphaned.is_set()
 
     def run(self) -> None:
-        from pynenc_django.wakeup import make_waiter
 
         signal.signal(signal.SIGTERM, self._on_sigterm)
         # Every wait of an invocation run here reaches this worker through its runner.
@@ -214,15 +219,7 @@ class Worker:
         self.runner.worker = self
         watchdog = threading.Thread(target=self._watch_runner, name="pynenc-watchdog", daemon=True)
         watchdog.start()
-        waiter = make_waiter(
-            self.runner.db_alias,
-            self.app.app_id,
-            self.stop_event,
-            min_wait=float(self.conf.runner_loop_sleep_time_sec),
-            max_wait=float(self.conf.django_idle_wait_max_sec),
-            notified_max_wait=float(self.conf.django_notify_safety_poll_sec),
-            listen=bool(self.conf.django_listen_notify),
-        )
+        waiter = self._make_waiter()
         # Task functions get a connection of their own (Django's per-request hygiene); the
         # worker's stays open whatever CONN_MAX_AGE says (:mod:`.task_connections`).
         task_connections.enable(self.runner.db_alias)
@@ -243,6 +240,8 @@ class Worker:
                     self._wait(waiter, due)
                     continue
                 waiter.found_work()
+                if not drained:
+                    waiter.pass_on()  # more may be queued: another idle worker looks
                 self._run(invocation)
                 if drained and waiter.wakes:
                     # It was the queue's only message: what was enqueued since has been
@@ -263,6 +262,28 @@ class Worker:
             waiter.close()
             task_connections.disable()
             self.app.logger.info(f"worker:{self.ctx.runner_id} shutting down")
+
+    def _make_waiter(self) -> Waiter:
+        """Its runner's wake-ups, if the runner listens for its workers
+        (:mod:`pynenc_django.wakeup.dispatch`); otherwise a waiter of its own."""
+        from pynenc_django.wakeup import DispatchedWaiter, make_waiter
+
+        min_wait = float(self.conf.runner_loop_sleep_time_sec)
+        max_wait = float(self.conf.django_idle_wait_max_sec)
+        notified_max_wait = float(self.conf.django_notify_safety_poll_sec)
+        if self.wake is not None:
+            return DispatchedWaiter(
+                self.wake, self.stop_event, min_wait, max_wait, notified_max_wait
+            )
+        return make_waiter(
+            self.runner.db_alias,
+            self.app.app_id,
+            self.stop_event,
+            min_wait=min_wait,
+            max_wait=max_wait,
+            notified_max_wait=notified_max_wait,
+            listen=bool(self.conf.django_listen_notify),
+        )
 
     def _due_clock(self) -> DueClock | None:
         """Delayed messages (``countdown``, retry backoff) this worker moves to their

@@ -20,14 +20,19 @@ pynenc's own persistent workers re-query the broker as fast as they can when it 
 * PostgreSQL behind a transaction-mode pooler (``django_listen_notify = False``): the
   backoff alone.
 
+Where every enqueue is announced (PostgreSQL, SQLite), a runner listens once for all its
+workers and wakes one idle worker per announcement (:mod:`.dispatch`).
+
 Both wait on the runner's stop event, so a stop request interrupts an idle wait at once.
 
 Modules: :mod:`.signals` (channels, ``LISTEN`` connections, signal files), :mod:`.work`
-(an idle worker's wait) and :mod:`.results` (a client's wait for results).
+(an idle worker's wait), :mod:`.dispatch` (a runner's wake-ups for its workers) and
+:mod:`.results` (a client's wait for results).
 """
 
 from __future__ import annotations
 
+from pynenc_django.wakeup.dispatch import Announcer, DispatchedWaiter, WakeShared, dispatchable
 from pynenc_django.wakeup.results import (
     ResultWaiter,
     close_result_waiters,
@@ -62,14 +67,18 @@ __all__ = [
     "DUE_PAYLOAD",
     "FINAL_CHANNEL",
     "FINAL_SIGNAL",
+    "Announcer",
     "BackoffWaiter",
+    "DispatchedWaiter",
     "FileSignalWaiter",
     "FileWatch",
     "PostgresListener",
     "ResultWaiter",
+    "WakeShared",
     "Waiter",
     "close_result_waiters",
     "current_result_waiter",
+    "dispatchable",
     "due_signal",
     "file_watch",
     "listen_connection",

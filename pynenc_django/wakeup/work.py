@@ -62,6 +62,11 @@ class Waiter(Protocol):
         """Block until there may be new work, the stop event is set, or a timeout (at
         most ``limit`` seconds: the earliest delayed message's due time)."""
 
+    def pass_on(self) -> None:
+        """The last claim may have left work in the queue: let another idle worker look
+        (where announcements are dispatched, :mod:`.dispatch`; elsewhere each idle worker
+        heard them itself)."""
+
     def take_due_news(self) -> tuple[float | None, bool]:
         """What the waits since the last call heard of delayed messages: the earliest due
         time announced (epoch seconds), and whether one was announced without its time
@@ -119,6 +124,9 @@ class BackoffWaiter:
     notified = False
     wakes = False
 
+    def pass_on(self) -> None:
+        pass
+
     def take_due_news(self) -> tuple[float | None, bool]:
         return None, False
 
@@ -156,6 +164,9 @@ class _AnnouncedWaiter:
     def found_work(self) -> None:
         self._fallback.found_work()
         self.woken = False
+
+    def pass_on(self) -> None:
+        pass
 
     @property
     def notified(self) -> bool:

@@ -10,6 +10,9 @@ SLOW_ATOMIC_ENV = "PYNENC_DJANGO_TEST_SLOW_ATOMIC_SEC"
 #: Test-only hook: a file every new database connection of the process is logged to,
 #: one line ``<pid> <alias>`` (``tests/runner/test_task_connections.py``).
 CONNECTION_LOG_ENV = "PYNENC_DJANGO_TEST_CONNECTION_LOG"
+#: Test-only hook: a file every claim of the process is logged to, one line
+#: ``<pid> <invocations claimed>`` (``tests/runner/test_wake_dispatch.py``).
+CLAIM_LOG_ENV = "PYNENC_DJANGO_TEST_CLAIM_LOG"
 
 
 class JobsConfig(AppConfig):
@@ -23,6 +26,8 @@ class JobsConfig(AppConfig):
             slow_down_atomic_services(delay)
         if path := os.environ.get(CONNECTION_LOG_ENV):
             log_new_connections(path)
+        if path := os.environ.get(CLAIM_LOG_ENV):
+            log_claims(path)
 
 
 def log_new_connections(path: str) -> None:
@@ -33,6 +38,20 @@ def log_new_connections(path: str) -> None:
             log_file.write(f"{os.getpid()} {connection.alias}\n")  # type: ignore[attr-defined]
 
     connection_created.connect(log, weak=False)
+
+
+def log_claims(path: str) -> None:
+    from pynenc_django.orchestrator.claim import ClaimMixin
+
+    original = ClaimMixin.claim
+
+    def claim(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        result = original(self, *args, **kwargs)
+        with open(path, "a") as log_file:
+            log_file.write(f"{os.getpid()} {len(result.invocations)}\n")
+        return result
+
+    ClaimMixin.claim = claim  # type: ignore[method-assign]
 
 
 def slow_down_atomic_services(delay: float) -> None:
