@@ -212,6 +212,9 @@ class DispatchedWaiter:
         notified_max_wait: float,
     ) -> None:
         self.shared = shared
+        # Non-blocking reads, whatever the descriptor brought along: a worker that lost
+        # the race for a token must not block in read() past the stop event.
+        os.set_blocking(shared.reader.fileno(), False)
         self.stop_event = stop_event
         self.max_wait = notified_max_wait
         self._fallback = BackoffWaiter(stop_event, min_wait, max_wait)
