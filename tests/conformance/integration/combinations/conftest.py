@@ -80,8 +80,9 @@ def _sigkill_takes_the_whole_runner(
     ProcessRunner and MultiThreadRunner fork their workers, which inherit the end of the
     pipe ``join`` waits on and, orphaned, hold it until their own timeouts: every such
     case took the whole 30 s (x 2 runners x 3 databases in CI). Here the SIGKILL reaches
-    the runner's descendants too, at once, as when its container is killed; the test's
-    assertions (RUNNING recorded, never KILLED) are unchanged.
+    the runner's descendants too, all frozen first so that none reacts to another's
+    death, as when its container is killed; the test's assertions (RUNNING recorded,
+    never KILLED) are unchanged.
     """
     if "sigkill" not in request.node.name:
         yield
@@ -89,14 +90,22 @@ def _sigkill_takes_the_whole_runner(
     kill = os.kill
 
     def kill_tree(pid: int, signum: int) -> None:
-        descendants: list[psutil.Process] = []
-        if signum == signal.SIGKILL:
+        if signum != signal.SIGKILL:
+            kill(pid, signum)
+            return
+        # Frozen first, then killed: one that saw another die first (its manager, its
+        # parent) could still reroute what it ran, which no killed container does.
+        tree: list[psutil.Process] = []
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            tree = [root, *root.children(recursive=True)]
+        for process in tree:
             with contextlib.suppress(psutil.Error):
-                descendants = psutil.Process(pid).children(recursive=True)
+                process.suspend()
         kill(pid, signum)
-        for child in descendants:
+        for process in tree[1:]:
             with contextlib.suppress(psutil.Error):
-                child.kill()
+                process.kill()
 
     monkeypatch.setattr(os, "kill", kill_tree)
     yield
