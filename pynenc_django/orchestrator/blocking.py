@@ -7,17 +7,14 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pynenc.identifiers.invocation_id import InvocationId
-from pynenc.invocation.status import InvocationStatus
 from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 
 from pynenc_django.db import DjangoBackendMixin, raw_delete, retry_transient
-from pynenc_django.orchestrator.rules import _AVAILABLE
+from pynenc_django.orchestrator.rules import _AVAILABLE, _FINAL
 from pynenc_django.utils import now_utc
 
 if TYPE_CHECKING:
     from pynenc_django.orchestrator.core import OrchestratorCore
-
-_FINAL = sorted(status.value for status in InvocationStatus.get_final_statuses())
 
 
 class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):

@@ -97,6 +97,8 @@ if TYPE_CHECKING:
     from pynenc.identifiers.invocation_id import InvocationId
 
     from pynenc_django.runner.worker import Worker
+    from pynenc_django.wakeup import Waiter
+    from pynenc_django.wakeup.work import StopEvent
 
 from pynenc_django.runner.limits import WorkerReports
 from pynenc_django.runner.support import (
@@ -243,15 +245,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         (:mod:`pynenc_django.wakeup.dispatch`): one idle worker woken per enqueue.
         ``None`` elsewhere: each worker waits on its own."""
         stop = threading.Event()
-        waiter = make_waiter(
-            self.db_alias,
-            self.app.app_id,
-            stop,
-            min_wait=float(self.conf.runner_loop_sleep_time_sec),
-            max_wait=float(self.conf.django_idle_wait_max_sec),
-            notified_max_wait=float(self.conf.django_notify_safety_poll_sec),
-            listen=bool(self.conf.django_listen_notify),
-        )
+        waiter = self.work_waiter(stop)
         if not dispatchable(waiter):
             waiter.close()
             return None
@@ -259,6 +253,19 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
         self._work_announcer = Announcer(waiter, stop, shared, self.num_processes)
         self._work_announcer.start()
         return shared
+
+    def work_waiter(self, stop_event: StopEvent) -> Waiter:
+        """How this database lets a process wait for new work
+        (:func:`~pynenc_django.wakeup.make_waiter`), with this runner's settings."""
+        return make_waiter(
+            self.db_alias,
+            self.app.app_id,
+            stop_event,
+            min_wait=float(self.conf.runner_loop_sleep_time_sec),
+            max_wait=float(self.conf.django_idle_wait_max_sec),
+            notified_max_wait=float(self.conf.django_notify_safety_poll_sec),
+            listen=bool(self.conf.django_listen_notify),
+        )
 
     def _spawn_persistent_process(self) -> str | None:
         if not self.running:

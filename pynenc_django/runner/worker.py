@@ -212,7 +212,6 @@ class Worker:
         return self.stop_event.is_set() or self.orphaned.is_set()
 
     def run(self) -> None:
-
         signal.signal(signal.SIGTERM, self._on_sigterm)
         # Every wait of an invocation run here reaches this worker through its runner.
         context.set_current_runner(self.app.app_id, self.runner)
@@ -266,23 +265,16 @@ class Worker:
     def _make_waiter(self) -> Waiter:
         """Its runner's wake-ups, if the runner listens for its workers
         (:mod:`pynenc_django.wakeup.dispatch`); otherwise a waiter of its own."""
-        from pynenc_django.wakeup import DispatchedWaiter, make_waiter
+        from pynenc_django.wakeup import DispatchedWaiter
 
-        min_wait = float(self.conf.runner_loop_sleep_time_sec)
-        max_wait = float(self.conf.django_idle_wait_max_sec)
-        notified_max_wait = float(self.conf.django_notify_safety_poll_sec)
-        if self.wake is not None:
-            return DispatchedWaiter(
-                self.wake, self.stop_event, min_wait, max_wait, notified_max_wait
-            )
-        return make_waiter(
-            self.runner.db_alias,
-            self.app.app_id,
+        if self.wake is None:
+            return self.runner.work_waiter(self.stop_event)
+        return DispatchedWaiter(
+            self.wake,
             self.stop_event,
-            min_wait=min_wait,
-            max_wait=max_wait,
-            notified_max_wait=notified_max_wait,
-            listen=bool(self.conf.django_listen_notify),
+            min_wait=float(self.conf.runner_loop_sleep_time_sec),
+            max_wait=float(self.conf.django_idle_wait_max_sec),
+            notified_max_wait=float(self.conf.django_notify_safety_poll_sec),
         )
 
     def _due_clock(self) -> DueClock | None:
