@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from pynenc_django.calling import binding
+from pynenc_django.calling import binding, ids
 from pynenc_django.calling.options import CallOptions, aware, call_options, finite_seconds
 from pynenc_django.calling.results import get_result
 from pynenc_django.calling.revoke import Revoked, RevokeOutcome, revoke
@@ -110,10 +110,12 @@ def _checked_priority(priority: float) -> float:
 
 def install() -> None:
     """Give pynenc's ``Task`` the methods ``delay`` and ``apply_async`` (once; pynenc
-    defines neither), and bind every call's arguments with :mod:`.binding`."""
+    defines neither), bind every call's arguments with :mod:`.binding` and give new
+    invocations time-ordered ids (:mod:`.ids`)."""
     from pynenc.task import Task
 
     binding.install()
+    ids.install()
     if getattr(Task, "apply_async", None) is apply_async:
         return
     for name in ("delay", "apply_async"):

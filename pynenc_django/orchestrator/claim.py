@@ -23,6 +23,7 @@ from pynenc_django.db import (
     retry_transient,
 )
 from pynenc_django.exceptions import InvocationLoadError
+from pynenc_django.ops.vacuum import QueueVacuum
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.orchestrator.rules import (
     _AVAILABLE,
@@ -152,10 +153,16 @@ class ClaimMixin(OrchestratorCore):
         for invocation in self._claimed_in_order(
             max_num_invocations, runner_ctx, call, queue_provider, on_queue_retrieved
         ):
+            self._queue_vacuum.claimed()
             if self.expire_if_due(invocation, runner_ctx, now):
                 call.expired += 1
             else:
                 yield invocation
+
+    @cached_property
+    def _queue_vacuum(self) -> QueueVacuum:
+        """Keeps the queue tables free of the dead rows claims leave (PostgreSQL)."""
+        return QueueVacuum(self.db_alias)
 
     def _claimed_in_order(
         self,

@@ -93,6 +93,14 @@ class Vendor:
         the history, a time before the status it replaced."""
         return "%s"
 
+    def vacuum_dead(
+        self, cursor: Any, tables: Sequence[str], min_dead: int, live_share: float
+    ) -> list[tuple[str, int]]:
+        """Vacuum each of ``tables`` holding at least ``min_dead`` dead rows and
+        ``live_share`` of its live ones; the tables vacuumed, with their dead rows
+        (:mod:`pynenc_django.ops.vacuum`). Nothing where deleted rows do not stay behind."""
+        return []
+
     def unindexed(self, column: str) -> str:
         """``column`` as the WHERE clause of a transition compares it."""
         return column
