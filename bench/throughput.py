@@ -174,6 +174,7 @@ class DjangoSystem(System):
         *,
         health_checks: bool = False,
         count_client: bool = True,
+        no_flush_wait: bool = False,
     ) -> None:
         super().__init__(work, client_counts)
         self.vendor, self.url = vendor, url
@@ -190,6 +191,8 @@ class DjangoSystem(System):
             "BENCH_CONN_HEALTH_CHECKS": "1" if health_checks else "",
             "BENCH_PYNENC_LOG_LEVEL": LOG_LEVEL,
         }
+        if no_flush_wait:  # libpq reads it at connect time: the client's and the runner's
+            self.env["PGOPTIONS"] = "-c synchronous_commit=off"
         self._database: str | None = None
 
     def setup_client(self, fresh: bool = True) -> None:
@@ -308,7 +311,8 @@ def finalize_seed(app_id: str) -> str:
     the runner would try to run tens of thousands of ``seed.tasks.*`` invocations that do not
     exist, and recovery would reroute the "running" ones: the measurement would be of that.
     So: every non-final invocation becomes ``success``, queued messages, blocking edges and
-    the fake runners' heartbeats are deleted, and the gate is freed.
+    delayed ones too (due, the workers would move them to queues nobody consumes), and the
+    fake runners' heartbeats are deleted, and the gate is freed.
     """
     from django.db import transaction
 
@@ -316,6 +320,7 @@ def finalize_seed(app_id: str) -> str:
         AtomicServiceGate,
         BlockingEdge,
         BrokerMessage,
+        DelayedMessage,
         Invocation,
         RunnerHeartbeat,
     )
@@ -327,13 +332,15 @@ def finalize_seed(app_id: str) -> str:
             .update(status="success", status_runner_id=None)
         )
         messages = BrokerMessage.objects.filter(app_id=app_id).delete()[0]
+        messages += DelayedMessage.objects.filter(app_id=app_id).delete()[0]
         edges = BlockingEdge.objects.filter(app_id=app_id).delete()[0]
         beats = RunnerHeartbeat.objects.filter(app_id=app_id).delete()[0]
         AtomicServiceGate.objects.filter(app_id=app_id).update(
             running_run_id=None, runner_id=None, started_at=None
         )
     return (
-        f"{finals:,} non-final invocations set to success, {messages:,} queued broker messages, "
+        f"{finals:,} non-final invocations set to success, {messages:,} queued and delayed "
+        "broker messages, "
         f"{edges:,} blocking edges and {beats:,} fake runner heartbeats deleted"
     )
 
@@ -452,11 +459,14 @@ class PynencBench(harness.Bench):
                 TUNED_CONN_MAX_AGE if args.tuned else 0,
                 health_checks=args.tuned,
                 count_client=False,
+                no_flush_wait=args.no_flush_wait,
             )
         self.kind = self.pynenc.kind
         self.system = args.system + ("-tuned" if args.tuned else "")
         if self.seeded:
             self.system = args.system + "-seeded"
+        if args.no_flush_wait:
+            self.system = args.system + "-nowait"
         self.submit_description = (
             "single: noop(i) per task; batch: noop.parallelize([(i,) for i in range(N)])"
         )
@@ -521,6 +531,8 @@ class PynencBench(harness.Bench):
             label += ", CONN_MAX_AGE 60 + health checks"
         if self.seeded:
             label += f", {self.args.seed_rows:,} finished invocations"
+        if self.args.no_flush_wait:
+            label += ", synchronous_commit off (not durable)"
         return label
 
     def versions(self) -> dict[str, str]:
@@ -684,6 +696,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--seed-rows", type=int, help=f"finished invocations (default {SEED_ROWS:,})"
     )
     parser.add_argument("--drop-seeded", action="store_true", help="drop it after measuring")
+    parser.add_argument(
+        "--no-flush-wait",
+        action="store_true",
+        help="PostgreSQL: synchronous_commit off in the client and the runner, a diagnostic "
+        "of what waiting for WAL flushes costs (not durable)",
+    )
     parser.add_argument("--postgres-url", default=DEFAULT_URLS["postgresql"])
     parser.add_argument("--mariadb-url", default=DEFAULT_URLS["mariadb"])
     args = parser.parse_args(argv)
@@ -692,6 +710,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.seed_rows = SEED_ROWS_QUICK if args.quick else SEED_ROWS
     if args.seeded and args.system != "pynenc-django-postgresql":
         parser.error("--seeded: pynenc-django-postgresql only")
+    if args.no_flush_wait and (args.system != "pynenc-django-postgresql" or args.tuned):
+        parser.error("--no-flush-wait: pynenc-django-postgresql only, with its defaults")
     if args.tuned and args.system == "pynenc-sqlite":
         parser.error("--tuned: pynenc-django only (pynenc's SQLite backend has no Django)")
     return args
