@@ -11,7 +11,8 @@
 #                                  time, idle cost while they wait; 3 databases (DELAYED_ARGS=...)
 #   make bench                     end to end (single and batch submit), submit rate, round trip,
 #                                  statements vs Celery, procrastinate, django-tasks-db; 3 interleaved
-#                                  runs, ~45-60 min; bench/results/<date>.md; non-zero if a budget fails
+#                                  runs, ~60 min (17 of them seeding 10M finished invocations);
+#                                  bench/results/<date>.md; non-zero if a budget fails
 #                                  (BENCH_ARGS='--quick --runs 1' for a quick look, ~7 min; --help)
 
 SHELL := /bin/bash

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench [--systems pynenc-django-postgresql,procrastinate,...]
         [--runs 3] [--tasks 2000] [--workers 2] [--scaling-workers 1,2,4]
-        [--latency-calls 50] [--seed-rows 1000000] [--quick] [--no-tuned] [--no-seeded]
+        [--latency-calls 50] [--seed-rows 10000000] [--quick] [--no-tuned] [--no-seeded]
         [--raw-dir DIR] [--out-dir DIR] [--timeout SECONDS]
     .venv/bin/python -m bench.bench --report-only RAW_DIR [--out-dir DIR]
 
@@ -83,7 +83,7 @@ SIZES = {
     "--lifecycle-calls": "lifecycle_calls",
 }
 SCALING_WORKERS = "1,2,4"  # end to end of pynenc-django-postgresql-tuned, full runs only
-SEED_ROWS, SEED_ROWS_QUICK = 1_000_000, 20_000
+SEED_ROWS, SEED_ROWS_QUICK = 10_000_000, 20_000
 SEEDED_DB = "pynenc_django_bench_seeded"  # bench/throughput.py SEEDED_DB_NAME
 PACKAGES = (
     "pynenc",
@@ -127,11 +127,13 @@ class Row:
     tuned: bool = False
     seeded: bool = False
     scaling: bool = False  # end to end at --scaling-workers too
+    no_flush_wait: bool = False  # a diagnostic: commits without waiting for the WAL flush
 
 
 def _pynenc(system: str, servers: tuple[str, ...], **kw: Any) -> Row:
     options = ("--system", system) + (("--tuned",) if kw.get("tuned") else ())
     options += ("--seeded",) if kw.get("seeded") else ()
+    options += ("--no-flush-wait",) if kw.get("no_flush_wait") else ()
     return Row(system, "bench.throughput", options, servers, **kw)
 
 
@@ -165,6 +167,9 @@ ROWS = {
     ),
     "pynenc-django-mariadb-tuned": _pynenc("pynenc-django-mariadb", ("mariadb",), tuned=True),
     "pynenc-django-sqlite-tuned": _pynenc("pynenc-django-sqlite", (), tuned=True),
+    "pynenc-django-postgresql-nowait": _pynenc(
+        "pynenc-django-postgresql", ("postgresql",), no_flush_wait=True
+    ),
 }
 SYSTEMS = tuple(dict.fromkeys(r.system for r in ROWS.values()))
 assert set(ROWS) == set(report.SYSTEM_ORDER)

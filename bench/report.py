@@ -42,10 +42,12 @@ SYSTEM_ORDER = (
     "django-tasks-db",
     "django-tasks-db-tuned",
     "pynenc-django-postgresql-seeded",
+    "pynenc-django-postgresql-nowait",
 )
 DJANGO_SYSTEMS = ("pynenc-django-postgresql", "pynenc-django-mariadb", "pynenc-django-sqlite")
 HEADLINE = "pynenc-django-postgresql"
 SEEDED = "pynenc-django-postgresql-seeded"
+NOWAIT = "pynenc-django-postgresql-nowait"
 CELERY = "celery-redis"
 PROCRASTINATE = "procrastinate"
 REFERENCE = "pynenc-sqlite"
@@ -58,6 +60,7 @@ COLOURS = {"single": "#1f77b4", "batch": "#ff9f40"}
 SYSTEM_COLOURS = {
     "pynenc-django-postgresql": "#08519c",
     "pynenc-django-postgresql-tuned": "#08519c",
+    "pynenc-django-postgresql-nowait": "#08519c",
     "pynenc-django-mariadb": "#3182bd",
     "pynenc-django-mariadb-tuned": "#3182bd",
     "pynenc-django-sqlite": "#6baed6",
@@ -155,6 +158,8 @@ class Summary:
     idle_breakdown: list[tuple[str, float]] = field(default_factory=list)
     breakdown_runs: int = 0
     seed_rows: int | None = None
+    # where a round trip's time goes (pynenc-django): segment -> Stat of the runs' medians
+    trip: dict[str, Stat] = field(default_factory=dict)
 
     def tp(self, mode: str, workers: int = HEADLINE_WORKERS) -> Stat | None:
         return self.throughput.get(mode, {}).get(workers)
@@ -218,6 +223,10 @@ def summarise(payloads: list[dict[str, Any]], name: str) -> Summary:
     summary.idle_breakdown = median_breakdown(
         [b for r in runs if isinstance(b := r.get("idle_breakdown"), dict)]
     )
+    trips = [t for r in runs if isinstance(t := r.get("round_trip_breakdown_ms"), dict)]
+    for segment in dict.fromkeys(k for t in trips for k in t):
+        if (st := stat(t.get(segment) for t in trips)) is not None:
+            summary.trip[segment] = st
     seeds = [as_float(r.get("seed_rows")) for r in runs]
     summary.seed_rows = int(max(s for s in seeds if s)) if any(seeds) else None
     return summary
@@ -720,8 +729,9 @@ def summary_table(rows: list[Summary]) -> list[str]:
 
 
 def summary_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
-    headline = loaded.rows(lambda s: not is_tuned(s.system) and s.system != SEEDED)
+    headline = loaded.rows(lambda s: not is_tuned(s.system) and s.system not in (SEEDED, NOWAIT))
     tuned = loaded.rows(lambda s: is_tuned(s.system))
+    nowait = loaded.rows(lambda s: s.system == NOWAIT)
     lines = ["## Summary: every system with its defaults (the headline)", ""]
     lines += summary_table(headline) if headline else ["No data.", ""]
     lines += [
@@ -736,6 +746,19 @@ def summary_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
             "## Django-based systems tuned: `CONN_MAX_AGE` 60, `CONN_HEALTH_CHECKS` on",
             "",
             *summary_table(tuned),
+        ]
+    if nowait:
+        lines += [
+            "## Diagnostic: PostgreSQL commits without waiting for the WAL flush",
+            "",
+            "Not a configuration to run: `synchronous_commit` off in the client and the runner "
+            "(`PGOPTIONS`), so a commit returns before its WAL reaches the disk and a server "
+            "crash can lose the last moments' submits and results. It shows how much of the "
+            "rows above is durability (each submit and each final status waits for one "
+            "flush): Redis here runs without `appendonly` (nothing it holds survives a "
+            "crash), so Celery's figures include no flush at all.",
+            "",
+            *summary_table(nowait),
         ]
     systems = loaded.manifest.get("systems") or {}
     gone = sorted((x for x in systems if x not in loaded.summaries), key=system_key)
@@ -862,6 +885,32 @@ def seeded_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
     return lines
 
 
+def trip_table(rows: list[Summary]) -> list[str]:
+    """Where pynenc-django's round trip goes, segment by segment."""
+    if not rows:
+        return []
+    segments = list(dict.fromkeys(k for s in rows for k in s.trip))
+    lines = [
+        "Where a pynenc-django round trip goes (ms; per run the median of each segment over "
+        "its calls, then median (min–max) over runs). The points are the client's clock and "
+        "the timestamps of the statuses REGISTERED, PENDING and SUCCESS in the history, each "
+        "taken by its process just before the statement that records it: the client's "
+        "Python before its submit; the submit statement with its commit (the WAL flush); the "
+        "wake-up (the commit's `NOTIFY`, the runner's announcer, the worker's Python) until "
+        "the claim; the claim statement, the task and the worker's Python until SUCCESS; the "
+        "SUCCESS statement with its commit, the `NOTIFY`, the client's wake-up and its read "
+        "of the result.",
+        "",
+        "| system | " + " | ".join(segments) + " |",
+        "|---|" + "---:|" * len(segments),
+    ]
+    for s in rows:
+        lines.append(
+            f"| {row_name(s)} | " + " | ".join(cell(s.trip.get(k)) for k in segments) + " |"
+        )
+    return [*lines, ""]
+
+
 def latency_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
     measured = loaded.rows(lambda s: bool(s.latency_samples))
     if not measured:
@@ -885,6 +934,7 @@ def latency_section(loaded: Loaded, links: dict[str, str]) -> list[str]:
         "`--interval`).",
         "",
     ]
+    lines += trip_table(loaded.rows(lambda s: bool(s.trip)))
     if "latency.png" in links:
         lines += [f"![Round trip distribution]({links['latency.png']})", ""]
     return lines

@@ -36,12 +36,13 @@ import contextlib
 import os
 import signal
 import sqlite3
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from bench import harness, ready, wirecount
@@ -78,7 +79,7 @@ DEFAULT_URLS = {
     "postgresql": f"postgres://postgres@127.0.0.1:5432/{DB_NAME}",
     "mariadb": f"mysql://root@127.0.0.1:3306/{DB_NAME}",
 }
-SEED_ROWS, SEED_ROWS_QUICK = 1_000_000, 20_000
+SEED_ROWS, SEED_ROWS_QUICK = 10_000_000, 20_000
 TUNED_CONN_MAX_AGE = 60
 SEEDED_WORKERS = 2
 LOG_LEVEL = "warning"
@@ -302,6 +303,54 @@ class DjangoSystem(System):
         recreate_database(self.vendor, self.url, self.sqlite_path, drop_only=True)
 
 
+class Trip(NamedTuple):
+    """One round trip as the client saw it (``time.time()``, the clock the statuses use)."""
+
+    invocation_id: str
+    started: float
+    submitted: float
+    done: float
+
+
+#: Where a round trip's time goes, from the client's clock and the status timestamps each
+#: process takes just before the statement that records it (one machine, one clock).
+TRIP_SEGMENTS = (
+    "client, to its submit statement",
+    "submit statement and commit",
+    "to the worker's claim",
+    "claim, task and SUCCESS",
+    "SUCCESS to the result read",
+)
+
+
+def round_trip_breakdown(trips: list[Trip]) -> dict[str, float]:
+    """The median of each of :data:`TRIP_SEGMENTS` over ``trips``, and of the whole, in ms."""
+    from pynenc_django.models import InvocationHistory
+
+    stamps: dict[str, dict[str, float]] = {}
+    history = InvocationHistory.objects.filter(
+        app_id=DJANGO_APP_ID, invocation_id__in=[t.invocation_id for t in trips]
+    ).values_list("invocation_id", "status", "status_timestamp")
+    for invocation_id, status, at in history:
+        stamps.setdefault(invocation_id, {})[status] = at.timestamp()
+    parts: list[list[float]] = [[] for _ in range(len(TRIP_SEGMENTS) + 1)]
+    for trip in trips:
+        got = stamps.get(trip.invocation_id, {})
+        if not {"registered", "pending", "success"} <= got.keys():
+            continue
+        points = [trip.started, got["registered"], trip.submitted, got["pending"]]
+        points += [got["success"], trip.done]
+        for k in range(len(TRIP_SEGMENTS)):
+            parts[k].append(points[k + 1] - points[k])
+        parts[-1].append(trip.done - trip.started)
+    if not parts[-1]:
+        return {}
+    names = (*TRIP_SEGMENTS, "round trip")
+    return {
+        name: round(statistics.median(p) * 1000, 3) for name, p in zip(names, parts, strict=True)
+    }
+
+
 def finalize_seed(app_id: str) -> str:
     """Leave only finished work behind ``pynenc_seed``.
 
@@ -444,6 +493,8 @@ class PynencBench(harness.Bench):
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         super().__init__(args, work)
         self.seeded = bool(args.seeded)
+        self._trips: list[Trip] = []
+        self.trip_breakdown: dict[str, float] = {}
         counts = work / "counts-client"
         counts.mkdir()
         self.pynenc: System
@@ -543,6 +594,9 @@ class PynencBench(harness.Bench):
             self.pynenc.reset()
 
     def clear_jobs(self) -> None:
+        if self._trips and isinstance(self.pynenc, DjangoSystem):  # the round trips' history
+            self.trip_breakdown = round_trip_breakdown(self._trips[harness.LATENCY_WARMUPS :])
+            self._trips = []
         if not self.seeded:  # the seeded database keeps what each run adds (finished)
             self.pynenc.reset()
 
@@ -630,13 +684,31 @@ class PynencBench(harness.Bench):
         )
 
     def round_trip(self, i: int) -> None:
-        value = self.pynenc.task(i).result
+        started = time.time()
+        invocation = self.pynenc.task(i)
+        submitted = time.time()
+        value = invocation.result
         if value != i:
             raise RuntimeError(f"noop({i}) returned {value!r}")
+        self._trips.append(Trip(invocation.invocation_id, started, submitted, time.time()))
+
+    def latency(self) -> list[float]:
+        self._trips = []
+        samples = super().latency()  # its workers' end clears the jobs: clear_jobs reads them
+        if self.trip_breakdown:
+            log(
+                f"{self.system}: round trip, medians: "
+                + ", ".join(f"{k} {v:.2f} ms" for k, v in self.trip_breakdown.items())
+            )
+        return samples
 
     def measure_run(self, run: int) -> dict[str, Any]:
         if not self.seeded:
-            return super().measure_run(run)
+            self.trip_breakdown = {}
+            entry = super().measure_run(run)
+            if self.trip_breakdown:
+                entry["round_trip_breakdown_ms"] = self.trip_breakdown
+            return entry
         self.run = run
         self.warm_up()  # as the empty row's submit phase warms its client
         single, batch, notes = self.throughput(SEEDED_WORKERS, self.args.tasks)
