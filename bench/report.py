@@ -347,7 +347,8 @@ def sql_cell(sql: str, limit: int = 120) -> str:
 
 def row_name(s: Summary) -> str:
     name = md_escape(s.label)
-    return f"**{name}**" if s.kind == "pynenc-django" and not is_tuned(s.system) else name
+    headline = s.kind == "pynenc-django" and s.system in DJANGO_SYSTEMS  # each database's own
+    return f"**{name}**" if headline else name
 
 
 # ---------------------------------------------------------------------------- budgets
