@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from typing import Any
 
 _VERSION_7 = 0x7 << 76
 _VARIANT_RFC = 0b10 << 62
@@ -49,17 +47,10 @@ def install() -> None:
     from pynenc.identifiers import invocation_id
     from pynenc.invocation import base_invocation, dist_invocation
 
-    generate: Callable[[], Any] = _generate_invocation_id
     for module in (invocation_id, base_invocation, dist_invocation):
-        current = getattr(module, "generate_invocation_id", None)
-        if current is None:
+        if not hasattr(module, "generate_invocation_id"):
             raise RuntimeError(
                 f"{module.__name__} has no generate_invocation_id: this pynenc generates "
                 "invocation ids elsewhere, and pynenc-django does not know where"
             )
-        module.generate_invocation_id = generate  # type: ignore[attr-defined]
-
-
-def _generate_invocation_id() -> Any:
-    """``generate_invocation_id``'s replacement (an ``InvocationId`` is a ``str``)."""
-    return uuid7()
+        module.generate_invocation_id = uuid7  # type: ignore[attr-defined]
