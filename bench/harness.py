@@ -710,6 +710,9 @@ class Bench(ABC):
         read = client3["total"] - client2["total"]
         result = {
             "statements_per_lifecycle": round(sum(total.values()) / k, 3),
+            "driver_sent_per_lifecycle": round(
+                sum(n for sql, n in total.items() if wirecount.driver_sent(sql)) / k, 3
+            ),
             "client_submit_per_lifecycle": round(submit / k, 3),
             "client_read_per_lifecycle": round(read / k, 3),
             "workers_per_lifecycle": round(sum(workers_sql.values()) / k, 3),

@@ -147,6 +147,7 @@ class Summary:
     p99: Stat | None = None
     latency_samples: list[float] = field(default_factory=list)
     statements: Stat | None = None
+    driver_sent: Stat | None = None
     client_submit: Stat | None = None
     workers_part: Stat | None = None
     client_read: Stat | None = None
@@ -210,6 +211,7 @@ def summarise(payloads: list[dict[str, Any]], name: str) -> Summary:
     summary.p99 = stat(percentile(s, 99) for s in latencies if s)
     summary.latency_samples = [x for s in latencies for x in s]
     summary.statements = stat(r.get("statements_per_lifecycle") for r in runs)
+    summary.driver_sent = stat(r.get("driver_sent_per_lifecycle") for r in runs)
     summary.client_submit = stat(r.get("client_submit_per_lifecycle") for r in runs)
     summary.workers_part = stat(r.get("workers_per_lifecycle") for r in runs)
     summary.client_read = stat(r.get("client_read_per_lifecycle") for r in runs)
@@ -455,11 +457,15 @@ def budgets(loaded: Loaded) -> list[Budget]:
     )
     for system in DJANGO_SYSTEMS:
         summary = loaded.summaries.get(system)
-        name = f"{system} statements per lifecycle"
+        # Issue 6's unit: what Django's execute_wrapper sees, i.e. without what the driver
+        # sends on its own (COMMIT, SET autocommit, ...), reported beside it.
+        name = f"{system} statements per lifecycle through Django's cursors"
         target = f"≤ {MAX_STATEMENTS_PER_LIFECYCLE:g}"
-        if summary and summary.statements:
-            value = summary.statements.median
-            out.append(Budget(name, target, num(value), value <= MAX_STATEMENTS_PER_LIFECYCLE))
+        if summary and summary.statements and summary.driver_sent:
+            total = summary.statements.median
+            value = total - summary.driver_sent.median
+            measured = f"{num(value)} ({num(total)} with what the driver sends itself)"
+            out.append(Budget(name, target, measured, value <= MAX_STATEMENTS_PER_LIFECYCLE))
         else:
             out.append(Budget(name, target, missing(loaded, system, "statement counts"), False))
     for system in DJANGO_SYSTEMS:

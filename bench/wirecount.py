@@ -94,6 +94,28 @@ def normalize(sql: Any) -> str:
     return text[:MAX_KEY_CHARS]
 
 
+#: What a driver sends on its own, never through a cursor: transaction control (psycopg's and
+#: the sqlite3 module's ``BEGIN``, ``COMMIT``, ``ROLLBACK``, mysqlclient's ``SET autocommit``),
+#: MySQL's ping and psycopg's one-time ``PREPARE``. Django's ``execute_wrapper``, the unit of
+#: issue 6's statement budget, sees none of it.
+DRIVER_SENT = frozenset(
+    {
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "SET autocommit=0",
+        "SET autocommit=1",
+        "BEGIN (sqlite3 module, implicit)",
+        "PING (COM_PING)",
+    }
+)
+
+
+def driver_sent(key: str) -> bool:
+    """Whether a counted statement is one the driver sent on its own (:data:`DRIVER_SENT`)."""
+    return key in DRIVER_SENT or key.startswith("PREPARE ")
+
+
 def _count(key: str, n: int = 1) -> None:
     # Not installed any more: a connection opened meanwhile (sqlite3) counts nothing.
     if _paused or not _restore or getattr(_local, "connecting", False):

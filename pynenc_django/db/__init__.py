@@ -9,7 +9,7 @@ have configured Django, and tolerates only ``ImportError``: backends reach Djang
 * ``transactions``: writers serialised on every database (:func:`write_transaction`,
   :func:`named_locks`).
 * ``statements``: hot-path SQL, prepared and gathered (:func:`insert_rows`,
-  :func:`one_statement`).
+  :func:`one_statement`, :func:`pipelined`).
 * ``backend``: :class:`DjangoBackendMixin`, what every backend shares.
 
 What differs per database is asked of :mod:`pynenc_django.vendors`, never tested here.
@@ -43,6 +43,8 @@ from pynenc_django.db.statements import (
     hot_cursor,
     insert_rows,
     one_statement,
+    pipelined,
+    pipelines,
     raw_delete,
 )
 from pynenc_django.db.transactions import (
@@ -74,6 +76,8 @@ __all__ = [
     "is_transient",
     "named_locks",
     "one_statement",
+    "pipelined",
+    "pipelines",
     "raw_delete",
     "retry_transient",
     "write_transaction",

@@ -150,6 +150,37 @@ def one_statement(alias: str, enabled: bool = True) -> Iterator[None]:
             cursor.execute(sql, params)
 
 
+def pipelines(alias: str) -> bool:
+    """Whether :func:`pipelined` would pipeline on ``alias`` now."""
+    connection = get_connection(alias)
+    return (
+        vendor_of(connection).pipelines()
+        and not connection.in_atomic_block
+        and not getattr(_gathering, "pipelined", False)
+    )
+
+
+@contextmanager
+def pipelined(alias: str) -> Iterator[bool]:
+    """PostgreSQL with psycopg 3: the statements sent inside do not wait for their
+    results, so the caller builds the next one while the server runs this one, and all
+    of them are one transaction, committed when the block ends (where their errors are
+    raised, as Django's), rolled back whole if anything in it fails. Yields whether it pipelines (:func:`pipelines`); where it
+    does not, a no-op."""
+    if not pipelines(alias):
+        yield False
+        return
+    connection = get_connection(alias)
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    _gathering.pipelined = True
+    try:
+        with connection.wrap_database_errors, vendor_of(connection).pipeline(connection):
+            yield True
+    finally:
+        _gathering.pipelined = False
+
+
 def gathered(alias: str) -> list[StatementPart] | None:
     """The writes :func:`one_statement` is gathering on ``alias``, if it is."""
     by_alias = getattr(_gathering, "by_alias", None)
@@ -239,6 +270,11 @@ def insert_columns(
     """
     if count <= 0:
         return
+    unique = tuple(unique_fields)
+    update = tuple(update_fields) if update_fields is not None else None
+    if count == 1:
+        _insert_one(alias, model, columns, unique, update, prepare)
+        return
     connection = get_connection(alias)
     prepared: list[Column] = []
     for field in _insert_fields(model):
@@ -251,8 +287,6 @@ def insert_columns(
         if len(column) != count:
             raise ValueError(f"{field.attname}: {len(column)} values for {count} rows")
         prepared.append(_prepared_column(field, column, connection))
-    unique = tuple(unique_fields)
-    update = tuple(update_fields) if update_fields is not None else None
     vendor = vendor_of(connection)
     arrays = vendor.inserts_arrays(model) and any(
         not isinstance(column, Same) for column in prepared
@@ -295,6 +329,40 @@ def insert_columns(
                 continue
             with hot_cursor(connection, fixed_text) as cursor:
                 cursor.execute(sql, params)
+
+
+def _insert_one(
+    alias: str,
+    model: type[Model],
+    columns: Mapping[str, Column],
+    unique: tuple[str, ...],
+    update: tuple[str, ...] | None,
+    prepare: bool,
+) -> None:
+    """:func:`insert_columns` of one row (every single submit, three times): its values
+    straight into the one-row INSERT, prepared by each field as there."""
+    connection = get_connection(alias)
+    params: list[Any] = []
+    for field in _insert_fields(model):
+        column = columns.get(field.attname)
+        if column is None:
+            value = field.get_default()
+        elif isinstance(column, Same):
+            value = column.value
+        elif len(column) != 1:
+            raise ValueError(f"{field.attname}: {len(column)} values for 1 rows")
+        else:
+            value = column[0]
+        if not (type(value) in _TEXT_OR_NONE and _passes_text(field)):
+            value = field.get_db_prep_save(value, connection)
+        params.append(value)
+    sql = _insert_sql(alias, model, 1, unique, update)
+    parts = gathered(alias)
+    if parts is not None:
+        parts.append(StatementPart(sql, params, prepare))
+        return
+    with hot_cursor(connection, prepare) as cursor:
+        cursor.execute(sql, params)
 
 
 @functools.cache

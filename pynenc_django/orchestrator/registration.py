@@ -19,6 +19,8 @@ from pynenc.trigger.conditions import StatusContext
 from pynenc_django.db import (
     named_locks,
     one_statement,
+    pipelined,
+    pipelines,
     retry_transient,
 )
 from pynenc_django.db.statements import Column, Same, insert_columns
@@ -30,6 +32,11 @@ from pynenc_django.orchestrator.rules import (
 )
 from pynenc_django.serializer.calls import serialize_arguments_first
 from pynenc_django.utils import sha256_hex
+
+#: A ``parallelize`` chunk of more calls than this is sent in pieces of this many,
+#: pipelined (``RegistrationMixin._route_calls_pipelined``): 2,000 calls in 112 ms instead
+#: of 148 on the development machine; 125 was no faster.
+PIPELINE_CALLS = 250
 
 if TYPE_CHECKING:
     from pynenc.identifiers.invocation_id import InvocationId
@@ -75,8 +82,51 @@ class RegistrationMixin(OrchestratorCore):
         backend = self.app.state_backend
         if not isinstance(backend, DjangoStateBackend):
             return super().route_calls(calls)
+        if (
+            len(calls) > PIPELINE_CALLS
+            and pipelines(self.db_alias)
+            and self.history_by_database
+            and self._routes_here
+            and calls[0].task.conf.registration_concurrency == DISABLED
+        ):
+            return self._route_calls_pipelined(calls)
         with backend.registration_pending():
             return super().route_calls(calls)
+
+    @retry_transient
+    def _route_calls_pipelined(self, calls: list[Any]) -> list[DistributedInvocation]:
+        """pynenc's batch routing in pieces of :data:`PIPELINE_CALLS`, each one statement
+        sent while the next piece is built (:func:`pipelined`: the client's CPU and the
+        server's work overlap), all of them one transaction."""
+        from pynenc.invocation.dist_invocation import DistributedInvocation
+
+        backend = self._django_state_backend
+        parent = context.get_dist_invocation_context(self.app.app_id)
+        runner_ctx = context.get_or_create_runner_context(self.app.app_id)
+        backend.store_runner_context(runner_ctx)
+        invocations: list[DistributedInvocation] = []
+        try:
+            with (
+                pipelined(self.db_alias) as pipelining,
+                nullcontext() if pipelining else self.write_transaction(),
+            ):
+                for start in range(0, len(calls), PIPELINE_CALLS):
+                    with backend.registration_pending():
+                        piece = [
+                            DistributedInvocation.from_parent(call, parent)
+                            for call in calls[start : start + PIPELINE_CALLS]
+                        ]
+                    invocations += piece
+                    with one_statement(self.db_alias):
+                        backend.upsert_invocations(piece)
+                        record = self._register_new_invocations(piece, runner_ctx.runner_id)
+                        self.route_invocations(piece)
+        except BaseException:
+            backend.forget_invocations([i.invocation_id for i in invocations])
+            raise
+        self._report_registered(invocations, record.status)
+        self._log_registered(invocations)
+        return invocations
 
     def register_new_invocations(self, invocations: list[DistributedInvocation]) -> None:
         """pynenc's registration; the REGISTERED history rows come from the database
@@ -91,6 +141,9 @@ class RegistrationMixin(OrchestratorCore):
         self.app.state_backend.store_runner_context(runner_ctx)
         record = self._store_register_and_route(invocations, runner_ctx.runner_id)
         self._report_registered(invocations, record.status)
+        self._log_registered(invocations)
+
+    def _log_registered(self, invocations: list[DistributedInvocation]) -> None:
         if self.app.logger.isEnabledFor(logging.INFO):
             for invocation in invocations:
                 self.app.logger.info(

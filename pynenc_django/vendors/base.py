@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models import Model, QuerySet
 
@@ -100,6 +102,17 @@ class Vendor:
         ``live_share`` of its live ones; the tables vacuumed, with their dead rows
         (:mod:`pynenc_django.ops.vacuum`). Nothing where deleted rows do not stay behind."""
         return []
+
+    def pipelines(self) -> bool:
+        """Statements can be sent without waiting for their results (:meth:`pipeline`)."""
+        return False
+
+    def pipeline(self, connection: BaseDatabaseWrapper) -> AbstractContextManager[Any]:
+        """Where :meth:`pipelines`: the statements sent inside do not wait for their
+        results, and all of them are one transaction, committed at the end unless the
+        block raises (:func:`~pynenc_django.db.pipelined`). ``connection`` is open, in no
+        transaction."""
+        raise NotImplementedError(f"{self.name} has no pipeline mode")
 
     def unindexed(self, column: str) -> str:
         """``column`` as the WHERE clause of a transition compares it."""

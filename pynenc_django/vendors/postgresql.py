@@ -8,6 +8,7 @@ change, the waiters' release and the final-status ``NOTIFY`` are triggers of mig
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -15,8 +16,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pynenc_django.vendors.base import ClaimTables, Vendor
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterator, Sequence
 
+    from django.db.backends.base.base import BaseDatabaseWrapper
     from django.db.models import Model, QuerySet
 
 
@@ -66,6 +68,29 @@ class PostgreSQL(Vendor):
         for table, _ in due:
             cursor.execute(f'VACUUM (SKIP_LOCKED, INDEX_CLEANUP ON) "{table}"')
         return due
+
+    @functools.cached_property
+    def _pipelines(self) -> bool:
+        from django.db.backends.postgresql.psycopg_any import is_psycopg3
+
+        if not is_psycopg3:
+            return False
+        from psycopg import Pipeline
+
+        return Pipeline.is_supported()
+
+    def pipelines(self) -> bool:
+        """psycopg 3 (not 2) on a libpq with pipeline mode (14 or later)."""
+        return self._pipelines
+
+    @contextlib.contextmanager
+    def pipeline(self, connection: BaseDatabaseWrapper) -> Iterator[None]:
+        """psycopg 3's pipeline mode, inside a transaction of its own: its implicit one
+        (up to the closing ``Sync``) would commit what was sent before an exception
+        raised in the block."""
+        raw = connection.connection
+        with raw.pipeline(), raw.transaction():
+            yield
 
     def inserts_arrays(self, model: type[Model]) -> bool:
         """Plain columns only: a JSON column's array would need a cast per element."""

@@ -136,6 +136,96 @@ def test_a_queue_insert_the_database_refuses_leaves_nothing(app: Pynenc, calls: 
     assert invocation.result == 3
 
 
+def test_a_later_piece_of_a_pipelined_batch_refused_leaves_nothing(app: Pynenc) -> None:
+    """PostgreSQL sends a big chunk in pieces without waiting for each (pipelined): when
+    the database refuses the third piece's queue insert, after two pieces' rows were
+    written, none of the chunk's rows stays, and the rows written first are not cached as
+    stored."""
+    if connection.vendor != "postgresql":
+        pytest.skip("pipelined pieces are PostgreSQL's (psycopg 3)")
+    from pynenc_django.orchestrator.registration import PIPELINE_CALLS
+
+    task = app.task(add, parallel_batch_size=4 * PIPELINE_CALLS)
+    limit = 2 * PIPELINE_CALLS
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE FUNCTION pynenc_test_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF (SELECT count(*) FROM pynenc_broker_message) >= {limit} THEN "
+            "RAISE EXCEPTION 'queue full'; END IF; RETURN NEW; END $$"
+        )
+        cursor.execute(
+            "CREATE TRIGGER pynenc_test_refuse BEFORE INSERT ON pynenc_broker_message "
+            "FOR EACH STATEMENT EXECUTE FUNCTION pynenc_test_refuse()"
+        )
+    statements: list[str] = []
+    try:
+        with counted() as statements, pytest.raises(DatabaseError, match="queue full"):
+            task.parallelize([(i, i) for i in range(4 * PIPELINE_CALLS)])
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TRIGGER pynenc_test_refuse ON pynenc_broker_message")
+            cursor.execute("DROP FUNCTION pynenc_test_refuse()")
+    pieces = [sql for sql in statements if sql.startswith("WITH p0 AS")]
+    assert len(pieces) == 4, statements  # every piece was sent, one statement each
+    assert rows(app) == (0, 0, 0)
+    group = task.parallelize([(i, i) for i in range(4 * PIPELINE_CALLS)])
+    assert rows(app) == (4 * PIPELINE_CALLS,) * 3
+    [claimed] = list(app.orchestrator.get_invocations_to_run(1, WORKER))
+    app.state_backend.store.invocations.clear()
+    claimed.run(WORKER)
+    assert claimed.invocation_id in {i.invocation_id for i in group.invocations}
+
+
+def test_an_error_building_a_later_piece_leaves_nothing(
+    app: Pynenc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception in the client while it builds the third piece, after two pieces were
+    sent without waiting: what they wrote is rolled back, not committed (ending the
+    pipeline's implicit transaction would commit it)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("pipelined pieces are PostgreSQL's (psycopg 3)")
+    from pynenc_django.orchestrator.registration import PIPELINE_CALLS
+
+    task = app.task(add, parallel_batch_size=4 * PIPELINE_CALLS)
+    orchestrator = app.orchestrator
+    original = orchestrator.route_invocations
+    pieces: list[int] = []
+
+    def route(invocations: Any) -> None:
+        pieces.append(len(invocations))
+        if len(pieces) == 3:
+            raise RuntimeError("the client failed half-way")
+        original(invocations)
+
+    monkeypatch.setattr(orchestrator, "route_invocations", route)
+    with pytest.raises(RuntimeError, match="half-way"):
+        task.parallelize([(i, i) for i in range(4 * PIPELINE_CALLS)])
+    assert pieces == [PIPELINE_CALLS] * 3
+    assert rows(app) == (0, 0, 0)
+    monkeypatch.undo()
+    task.parallelize([(i, i) for i in range(4 * PIPELINE_CALLS)])
+    assert rows(app) == (4 * PIPELINE_CALLS,) * 3
+
+
+def test_a_big_batch_inside_the_callers_transaction_is_rolled_back_with_it(app: Pynenc) -> None:
+    """Inside the caller's ``atomic()`` a batch is written in the caller's transaction (not
+    pipelined in one of its own): the caller's rollback takes all of it."""
+    from django.db import transaction
+
+    from pynenc_django.orchestrator.registration import PIPELINE_CALLS
+
+    task = app.task(add, parallel_batch_size=3 * PIPELINE_CALLS)
+
+    class CallerRollsBack(Exception):
+        pass
+
+    with pytest.raises(CallerRollsBack), transaction.atomic():
+        task.parallelize([(i, i) for i in range(3 * PIPELINE_CALLS)])
+        assert rows(app) == (3 * PIPELINE_CALLS,) * 3  # visible inside the transaction
+        raise CallerRollsBack
+    assert rows(app) == (0, 0, 0)
+
+
 def test_a_submit_is_one_statement_on_postgresql(app: Pynenc) -> None:
     if connection.vendor != "postgresql":
         pytest.skip("a data-modifying WITH is PostgreSQL's")

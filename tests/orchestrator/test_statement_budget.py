@@ -23,6 +23,7 @@ from pynenc.runner.runner_context import RunnerContext
 
 from pynenc_django.db import STATEMENT_ROWS
 from pynenc_django.orchestrator.claim import ClaimOptions
+from pynenc_django.orchestrator.registration import PIPELINE_CALLS
 
 #: Statements per lifecycle by vendor, pinned where they are now (issue 6's budget is 15).
 #: Everywhere, triggers write the history and the client's final status look brings the
@@ -88,7 +89,8 @@ def test_trivial_invocation_lifecycle_stays_within_budget(app: Pynenc) -> None:
 
 #: Statements of one chunk of a batch (``task.parallelize``; pynenc routes it in chunks of
 #: the task's ``parallel_batch_size``) of up to ``STATEMENT_ROWS`` invocations, whatever
-#: their number: PostgreSQL gathers the three INSERTs of any chunk into one statement;
+#: their number: PostgreSQL gathers the three INSERTs of a chunk into one statement (of a
+#: chunk over ``PIPELINE_CALLS``, of each piece, pipelined);
 #: SQLite begins (``BEGIN IMMEDIATE``) and runs one ``executemany`` per table; MariaDB/MySQL
 #: runs one many-row INSERT per table.
 BATCH_CHUNK = {"postgresql": 1, "sqlite": 4, "mysql": 3}
@@ -98,8 +100,8 @@ def batch_statements(vendor: str, invocations: int, chunk: int) -> int:
     """What a batch of ``invocations`` costs, pinned: O(1) per chunk, and per
     ``STATEMENT_ROWS`` rows of a chunk where the rows are not gathered."""
     chunks = [min(chunk, invocations - start) for start in range(0, invocations, chunk)]
-    if vendor == "postgresql":
-        return len(chunks)
+    if vendor == "postgresql":  # a chunk over PIPELINE_CALLS is sent in pieces
+        return sum(-(-rows // PIPELINE_CALLS) for rows in chunks)
     per_table = [-(-rows // STATEMENT_ROWS) for rows in chunks]
     begins = len(chunks) if vendor == "sqlite" else 0
     return begins + 3 * sum(per_table)

@@ -11,6 +11,7 @@ every admin page.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -30,6 +31,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
+ARTIFACTS = REPO / ".test-artifacts"
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -165,15 +167,30 @@ def database(tmp_path: Path) -> Generator[Database, None, None]:
 
 
 def _built(tmp_path: Path) -> tuple[Path, Path]:
-    """``python -m build`` on a copy of the checkout: the sdist, and the wheel built from it."""
-    src, dist = tmp_path / "src", tmp_path / "dist"
+    """``python -m build`` on a copy of the checkout: the sdist, and the wheel built from it.
+
+    Built once per content of the checkout and kept in ``.test-artifacts/``: the suite's
+    run on each database (CI runs three) tests the same wheel, installed afresh each time.
+    """
+    src = tmp_path / "src"
     _source_tree(src)
-    builder = tmp_path / "build-venv"
-    _run(sys.executable, "-m", "venv", builder, cwd=tmp_path)
-    _run(builder / "bin" / "pip", "install", "--quiet", "build", cwd=tmp_path)
-    _run(builder / "bin" / "python", "-m", "build", "--outdir", dist, src, cwd=tmp_path)
-    (sdist,) = dist.glob("*.tar.gz")
-    (wheel,) = dist.glob("*.whl")
+    digest = hashlib.sha256()
+    for path in sorted(p for p in src.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(src).as_posix().encode() + b"\0" + path.read_bytes())
+    kept = ARTIFACTS / f"dist-{digest.hexdigest()[:16]}"
+    if not kept.is_dir():
+        dist = tmp_path / "dist"
+        builder = tmp_path / "build-venv"
+        _run(sys.executable, "-m", "venv", builder, cwd=tmp_path)
+        _run(builder / "bin" / "pip", "install", "--quiet", "build", cwd=tmp_path)
+        _run(builder / "bin" / "python", "-m", "build", "--outdir", dist, src, cwd=tmp_path)
+        for old in ARTIFACTS.glob("dist-*"):  # an earlier checkout's
+            shutil.rmtree(old, ignore_errors=True)
+        staging = ARTIFACTS / f".dist-{uuid.uuid4().hex}"
+        shutil.copytree(dist, staging)
+        staging.rename(kept)  # whole, or not at all
+    (sdist,) = kept.glob("*.tar.gz")
+    (wheel,) = kept.glob("*.whl")
     return sdist, wheel
 
 
