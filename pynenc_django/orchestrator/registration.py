@@ -93,40 +93,46 @@ class RegistrationMixin(OrchestratorCore):
         with backend.registration_pending():
             return super().route_calls(calls)
 
-    @retry_transient
     def _route_calls_pipelined(self, calls: list[Any]) -> list[DistributedInvocation]:
-        """pynenc's batch routing in pieces of :data:`PIPELINE_CALLS`, each one statement
-        sent while the next piece is built (:func:`pipelined`: the client's CPU and the
-        server's work overlap), all of them one transaction."""
+        """pynenc's batch routing, its invocations stored in pieces
+        (:meth:`_store_pipelined`)."""
         from pynenc.invocation.dist_invocation import DistributedInvocation
 
         backend = self._django_state_backend
         parent = context.get_dist_invocation_context(self.app.app_id)
+        with backend.registration_pending():
+            invocations = [DistributedInvocation.from_parent(call, parent) for call in calls]
         runner_ctx = context.get_or_create_runner_context(self.app.app_id)
         backend.store_runner_context(runner_ctx)
-        invocations: list[DistributedInvocation] = []
+        record = self._store_pipelined(invocations, runner_ctx.runner_id)
+        self._report_registered(invocations, record.status)
+        self._log_registered(invocations)
+        return invocations
+
+    @retry_transient
+    def _store_pipelined(
+        self, invocations: list[DistributedInvocation], runner_id: str
+    ) -> InvocationStatusRecord:
+        """:meth:`_store_register_and_route` in pieces of :data:`PIPELINE_CALLS`, each one
+        statement sent while the next piece is built (:func:`pipelined`: the client's CPU
+        and the server's work overlap), all of them one transaction. A retry stores the
+        same invocations: one whose first attempt committed unseen stays one."""
+        backend = self._django_state_backend
         try:
             with (
                 pipelined(self.db_alias) as pipelining,
                 nullcontext() if pipelining else self.write_transaction(),
             ):
-                for start in range(0, len(calls), PIPELINE_CALLS):
-                    with backend.registration_pending():
-                        piece = [
-                            DistributedInvocation.from_parent(call, parent)
-                            for call in calls[start : start + PIPELINE_CALLS]
-                        ]
-                    invocations += piece
+                for start in range(0, len(invocations), PIPELINE_CALLS):
+                    piece = invocations[start : start + PIPELINE_CALLS]
                     with one_statement(self.db_alias):
                         backend.upsert_invocations(piece)
-                        record = self._register_new_invocations(piece, runner_ctx.runner_id)
+                        record = self._register_new_invocations(piece, runner_id)
                         self.route_invocations(piece)
         except BaseException:
             backend.forget_invocations([i.invocation_id for i in invocations])
             raise
-        self._report_registered(invocations, record.status)
-        self._log_registered(invocations)
-        return invocations
+        return record
 
     def register_new_invocations(self, invocations: list[DistributedInvocation]) -> None:
         """pynenc's registration; the REGISTERED history rows come from the database

@@ -207,6 +207,41 @@ def test_an_error_building_a_later_piece_leaves_nothing(
     assert rows(app) == (4 * PIPELINE_CALLS,) * 3
 
 
+def test_a_pipelined_batch_whose_commit_went_unseen_is_stored_once(
+    app: Pynenc, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The connection drops after the server committed the pipelined chunk, before the
+    client saw it: the retry stores the same invocations again (a no-op for each), not a
+    second set of new ones that would run every call twice."""
+    if connection.vendor != "postgresql":
+        pytest.skip("pipelined pieces are PostgreSQL's (psycopg 3)")
+    from pynenc_django.orchestrator import registration
+    from pynenc_django.orchestrator.registration import PIPELINE_CALLS
+
+    real = registration.pipelined
+    attempts: list[int] = []
+
+    @contextmanager
+    def unseen_commit(alias: str) -> Iterator[bool]:
+        attempts.append(1)
+        with real(alias) as pipelining:
+            yield pipelining
+        if len(attempts) == 1:  # committed, and then the connection is gone
+            raise OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(registration, "pipelined", unseen_commit)
+    task = app.task(add, parallel_batch_size=2 * PIPELINE_CALLS)
+    group = task.parallelize([(i, i) for i in range(2 * PIPELINE_CALLS)])
+    assert len(attempts) == 2
+    ids = {i.invocation_id for i in group.invocations}
+    assert len(ids) == 2 * PIPELINE_CALLS
+    for model in (StateInvocation, Invocation):
+        stored = model.objects.filter(app_id=app.app_id).values_list("invocation_id", flat=True)
+        assert sorted(stored) == sorted(ids), model
+    queued = BrokerMessage.objects.filter(app_id=app.app_id)
+    assert set(queued.values_list("invocation_id", flat=True)) == ids
+
+
 def test_a_big_batch_inside_the_callers_transaction_is_rolled_back_with_it(app: Pynenc) -> None:
     """Inside the caller's ``atomic()`` a batch is written in the caller's transaction (not
     pipelined in one of its own): the caller's rollback takes all of it."""
