@@ -145,6 +145,32 @@ def test_a_tree_six_levels_deep_on_one_process(
     assert len({r.pid for r in records(record)}) == 1  # one worker did it all
 
 
+def test_a_parent_submitting_a_group_bigger_than_a_pipeline_piece_from_its_worker(
+    app: Pynenc, waits: ModuleType, runners: Runners, tmp_path: Path
+) -> None:
+    """The parent's ``parallelize`` of 600 children is sent in pipelined pieces on
+    PostgreSQL (``PIPELINE_CALLS``), from a worker, on the task code's connection: every
+    child is stored, runs once, and the parent gets their results. (Elsewhere a chunk is
+    one statement per table, as from a client: ``test_batch_submit``.)"""
+    from django.db import connection
+
+    from pynenc_django.orchestrator.registration import PIPELINE_CALLS
+
+    if connection.vendor != "postgresql":
+        pytest.skip("pipelined pieces are PostgreSQL's (psycopg 3)")
+
+    n = 600
+    assert n > 2 * PIPELINE_CALLS
+    record = tmp_path / "records.log"
+    runners.start(processes=2)
+    parent = waits.parent_group(n, "big", str(record))
+    assert result_within(app, runners, parent, 180) == sum(2 * i for i in range(n))
+    everything = all_succeed_exactly_once(app, runners, 60)
+    assert len(everything) == n + 1
+    counts = starts(record)
+    assert counts == Counter({"parent-big": 1, **{f"double-{i}": 1 for i in range(n)}})
+
+
 def test_a_hundred_parents_of_ten_children_on_two_processes(
     app: Pynenc, waits: ModuleType, runners: Runners, tmp_path: Path
 ) -> None:
