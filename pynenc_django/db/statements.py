@@ -165,8 +165,8 @@ def pipelined(alias: str) -> Iterator[bool]:
     """PostgreSQL with psycopg 3: the statements sent inside do not wait for their
     results, so the caller builds the next one while the server runs this one, and all
     of them are one transaction, committed when the block ends (where their errors are
-    raised, as Django's), rolled back whole if anything in it fails. Yields whether it pipelines (:func:`pipelines`); where it
-    does not, a no-op."""
+    raised, as Django's), rolled back whole if anything in it fails. Yields whether it
+    pipelines (:func:`pipelines`); where it does not, a no-op."""
     if not pipelines(alias):
         yield False
         return
