@@ -84,6 +84,7 @@ class RegistrationMixin(OrchestratorCore):
             return super().route_calls(calls)
         if (
             len(calls) > PIPELINE_CALLS
+            and self.prepares  # off behind a transaction-mode pooler: not pipelined there
             and pipelines(self.db_alias)
             and self.history_by_database
             and self._routes_here

@@ -70,3 +70,18 @@ def test_hot_statements_are_prepared_once_and_reused(app: Pynenc) -> None:
 def test_nothing_is_prepared_when_turned_off(unprepared_app: Pynenc) -> None:
     lifecycles(unprepared_app, 3)
     assert prepared() == []
+
+
+def test_batches_are_not_pipelined_when_turned_off(unprepared_app: Pynenc) -> None:
+    """For transaction-mode poolers: a chunk bigger than a pipeline piece is one
+    statement, not pieces in a pipeline of their own transaction."""
+    from pynenc_django.orchestrator.registration import PIPELINE_CALLS
+    from tests.orchestrator.test_statement_budget import counted
+
+    task = unprepared_app.task(add, parallel_batch_size=3 * PIPELINE_CALLS)
+    task.parallelize([(0, i) for i in range(3)])  # the client's one-time writes
+    with counted() as statements:
+        group = task.parallelize([(1, i) for i in range(3 * PIPELINE_CALLS)])
+    assert len(group.invocations) == 3 * PIPELINE_CALLS
+    assert len(statements) == 1 and statements[0].startswith("WITH p0 AS"), statements
+    assert prepared() == []
