@@ -5,7 +5,8 @@ elsewhere, and registration concurrency under its key's lock.
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
@@ -118,21 +119,15 @@ class RegistrationMixin(OrchestratorCore):
         statement sent while the next piece is built (:func:`pipelined`: the client's CPU
         and the server's work overlap), all of them one transaction. A retry stores the
         same invocations: one whose first attempt committed unseen stays one."""
-        backend = self._django_state_backend
-        try:
-            with (
-                pipelined(self.db_alias) as pipelining,
-                nullcontext() if pipelining else self.write_transaction(),
-            ):
-                for start in range(0, len(invocations), PIPELINE_CALLS):
+        with (
+            self._forgotten_unless_stored(invocations),
+            pipelined(self.db_alias) as pipelining,
+            nullcontext() if pipelining else self.write_transaction(),
+        ):
+            for start in range(0, len(invocations), PIPELINE_CALLS):
+                with one_statement(self.db_alias):
                     piece = invocations[start : start + PIPELINE_CALLS]
-                    with one_statement(self.db_alias):
-                        backend.upsert_invocations(piece)
-                        record = self._register_new_invocations(piece, runner_id)
-                        self.route_invocations(piece)
-        except BaseException:
-            backend.forget_invocations([i.invocation_id for i in invocations])
-            raise
+                    record = self._write_new(piece, runner_id)
         return record
 
     def register_new_invocations(self, invocations: list[DistributedInvocation]) -> None:
@@ -195,21 +190,33 @@ class RegistrationMixin(OrchestratorCore):
         On PostgreSQL the INSERTs (arguments under concurrency control included) are one
         statement (:func:`one_statement`), atomic alone, for a single call and a batch
         alike: no transaction around it."""
-        backend = self._django_state_backend
         alone = self.dialect.writes_in_ctes
-        try:
-            with (
-                self.write_transaction() if self._routes_here and not alone else nullcontext(),
-                one_statement(self.db_alias, self._routes_here),
-            ):
-                backend.upsert_invocations(invocations)
-                record = self._register_new_invocations(invocations, runner_id)
-                self.route_invocations(invocations)
-        except BaseException:
-            # Rolled back: the state backend must not believe them stored.
-            backend.forget_invocations([i.invocation_id for i in invocations])
-            raise
+        with (
+            self._forgotten_unless_stored(invocations),
+            self.write_transaction() if self._routes_here and not alone else nullcontext(),
+            one_statement(self.db_alias, self._routes_here),
+        ):
+            return self._write_new(invocations, runner_id)
+
+    def _write_new(
+        self, invocations: list[DistributedInvocation], runner_id: str
+    ) -> InvocationStatusRecord:
+        """The state rows, the REGISTERED rows and the queue messages of new invocations,
+        in the caller's statement (:func:`one_statement`) or transaction."""
+        self._django_state_backend.upsert_invocations(invocations)
+        record = self._register_new_invocations(invocations, runner_id)
+        self.route_invocations(invocations)
         return record
+
+    @contextmanager
+    def _forgotten_unless_stored(self, invocations: list[DistributedInvocation]) -> Iterator[None]:
+        """On any failure inside, the writes were rolled back: the state backend must not
+        believe the invocations stored (the next upsert writes them)."""
+        try:
+            yield
+        except BaseException:
+            self._django_state_backend.forget_invocations([i.invocation_id for i in invocations])
+            raise
 
     @cached_property
     def _routes_here(self) -> bool:
