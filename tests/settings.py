@@ -41,6 +41,9 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 ROOT_URLCONF = "tests.urls"
+# Django's advice for test suites: every admin test makes its users, and the default
+# hasher spends about half a second on each (the browser test still logs in by form).
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STATIC_URL = "/static/"
 ALLOWED_HOSTS = ["*"]
 TEMPLATES = [

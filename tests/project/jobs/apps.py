@@ -11,7 +11,8 @@ SLOW_ATOMIC_ENV = "PYNENC_DJANGO_TEST_SLOW_ATOMIC_SEC"
 #: one line ``<pid> <alias>`` (``tests/runner/test_task_connections.py``).
 CONNECTION_LOG_ENV = "PYNENC_DJANGO_TEST_CONNECTION_LOG"
 #: Test-only hook: a file every claim of the process is logged to, one line
-#: ``<pid> <invocations claimed>`` (``tests/runner/test_wake_dispatch.py``).
+#: ``<pid> <invocations claimed> <their task ids, comma-separated>``
+#: (``tests/runner/test_wake_dispatch.py``).
 CLAIM_LOG_ENV = "PYNENC_DJANGO_TEST_CLAIM_LOG"
 
 
@@ -47,8 +48,9 @@ def log_claims(path: str) -> None:
 
     def claim(self, *args, **kwargs):  # type: ignore[no-untyped-def]
         result = original(self, *args, **kwargs)
+        tasks = ",".join(invocation.task.task_id.key for invocation in result.invocations)
         with open(path, "a") as log_file:
-            log_file.write(f"{os.getpid()} {len(result.invocations)}\n")
+            log_file.write(f"{os.getpid()} {len(result.invocations)} {tasks or '-'}\n")
         return result
 
     ClaimMixin.claim = claim  # type: ignore[method-assign]
