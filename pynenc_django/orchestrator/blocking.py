@@ -10,8 +10,9 @@ from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.orchestrator.base_orchestrator import BaseBlockingControl
 
 from pynenc_django.db import DjangoBackendMixin, raw_delete, retry_transient
+from pynenc_django.db.statements import Same, insert_columns
 from pynenc_django.orchestrator.rules import _AVAILABLE, _FINAL
-from pynenc_django.utils import now_utc
+from pynenc_django.utils import chunked, now_utc
 
 if TYPE_CHECKING:
     from pynenc_django.orchestrator.core import OrchestratorCore
@@ -42,32 +43,43 @@ class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):
         between the waiter's look and this insert would keep its edge for good. Deleting
         those after the insert has committed leaves none behind: one that becomes final
         later finds its edge and releases it itself."""
-        from django.db.models import Exists, OuterRef
+        from pynenc_django.models import BlockingEdge
 
+        waited = list(dict.fromkeys(result_invocation_ids))
+        insert_columns(
+            self.db_alias,
+            BlockingEdge,
+            {
+                "app_id": Same(self.app.app_id),
+                "waiter_id": Same(caller_invocation_id),
+                "waited_id": waited,
+                "created_at": Same(now_utc()),
+            },
+            len(waited),
+            unique_fields=("app_id", "waiter_id", "waited_id"),
+            prepare=True,
+        )
+        app_id = self.app.app_id
+        for chunk in chunked(waited):
+            # Prepared for one id (a single ``.result``, the common wait), not per group size.
+            with self._cursor(prepare=len(chunk) == 1) as cursor:
+                cursor.execute(
+                    self._drop_final_edges_sql(len(chunk)),
+                    [app_id, caller_invocation_id, *chunk, app_id, *_FINAL],
+                )
+
+    def _drop_final_edges_sql(self, count: int) -> str:
+        """Fixed SQL for ``count`` waited ids: the ORM's query, without compiling it anew
+        at every wait of every nested ``.result``."""
         from pynenc_django.models import BlockingEdge, Invocation
 
-        now = now_utc()
-        waited = list(dict.fromkeys(result_invocation_ids))
-        edges = BlockingEdge.objects.using(self.db_alias)
-        edges.bulk_create(
-            [
-                BlockingEdge(
-                    app_id=self.app.app_id,
-                    waiter_id=caller_invocation_id,
-                    waited_id=waited_id,
-                    created_at=now,
-                )
-                for waited_id in waited
-            ],
-            ignore_conflicts=True,
-        )
-        final = Invocation.objects.using(self.db_alias).filter(
-            app_id=self.app.app_id, invocation_id=OuterRef("waited_id"), status__in=_FINAL
-        )
-        raw_delete(
-            edges.for_app(self.app.app_id).filter(
-                Exists(final), waiter_id=caller_invocation_id, waited_id__in=waited
-            )
+        edges = self._table(BlockingEdge)
+        return (
+            f"DELETE FROM {edges} WHERE app_id = %s AND waiter_id = %s"
+            f" AND waited_id IN ({', '.join(['%s'] * count)})"
+            f" AND EXISTS (SELECT 1 FROM {self._table(Invocation)} i WHERE i.app_id = %s"
+            f" AND i.invocation_id = {edges}.waited_id"
+            f" AND i.status IN ({', '.join(['%s'] * len(_FINAL))}))"
         )
 
     @retry_transient

@@ -34,7 +34,7 @@ from pynenc_django.orchestrator.rules import (
     _Slow,
     concurrency_lock_name,
 )
-from pynenc_django.utils import now_utc
+from pynenc_django.utils import chunked, now_utc
 
 if TYPE_CHECKING:
     from pynenc.invocation.dist_invocation import DistributedInvocation
@@ -255,19 +255,22 @@ class ClaimMixin(OrchestratorCore):
     @retry_transient
     def _available_among(self, invocation_ids: Sequence[InvocationId]) -> set[str]:
         """Those that may run now: available, and not waiting for a due time."""
-        from django.db.models import Exists, OuterRef
+        from pynenc_django.models import DelayedMessage, Invocation
 
-        from pynenc_django.models import DelayedMessage
-
-        delayed = DelayedMessage.objects.using(self.db_alias).filter(
-            app_id=OuterRef("app_id"), invocation_id=OuterRef("invocation_id")
-        )
-        return set(
-            self._invocations()
-            .filter(invocation_id__in=list(invocation_ids), status__in=_AVAILABLE)
-            .exclude(Exists(delayed))
-            .values_list("invocation_id", flat=True)
-        )
+        app_id = self.app.app_id
+        found: set[str] = set()
+        for chunk in chunked(list(dict.fromkeys(invocation_ids))):
+            sql = (
+                f"SELECT i.invocation_id FROM {self._table(Invocation)} i WHERE i.app_id = %s"
+                f" AND i.invocation_id IN ({', '.join(['%s'] * len(chunk))})"
+                f" AND i.status IN ({', '.join(['%s'] * len(_AVAILABLE))})"
+                f" AND NOT EXISTS (SELECT 1 FROM {self._table(DelayedMessage)} d"
+                " WHERE d.app_id = i.app_id AND d.invocation_id = i.invocation_id)"
+            )
+            # Prepared for one id (a single ``.result``, the common wait), not per size.
+            rows = self._fetch(sql, [app_id, *chunk, *_AVAILABLE], prepare=len(chunk) == 1)
+            found.update(row[0] for row in rows)
+        return found
 
     @retry_transient
     def _take_awaited(

@@ -221,6 +221,10 @@ def test_an_edge_to_an_invocation_already_final_is_not_left_behind(app: Pynenc) 
 
     edges = BlockingEdge.objects.filter(app_id=app.app_id, waiter_id=waiter.invocation_id)
     assert list(edges.values_list("waited_id", flat=True)) == [pending.invocation_id]
+    # One waited id (a single ``.result``) takes the prepared statement: the same holds.
+    alone = task(4, 4)
+    app.orchestrator.blocking_control.waiting_for_results(alone.invocation_id, [done.invocation_id])
+    assert not BlockingEdge.objects.filter(app_id=app.app_id, waiter_id=alone.invocation_id)
 
 
 @pytest.fixture
