@@ -12,10 +12,12 @@ before and after every test, and every test uses task arguments of its own.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Generator, Iterable
@@ -51,10 +53,40 @@ KILLED = "killed"
 REROUTED = "rerouted"
 
 
+#: Held by the test marked ``exclusive`` that is running, in any test session on this
+#: machine (CI runs the three databases' slow tests at once).
+EXCLUSIVE_LOCK = Path(tempfile.gettempdir()) / "pynenc-django-tests-exclusive.lock"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "slow: runs runner processes for minutes or restarts the database server"
     )
+    config.addinivalue_line(
+        "markers",
+        "exclusive: a cluster of many runners whose timing bounds assume the machine's cores;"
+        " such tests of concurrent sessions run one at a time",
+    )
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """An ``exclusive`` test waits for the others of every session on this machine.
+
+    Eight runners with their workers each looking every second are some thirty busy
+    processes: two such clusters at once on two cores starve each other's heartbeats and
+    turns for seconds, and the test's bounds (a due time handled within 10 s of an
+    accelerated clock) measure the machine, not the code. Outermost (``tryfirst``), so the
+    wait is not counted in the test's own timeout.
+    """
+    if item.get_closest_marker("exclusive") is None:
+        return (yield)
+    with EXCLUSIVE_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return (yield)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

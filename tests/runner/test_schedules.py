@@ -234,6 +234,7 @@ ENV = {
 
 
 @pytest.mark.slow
+@pytest.mark.exclusive
 @pytest.mark.timeout(420)
 def test_eight_runners_sixty_schedules_no_tick_missed_or_doubled_across_a_sigkill(
     app: Pynenc, tasks: ModuleType, runners: Runners, tmp_path: Path
