@@ -23,6 +23,7 @@ from pynenc_django.orchestrator.rules import _FINAL
 from pynenc_django.utils import (
     chunked,
     from_db_time,
+    in_event_loop,
     sha256_hex,
 )
 from pynenc_django.wakeup import current_result_waiter
@@ -56,13 +57,16 @@ class ReadsMixin(OrchestratorCore):
         """pynenc's; for a client (no caller invocation) under a runner that waits for
         clients itself (:class:`ClientResultsWaiter`), also its first wait. pynenc's
         result loop calls this after a status look found nothing final, then looks again
-        before its own first wait: a look that could find nothing new."""
+        before its own first wait: a look that could find nothing new. Not under a running
+        event loop (``async_result``): a wait here would block it; the runner's async wait
+        waits in a thread instead."""
         super().waiting_for_results(caller_invocation_id, result_invocation_ids)
         runner = self.app.runner
         if (
             caller_invocation_id is None
             and result_invocation_ids
             and isinstance(runner, ClientResultsWaiter)
+            and not in_event_loop()
         ):
             runner.wait_for_client_results(result_invocation_ids)
 

@@ -44,6 +44,7 @@ What it changes, and why (pynenc's own runner does none of this):
 
 from __future__ import annotations
 
+import asyncio
 import multiprocessing
 import os
 import pickle
@@ -196,6 +197,22 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             super().waiting_for_results(running_invocation_id, result_invocation_ids, runner_args)
             return
         self.wait_for_client_results(result_invocation_ids)
+
+    async def async_waiting_for_results(
+        self,
+        running_invocation_id: InvocationId | None,
+        result_invocation_ids: list[InvocationId],
+        runner_args: dict[str, Any] | None = None,
+    ) -> None:
+        """Outside the runner (``await invocation.async_result()`` in an async view), the
+        same announced wait as ``.result``, in a thread, so that the event loop goes on:
+        pynenc's sleeps ``invocation_wait_results_sleep_time_sec`` between looks."""
+        if running_invocation_id:
+            await super().async_waiting_for_results(
+                running_invocation_id, result_invocation_ids, runner_args
+            )
+            return
+        await asyncio.to_thread(self.wait_for_client_results, list(result_invocation_ids))
 
     def _waiting_for_results(
         self,

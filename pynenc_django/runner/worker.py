@@ -5,7 +5,6 @@ reconcile claims whose outcome was lost."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import pickle
@@ -36,6 +35,7 @@ from pynenc_django.runner.support import (
     drain_put_backs,
     summary,
 )
+from pynenc_django.utils import in_event_loop
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
@@ -463,7 +463,7 @@ class Worker:
         """
         self._promote_due(self._due)  # what it waits for may be due now (a countdown)
         if invocation := self._claim_awaited(waited):
-            if _in_event_loop():
+            if in_event_loop():
                 self._run_beside_event_loop(invocation)
             else:
                 self._run(invocation)
@@ -590,11 +590,3 @@ class Worker:
                     self.app.logger.warning(f"worker heartbeat failed: {exc}")
             if self.done.wait(beat_every):
                 return
-
-
-def _in_event_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
