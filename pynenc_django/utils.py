@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -15,15 +14,6 @@ IN_CHUNK = 500
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def in_event_loop() -> bool:
-    """Whether this thread runs an event loop (the caller is a coroutine, or under one)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 def sha256_hex(value: str) -> str:

@@ -66,6 +66,7 @@ def get_connection(alias: str) -> BaseDatabaseWrapper:
 
 
 def in_event_loop() -> bool:
+    """Whether this thread runs an event loop (the caller is a coroutine, or under one)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -16,14 +16,13 @@ from pynenc.invocation.status import (
     InvocationStatusRecord,
 )
 
-from pynenc_django.db import retry_transient
+from pynenc_django.db import in_event_loop, retry_transient
 from pynenc_django.exceptions import InvocationNotStoredError
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.orchestrator.rules import _FINAL
 from pynenc_django.utils import (
     chunked,
     from_db_time,
-    in_event_loop,
     sha256_hex,
 )
 from pynenc_django.wakeup import current_result_waiter

@@ -20,7 +20,7 @@ from pynenc import context
 from pynenc.runner.runner_context import RunnerContext
 
 from pynenc_django.broker.delayed import DueClock
-from pynenc_django.db import is_database_error
+from pynenc_django.db import in_event_loop, is_database_error
 from pynenc_django.ops import recovery
 from pynenc_django.ops.recovery import PutBack
 from pynenc_django.orchestrator.claim import ClaimOptions
@@ -35,7 +35,6 @@ from pynenc_django.runner.support import (
     drain_put_backs,
     summary,
 )
-from pynenc_django.utils import in_event_loop
 
 if TYPE_CHECKING:
     from multiprocessing.connection import Connection
