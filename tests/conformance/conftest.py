@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
 from _pytest.monkeypatch import MonkeyPatch
@@ -37,3 +38,23 @@ def _multi_thread_runner_shutdown_race_tolerated(
         _remove_shared_state_once_manager_may_be_gone,
     )
     yield
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "timed: pynenc's own slow tests, which compare timings taken in the test; CI runs "
+        "them with the suite, one database at a time, never beside other test sessions",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` selects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """pynenc marks ``slow`` tests that time themselves against each other ("the client
+    data store speeds up task start": cached within 1.5 times uncached): beside the other
+    databases' runner clusters (CI's slow phase), the machine's load, not the backend,
+    decides them. They are ``timed`` too, and ``.ci/run`` keeps them out of that phase."""
+    here = Path(__file__).parent
+    for item in items:
+        if item.path.is_relative_to(here) and item.get_closest_marker("slow") is not None:
+            item.add_marker(pytest.mark.timed)
