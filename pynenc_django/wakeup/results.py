@@ -52,7 +52,9 @@ class ResultWaiter:
         self._watch: FileWatch | None = None
         self._conn: Any = None
         self._lock = threading.Lock()
-        self._local = threading.local()
+        #: The next backoff of each wait, by its awaited ids: a wait goes on doubling
+        #: whichever thread makes its next call (``async_result`` waits in a pool's).
+        self._backoff: BoundedCache[frozenset[str], float] = BoundedCache(self.REMEMBERED)
         self._announced: BoundedCache[str, bool] = BoundedCache(self.REMEMBERED)
         #: Bumped at every (re)subscription: announcements are complete from then on.
         self.epoch = 0
@@ -68,12 +70,10 @@ class ResultWaiter:
     def wait(self, invocation_ids: list[str]) -> None:
         _last_waited.waiter = self
         shortest = self.MIN_WAIT if len(invocation_ids) == 1 else self.GROUP_WAIT
-        awaited = set(invocation_ids)
-        if awaited != getattr(self._local, "awaited", None):
-            self._local.next = shortest  # a new wait, or progress on a group's
-        self._local.awaited = awaited
-        timeout = self._local.next
-        self._local.next = min(self.max_wait, timeout * 2)
+        awaited = frozenset(invocation_ids)
+        # A new wait, or progress on a group's (fewer ids), starts again from the shortest.
+        timeout = self._backoff.get(awaited) or shortest
+        self._backoff.put(awaited, min(self.max_wait, timeout * 2))
         if any(self._announced.get(i) for i in invocation_ids):
             return
         if (self.listen or self._signal is not None) and self._lock.acquire(blocking=False):
@@ -101,7 +101,7 @@ class ResultWaiter:
             time.sleep(self.GROUP_WAIT)
         return True
 
-    def _wait_notified(self, awaited: set[str], gather: float) -> bool:
+    def _wait_notified(self, awaited: frozenset[str], gather: float) -> bool:
         """Wait up to ``max_wait`` for an announcement naming one of ``awaited``, then
         ``gather`` longer for more (a group's).
 

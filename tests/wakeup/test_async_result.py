@@ -20,6 +20,8 @@ from pynenc import Pynenc
 from pynenc.invocation.dist_invocation import DistributedInvocation
 from pynenc.runner.runner_context import RunnerContext
 
+from pynenc_django.wakeup import ResultWaiter
+
 WORKER = RunnerContext("DjangoPersistentProcessRunner", runner_id="async-result-worker")
 #: pynenc's sleep between looks: a wait that ends well before it was woken.
 LONG = 30.0
@@ -88,3 +90,18 @@ def test_async_result_is_woken_by_the_final_status_and_never_blocks_the_event_lo
     assert RUNS_AFTER <= elapsed < LONG / 2, "woken by the final status, not a 30 s sleep"
     # Blocked, the loop would have gone without a turn until the final status (1 s).
     assert longest_gap < RUNS_AFTER / 2, f"the event loop was blocked for {longest_gap:.2f} s"
+
+
+def test_a_wait_goes_on_backing_off_whichever_thread_makes_its_next_call(app: Pynenc) -> None:
+    """``async_result`` makes each wait in whichever thread of a pool is free: the backoff
+    follows the awaited invocations, not the thread, so concurrent async waits do not all
+    look every 2 ms (here with nothing announced: the backoff's sleeps alone)."""
+    invocation_id = app.task(add)(1, 2).invocation_id
+    waiter = ResultWaiter("default", max_wait=LONG, listen=False)
+    for _ in range(3):
+        thread = threading.Thread(target=waiter.wait, args=([invocation_id],))
+        thread.start()
+        thread.join()
+    assert waiter._backoff.get(frozenset([invocation_id])) == ResultWaiter.MIN_WAIT * 2**3
+    waiter.wait([invocation_id, "another"])  # another wait starts from its own shortest
+    assert waiter._backoff.get(frozenset([invocation_id, "another"])) == ResultWaiter.GROUP_WAIT * 2
