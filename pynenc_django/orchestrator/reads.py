@@ -178,7 +178,30 @@ class ReadsMixin(OrchestratorCore):
         """Every status look of every waiting client: fixed SQL, and none for a status
         this process has seen final. :class:`InvocationNotStoredError` (a ``KeyError``)
         for an id not stored."""
-        return self.store.finals.get(invocation_id) or self._read_status_record(invocation_id)
+        return (
+            self.store.finals.get(invocation_id)
+            or self._announced_final(invocation_id)
+            or self._read_status_record(invocation_id)
+        )
+
+    def _announced_final(self, invocation_id: str) -> InvocationStatusRecord | None:
+        """A final status this thread's result waiter heard announced with all that a
+        read would bring (PostgreSQL, migration 0011), remembered as that read would
+        remember it: a woken client reads nothing more. ``None``: read it."""
+        waiter = current_result_waiter(self.db_alias)
+        heard = waiter.announcement(invocation_id) if waiter is not None else None
+        if heard is None or heard.app_id != self.app.app_id:
+            return None
+        success = heard.status == InvocationStatus.SUCCESS.value
+        if success and heard.result is None and self._fetches_results:
+            return None  # too large to announce: the read brings the status and the result
+        record = InvocationStatusRecord(
+            InvocationStatus(heard.status), heard.runner_id, heard.timestamp
+        )
+        self.store.finals.put(invocation_id, record)
+        if success and heard.result is not None and self._fetches_results:
+            self.store.remember_result(invocation_id, heard.result)
+        return record
 
     @retry_transient
     def _read_status_record(self, invocation_id: str) -> InvocationStatusRecord:
@@ -216,6 +239,7 @@ class ReadsMixin(OrchestratorCore):
                 unknown = [i for i in unknown if waiter.announced(i)]
             else:
                 self._local.covered = (waiter.epoch, now, frozenset(unknown))
+            unknown = [i for i in unknown if self._announced_final(i) is None]
         for chunk in chunked(unknown):
             self._remember_final(chunk)
         return [i for i in invocation_ids if self.store.finals.get(i) is not None]

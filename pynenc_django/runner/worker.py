@@ -6,6 +6,7 @@ reconcile claims whose outcome was lost."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 import signal
@@ -339,10 +340,14 @@ class Worker:
         as the database answers: it puts back every invocation it owns but the one it is
         about to run. Nothing else can: its heartbeat stays fresh.
         """
+        # The first claim after a wait that new work ended skips pynenc's look for
+        # blocking invocations (one statement, most of a short round trip's wake-up): this
+        # worker's queues were empty when it began to wait, so what it claims now was
+        # announced since. The look resumes at its next claim while it stays busy.
         options = replace(
             self._claim_options,
             work_announced=announced,
-            no_blocking_until=self._no_blocking_until,
+            no_blocking_until=math.inf if announced else self._no_blocking_until,
         )
         claimed = self._guarded_claim(
             lambda: django_orchestrator(self.app).claim(
@@ -356,7 +361,8 @@ class Worker:
         self._expired_in_claim = claimed is not None and claimed.expired > 0
         if claimed is None:
             return None, False
-        self._no_blocking_until = claimed.no_blocking_until
+        if not announced:
+            self._no_blocking_until = claimed.no_blocking_until
         invocation = claimed.invocations[0] if claimed.invocations else None
         return invocation, claimed.claimed_the_last_message
 

@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 from pynenc_django.db import get_connection
@@ -15,8 +16,10 @@ from pynenc_django.wakeup.signals import (
     FINAL_CHANNEL,
     FINAL_SIGNAL,
     FileWatch,
+    FinalAnnouncement,
     file_watch,
     listen_connection,
+    parse_final,
     signal_path,
     signals_are_complete,
 )
@@ -55,7 +58,9 @@ class ResultWaiter:
         #: The next backoff of each wait, by its awaited ids: a wait goes on doubling
         #: whichever thread makes its next call (``async_result`` waits in a pool's).
         self._backoff: BoundedCache[frozenset[str], float] = BoundedCache(self.REMEMBERED)
-        self._announced: BoundedCache[str, bool] = BoundedCache(self.REMEMBERED)
+        #: Final statuses announced since :attr:`epoch`, with what they told
+        #: (:class:`FinalAnnouncement`; ``True``: the bare id of an earlier trigger).
+        self._announced: BoundedCache[str, FinalAnnouncement | bool] = BoundedCache(self.REMEMBERED)
         #: Bumped at every (re)subscription: announcements are complete from then on.
         self.epoch = 0
 
@@ -66,6 +71,17 @@ class ResultWaiter:
 
     def announced(self, invocation_id: str) -> bool:
         return bool(self._announced.get(invocation_id))
+
+    def announcement(self, invocation_id: str) -> FinalAnnouncement | None:
+        """What the announcement of ``invocation_id``'s final status told, if it told more
+        than the id (see :func:`~pynenc_django.wakeup.signals.parse_final`). Its result is
+        handed out once (the caller keeps it), so that this cache holds results briefly."""
+        heard = self._announced.get(invocation_id)
+        if not isinstance(heard, FinalAnnouncement):
+            return None
+        if heard.result is not None:
+            self._announced.put(invocation_id, replace(heard, result=None))
+        return heard
 
     def wait(self, invocation_ids: list[str]) -> None:
         _last_waited.waiter = self
@@ -120,8 +136,13 @@ class ResultWaiter:
             found = False
             while (remaining := deadline - time.monotonic()) > 0:
                 for notify in self._conn.notifies(timeout=remaining, stop_after=1):
-                    self._announced.put(notify.payload, True)
-                    if notify.payload in awaited and not found:
+                    invocation_id, heard = parse_final(notify.payload)
+                    if heard is not None and invocation_id not in awaited:
+                        # Every final status of the database is announced here: results
+                        # are kept for this wait's invocations only (the others read it).
+                        heard = replace(heard, result=None)
+                    self._announced.put(invocation_id, heard or True)
+                    if invocation_id in awaited and not found:
                         found = True
                         deadline = time.monotonic() + (gather if len(awaited) > 1 else 0)
             return True

@@ -6,10 +6,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import json
 import logging
 import os
 import select
 import struct
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from pynenc_django.db import get_connection
@@ -24,9 +27,48 @@ def notify_channel(app_id: str) -> str:
     return f"pynenc_{sha256_hex(app_id)[:24]}"
 
 
-#: Channel on which PostgreSQL announces every invocation that reached a final status
-#: (payload: its id), from the status trigger of migration 0003: no extra statement.
+#: Channel on which PostgreSQL announces every invocation that reached a final status,
+#: from the status trigger of migration 0003: no extra statement. Payload: its id before
+#: migration 0011, then a :class:`FinalAnnouncement` (:func:`parse_final`).
 FINAL_CHANNEL = "pynenc_final"
+
+
+@dataclass(frozen=True, slots=True)
+class FinalAnnouncement:
+    """What a final-status announcement tells (migration 0011): the status record a
+    waiting client would read next and, for a SUCCESS, the serialized result if small
+    (``None``: read it)."""
+
+    app_id: str
+    status: str
+    runner_id: str | None
+    timestamp: datetime
+    result: str | None
+
+
+def parse_final(payload: str) -> tuple[str, FinalAnnouncement | None]:
+    """The invocation id a ``pynenc_final`` payload announces, and what it tells beyond
+    the id: ``None`` for a bare id (migration 0003's), or a payload not understood (then
+    the waiting client reads the status, as for a bare id)."""
+    if not payload.startswith("{"):
+        return payload, None
+    try:
+        data = json.loads(payload)
+        invocation_id = str(data["i"])
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.warning("pynenc_django: a final-status announcement not understood (%s)", exc)
+        return "", None
+    try:
+        return invocation_id, FinalAnnouncement(
+            app_id=data["a"],
+            status=data["s"],
+            runner_id=data["r"],
+            timestamp=datetime.fromisoformat(data["t"]).astimezone(UTC),
+            result=data.get("v"),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.warning("pynenc_django: a final-status announcement not understood (%s)", exc)
+        return invocation_id, None
 
 
 def listen_connection(alias: str, channel: str) -> Any:
