@@ -11,11 +11,18 @@ their results by their backoff's looks (``invocation_wait_results_sleep_time_sec
 most) until they are upgraded. Reversed, the bare id again.
 """
 
-import importlib
-
 from django.db import migrations
 
-_0003 = importlib.import_module("pynenc_django.migrations.0003_status_history_triggers")
+# Migration 0003's, copied: a migration never imports another (frozen history).
+HISTORY_COLUMNS = (
+    "app_id, invocation_id, timestamp, status, status_runner_id, status_timestamp, "
+    "runner_context_id, registered_by_inv_id"
+)
+FINAL = "('concurrency_controlled_final', 'failed', 'success')"
+_VALUES = (
+    "NEW.app_id, NEW.invocation_id, NEW.status_timestamp, NEW.status, "
+    "NEW.status_runner_id, NEW.status_timestamp, NEW.status_context_id, "
+)
 
 #: Bytes of a result that may go into the payload (its JSON escaping may grow it; the
 #: payload is checked whole below), and of the payload, under NOTIFY's 8,000.
@@ -24,20 +31,20 @@ PAYLOAD_MAX_BYTES = 7900
 
 
 def _function(announcement: str, declare: str = "") -> str:
-    """The status trigger's function of migration 0003 with another announcement."""
+    """The status trigger's function of migration 0003, with ``announcement``."""
     return f"""CREATE OR REPLACE FUNCTION pynenc_invocation_status_changed() RETURNS trigger
     LANGUAGE plpgsql AS $$
     {declare}BEGIN
         IF NEW.status_context_id IS NOT NULL THEN
             IF TG_OP = 'INSERT' THEN
-                INSERT INTO pynenc_state_history ({_0003.HISTORY_COLUMNS})
-                VALUES ({_0003._values("NEW.registered_by_inv_id")}) ON CONFLICT DO NOTHING;
+                INSERT INTO pynenc_state_history ({HISTORY_COLUMNS})
+                VALUES ({_VALUES}NEW.registered_by_inv_id) ON CONFLICT DO NOTHING;
             ELSIF NEW.status_timestamp IS DISTINCT FROM OLD.status_timestamp THEN
-                INSERT INTO pynenc_state_history ({_0003.HISTORY_COLUMNS})
-                VALUES ({_0003._values("NULL")}) ON CONFLICT DO NOTHING;
+                INSERT INTO pynenc_state_history ({HISTORY_COLUMNS})
+                VALUES ({_VALUES}NULL) ON CONFLICT DO NOTHING;
             END IF;
         END IF;
-        IF TG_OP = 'UPDATE' AND NEW.status IN {_0003.FINAL} AND OLD.status NOT IN {_0003.FINAL} THEN
+        IF TG_OP = 'UPDATE' AND NEW.status IN {FINAL} AND OLD.status NOT IN {FINAL} THEN
             DELETE FROM pynenc_blocking_edge
             WHERE app_id = NEW.app_id AND waited_id = NEW.invocation_id;
             {announcement}
@@ -64,7 +71,7 @@ WITH_RECORD = _function(
             PERFORM pg_notify('pynenc_final', payload);""",
     declare="DECLARE payload text;\n    ",
 )
-BARE_ID = _0003.POSTGRESQL_INSTALL[0]
+BARE_ID = _function("PERFORM pg_notify('pynenc_final', NEW.invocation_id);")
 
 
 def _replace(schema_editor, sql: str) -> None:
