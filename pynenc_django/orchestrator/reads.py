@@ -192,12 +192,10 @@ class ReadsMixin(OrchestratorCore):
         heard = waiter.announcement(invocation_id) if waiter is not None else None
         if heard is None or heard.app_id != self.app.app_id:
             return None
-        success = heard.status == InvocationStatus.SUCCESS.value
+        success = heard.status == InvocationStatus.SUCCESS
         if success and heard.result is None and self._fetches_results:
             return None  # too large to announce: the read brings the status and the result
-        record = InvocationStatusRecord(
-            InvocationStatus(heard.status), heard.runner_id, heard.timestamp
-        )
+        record = InvocationStatusRecord(heard.status, heard.runner_id, heard.timestamp)
         self.store.finals.put(invocation_id, record)
         if success and heard.result is not None and self._fetches_results:
             self.store.remember_result(invocation_id, heard.result)

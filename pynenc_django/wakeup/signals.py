@@ -12,11 +12,13 @@ import os
 import select
 import struct
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
+from pynenc.invocation.status import InvocationStatus
+
 from pynenc_django.db import get_connection
-from pynenc_django.utils import sha256_hex
+from pynenc_django.utils import from_db_time, sha256_hex
 from pynenc_django.vendors import vendor_of
 
 logger = logging.getLogger("pynenc_django")
@@ -40,7 +42,7 @@ class FinalAnnouncement:
     (``None``: read it)."""
 
     app_id: str
-    status: str
+    status: InvocationStatus
     runner_id: str | None
     timestamp: datetime
     result: str | None
@@ -48,22 +50,22 @@ class FinalAnnouncement:
 
 def parse_final(payload: str) -> tuple[str, FinalAnnouncement | None]:
     """The invocation id a ``pynenc_final`` payload announces, and what it tells beyond
-    the id: ``None`` for a bare id (migration 0003's), or a payload not understood (then
-    the waiting client reads the status, as for a bare id)."""
+    the id: ``None`` for a bare id (migration 0003's), or a payload not understood or not
+    of a final status (then the waiting client reads the status, as for a bare id)."""
     if not payload.startswith("{"):
         return payload, None
+    invocation_id = ""
     try:
         data = json.loads(payload)
         invocation_id = str(data["i"])
-    except (ValueError, KeyError, TypeError) as exc:
-        logger.warning("pynenc_django: a final-status announcement not understood (%s)", exc)
-        return "", None
-    try:
+        status = InvocationStatus(data["s"])
+        if not status.is_final():
+            raise ValueError(f"{status.value} is not a final status")
         return invocation_id, FinalAnnouncement(
             app_id=data["a"],
-            status=data["s"],
+            status=status,
             runner_id=data["r"],
-            timestamp=datetime.fromisoformat(data["t"]).astimezone(UTC),
+            timestamp=from_db_time(datetime.fromisoformat(data["t"])),
             result=data.get("v"),
         )
     except (ValueError, KeyError, TypeError) as exc:
