@@ -177,6 +177,8 @@ def test_payloads_parse_or_fall_back_to_a_read() -> None:
         "01abc",
         None,
     )
+    running = '{"i": "01abc", "a": "x", "s": "running", "r": null, "t": "2026-12-07T00:00:00Z"}'
+    assert parse_final(running) == ("01abc", None), "only a final status is taken as read"
     invocation_id, heard = parse_final(
         '{"i": "01abc", "a": "x", "s": "failed", "r": "w", "t": "2026-12-07T01:02:03.5+01:00"}'
     )
