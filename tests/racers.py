@@ -123,3 +123,15 @@ def beat(app_id: str, runner_id: str, results: Any) -> None:
     app = _app(app_id)
     app.orchestrator.register_runner_heartbeats([runner_id])
     results.put("beat")
+
+
+def beat_rounds(
+    app_id: str, runner_ids: list[str], rounds: int, barrier: Any, results: Any
+) -> None:
+    """Refresh the heartbeats of ``runner_ids`` ``rounds`` times, as a runner parent writes
+    its workers' while each worker writes its own; report the rounds done."""
+    app = _app(app_id)
+    barrier.wait()
+    for _ in range(rounds):
+        app.orchestrator.register_runner_heartbeats(runner_ids)
+    results.put(rounds)

@@ -38,12 +38,16 @@ HOT_TABLES = (
 class FirstAnalyze:
     """Runs ``ANALYZE`` on each hot table that has rows but has never been analyzed.
 
-    Looks every ``INTERVAL`` seconds during the first ``EAGER_FOR`` seconds (a new
-    deployment's burst of work), then every ``LATE_INTERVAL``; stops for good once every
-    hot table has been analyzed, by anyone. PostgreSQL only; one query per look.
+    Looks after ``INTERVAL`` seconds, then, while a look finds nothing to analyze (no work
+    yet, or tables still under ``MIN_ROWS``), twice as long each time, up to ``EAGER_CAP``
+    during the first ``EAGER_FOR`` seconds (a new deployment's burst of work) and up to
+    ``LATE_INTERVAL`` after; a look that analyzed a table starts again from ``INTERVAL``.
+    Stops for good once every hot table has been analyzed, by anyone. PostgreSQL only; one
+    query per look, so an idle runner spends little on it.
     """
 
     INTERVAL = 2.0
+    EAGER_CAP = 10.0
     EAGER_FOR = 600.0
     LATE_INTERVAL = 60.0
     MIN_ROWS = 100
@@ -54,25 +58,30 @@ class FirstAnalyze:
         self.done = False
         self._started = time.monotonic()
         self._next = 0.0
+        self._interval = self.INTERVAL
 
     def tick(self) -> None:
         """Look if it is time; never raises for a database error (the next look retries)."""
         now = time.monotonic()
         if self.done or now < self._next:
             return
-        eager = now - self._started < self.EAGER_FOR
-        self._next = now + (self.INTERVAL if eager else self.LATE_INTERVAL)
         connection = get_connection(self.alias)
         if not vendor_of(connection).analyzes_young_tables:
             self.done = True
             return
+        analyzed = False
         try:
-            self.done = self._analyze_new_tables(connection)
+            self.done, analyzed = self._analyze_new_tables(connection)
         except Exception as exc:  # a maintenance look must never stop the runner
             logger.warning("pynenc_django: could not look for unanalyzed tables: %s", exc)
+        if analyzed:  # work has begun: other tables may cross MIN_ROWS soon
+            self._interval = self.INTERVAL
+        self._next = now + self._interval
+        cap = self.EAGER_CAP if now - self._started < self.EAGER_FOR else self.LATE_INTERVAL
+        self._interval = min(self._interval * 2, cap)
 
-    def _analyze_new_tables(self, connection: BaseDatabaseWrapper) -> bool:
-        """True when every hot table has statistics."""
+    def _analyze_new_tables(self, connection: BaseDatabaseWrapper) -> tuple[bool, bool]:
+        """(every hot table has statistics, this look analyzed one)."""
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT relname, n_live_tup + n_dead_tup FROM pg_stat_user_tables "
@@ -81,8 +90,10 @@ class FirstAnalyze:
                 [list(self.tables)],
             )
             pending = cursor.fetchall()
+            analyzed = False
             for table, rows in pending:
                 if rows >= self.MIN_ROWS:
                     logger.info("pynenc_django: ANALYZE %s (%d rows, never analyzed)", table, rows)
                     cursor.execute(f"ANALYZE {connection.ops.quote_name(table)}")
-        return not pending
+                    analyzed = True
+        return not pending, analyzed

@@ -222,6 +222,7 @@ class AtomicServiceMixin(OrchestratorCore):
                     now,
                     BLOCKED,
                     f"prior_running:{running_run_id} runner:{holder}",
+                    new=True,
                 )
             return None
         run_id = run.atomic_service_id.atomic_service_run_id
@@ -238,7 +239,7 @@ class AtomicServiceMixin(OrchestratorCore):
                 last_started_at=now,
             ):
                 return None  # another runner took this turn
-            self._upsert_execution(runner_ctx.runner_id, run_id, now, RUNNING, "")
+            self._upsert_execution(runner_ctx.runner_id, run_id, now, RUNNING, "", new=True)
         return run
 
     _blocked_by: str | None = None
@@ -260,7 +261,11 @@ class AtomicServiceMixin(OrchestratorCore):
         start: datetime,
         status: AtomicServiceExecutionStatus,
         reason: str,
+        *,
+        new: bool = False,
     ) -> None:
+        """Record a run's execution row; ``new`` for a run id made just now, which no row
+        can have yet: one ``INSERT``, without the ``UPDATE`` that would find nothing."""
         end = start if status == BLOCKED else None
         values = {
             "runner_id": runner_id,
@@ -269,7 +274,7 @@ class AtomicServiceMixin(OrchestratorCore):
             "start_time": start,
             "end_time": end,
         }
-        if not self._executions().filter(run_id=run_id).update(**values):
+        if new or not self._executions().filter(run_id=run_id).update(**values):
             from pynenc_django.models import AtomicServiceExecution as Row
 
             Row.objects.using(self.db_alias).create(app_id=self.app.app_id, run_id=run_id, **values)

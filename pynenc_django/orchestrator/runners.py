@@ -9,7 +9,7 @@ from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.invocation.status import InvocationStatus
 from pynenc.orchestrator.atomic_service import ActiveRunnerInfo
 
-from pynenc_django.db import retry_transient
+from pynenc_django.db import get_connection, retry_transient
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.utils import (
     IN_CHUNK,
@@ -92,32 +92,30 @@ class RunnersMixin(OrchestratorCore):
         now = now_utc()
         queues = list(consumed_queues or ())
         name = self.runner_name()
-        manager = RunnerHeartbeat.objects.using(self.db_alias)
-        unique_ids = list(dict.fromkeys(runner_ids))
-        with self.write_transaction():
-            manager.bulk_create(
-                [
-                    RunnerHeartbeat(
-                        app_id=self.app.app_id,
-                        runner_id=runner_id,
-                        created_at=now,
-                        last_heartbeat=now,
-                        can_run_atomic_service=can_run_atomic_service,
-                        consumed_queues=queues,
-                        name=name,
-                    )
-                    for runner_id in unique_ids
-                ],
-                ignore_conflicts=True,
-            )
-            # An unnamed writer (a script's runner, an older process) never erases a name.
-            named = {"name": name} if name else {}
-            manager.for_app(self.app.app_id).filter(runner_id__in=unique_ids).update(
-                last_heartbeat=now,
-                can_run_atomic_service=can_run_atomic_service,
-                consumed_queues=queues,
-                **named,
-            )
+        # One statement (an upsert), no transaction around it: a heartbeat every few
+        # seconds per runner is most of what an idle cluster sends.
+        # An unnamed writer (a script's runner, an older process) never erases a name.
+        updated = ["last_heartbeat", "can_run_atomic_service", "consumed_queues"]
+        features = get_connection(self.db_alias).features
+        # MySQL/MariaDB's upsert reacts to any unique key and takes no target.
+        target = ["app_id", "runner_id"] if features.supports_update_conflicts_with_target else None
+        RunnerHeartbeat.objects.using(self.db_alias).bulk_create(
+            [
+                RunnerHeartbeat(
+                    app_id=self.app.app_id,
+                    runner_id=runner_id,
+                    created_at=now,
+                    last_heartbeat=now,
+                    can_run_atomic_service=can_run_atomic_service,
+                    consumed_queues=queues,
+                    name=name,
+                )
+                for runner_id in dict.fromkeys(runner_ids)
+            ],
+            update_conflicts=True,
+            unique_fields=target,
+            update_fields=[*updated, "name"] if name else updated,
+        )
 
     def runner_name(self) -> str:
         """The name this process's runner was given (``pynenc_runner --name``), or ``""``.

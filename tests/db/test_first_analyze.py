@@ -4,6 +4,7 @@ have rows, after which a status change finds its row through the unique key, not
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -90,3 +91,35 @@ def test_after_it_a_status_change_uses_the_unique_key(app_instance: Pynenc) -> N
         cursor.execute("DEALLOCATE pynenc_first_analyze_probe")
         cursor.execute("RESET plan_cache_mode")
     assert "pynenc_invocation_id_uniq" in plan, plan
+
+
+def test_looks_that_find_nothing_to_do_space_out(private_table: str) -> None:
+    """An idle runner does not look every 2 s for its first ten minutes."""
+    first = FirstAnalyze("default", tables=(private_table,))
+    spacings = []
+    for _ in range(5):
+        first._next = 0.0
+        before = time.monotonic()
+        first.tick()
+        spacings.append(round(first._next - before))
+    assert spacings == [2, 4, 8, 10, 10]
+    first._started -= FirstAnalyze.EAGER_FOR  # past the first burst: up to a minute
+    for _ in range(3):
+        first._next = 0.0
+        first.tick()
+    first._next = 0.0
+    before = time.monotonic()
+    first.tick()
+    assert round(first._next - before) == 60
+
+    with connection.cursor() as cursor:
+        cursor.execute(f"INSERT INTO {private_table} SELECT generate_series(1, %s)", [200])
+    flush_statistics()
+    first._next = 0.0
+    before = time.monotonic()
+    first.tick()
+    assert analyzed(private_table)
+    assert round(first._next - before) <= FirstAnalyze.INTERVAL  # a look that analyzed:
+    first._next = 0.0  # the next one is soon again
+    first.tick()
+    assert first.done
