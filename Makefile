@@ -9,6 +9,8 @@
 #                                  (FAN_IN_ARGS='--parents 20 --children 5 --runs 1' for a quick look)
 #   make bench-delayed             delayed invocations (eta/countdown): start delay after the due
 #                                  time, idle cost while they wait; 3 databases (DELAYED_ARGS=...)
+#   make bench-hops                what one hop between processes costs here, back to back and
+#                                  after an idle gap: Redis and PostgreSQL (HOPS_ARGS=...)
 #   make bench                     end to end (single and batch submit), submit rate, round trip,
 #                                  statements vs Celery, procrastinate, django-tasks-db; 3 interleaved
 #                                  runs, ~60 min (17 of them seeding 10M finished invocations);
@@ -95,6 +97,10 @@ bench-fan-in: $(VENV)/.installed-mysql
 .PHONY: bench-delayed
 bench-delayed: $(VENV)/.installed-mysql
 	$(PY) bench/delayed.py $(DELAYED_ARGS)
+
+.PHONY: bench-hops
+bench-hops: $(VENV)/.installed-bench
+	$(PY) -m bench.hops $(HOPS_ARGS)
 
 # bench/ is a directory: without .PHONY, make would call the target up to date.
 # Every system through one procedure (bench/harness.py), each Django-based one at Django's
