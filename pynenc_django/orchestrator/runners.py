@@ -9,7 +9,7 @@ from pynenc.identifiers.invocation_id import InvocationId
 from pynenc.invocation.status import InvocationStatus
 from pynenc.orchestrator.atomic_service import ActiveRunnerInfo
 
-from pynenc_django.db import get_connection, retry_transient
+from pynenc_django.db import retry_transient
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.utils import (
     IN_CHUNK,
@@ -96,10 +96,8 @@ class RunnersMixin(OrchestratorCore):
         # seconds per runner is most of what an idle cluster sends.
         # An unnamed writer (a script's runner, an older process) never erases a name.
         updated = ["last_heartbeat", "can_run_atomic_service", "consumed_queues"]
-        features = get_connection(self.db_alias).features
-        # MySQL/MariaDB's upsert reacts to any unique key and takes no target.
-        target = ["app_id", "runner_id"] if features.supports_update_conflicts_with_target else None
-        RunnerHeartbeat.objects.using(self.db_alias).bulk_create(
+        self._upsert(
+            RunnerHeartbeat,
             [
                 RunnerHeartbeat(
                     app_id=self.app.app_id,
@@ -112,9 +110,8 @@ class RunnersMixin(OrchestratorCore):
                 )
                 for runner_id in dict.fromkeys(runner_ids)
             ],
-            update_conflicts=True,
-            unique_fields=target,
-            update_fields=[*updated, "name"] if name else updated,
+            ["app_id", "runner_id"],
+            [*updated, "name"] if name else updated,
         )
 
     def runner_name(self) -> str:
