@@ -8,6 +8,7 @@ from pynenc_django.models.base import (
     AppScopedModel,
     id_field,
 )
+from pynenc_django.models.indexes import NotNullIndex
 
 
 class Invocation(AppScopedModel):
@@ -43,13 +44,22 @@ class Invocation(AppScopedModel):
             models.Index(
                 fields=["app_id", "status", "status_timestamp"], name="pynenc_inv_status_ts_idx"
             ),
-            models.Index(
-                fields=["app_id", "status_runner_id", "status"], name="pynenc_inv_owner_idx"
+            # No owner while REGISTERED, nor once final; no purge time until final: those
+            # rows are left out (NotNullIndex), and a status change to or from them writes
+            # no entry here.
+            NotNullIndex(
+                fields=["app_id", "status_runner_id", "status"],
+                name="pynenc_inv_owner_idx",
+                not_null="status_runner_id",
             ),
             models.Index(
                 fields=["app_id", "-registered_at", "-id"], name="pynenc_inv_registered_idx"
             ),
-            models.Index(fields=["app_id", "auto_purge_at"], name="pynenc_inv_purge_idx"),
+            NotNullIndex(
+                fields=["app_id", "auto_purge_at"],
+                name="pynenc_inv_purge_idx",
+                not_null="auto_purge_at",
+            ),
         ]
 
     def __str__(self) -> str:

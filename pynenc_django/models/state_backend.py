@@ -14,6 +14,7 @@ from pynenc_django.models.base import (
     AppScopedModel,
     id_field,
 )
+from pynenc_django.models.indexes import NotNullIndex
 
 __all__ = [
     "AppInfoRecord",
@@ -62,13 +63,26 @@ class StateInvocation(AppScopedModel):
             )
         ]
         indexes = [
-            models.Index(
-                fields=["app_id", "parent_invocation_id"], name="pynenc_state_inv_parent_idx"
+            # NULL for a top-level call: such rows are left out (NotNullIndex).
+            NotNullIndex(
+                fields=["app_id", "parent_invocation_id"],
+                name="pynenc_state_inv_parent_idx",
+                not_null="parent_invocation_id",
             ),
-            models.Index(fields=["app_id", "parent_event_id"], name="pynenc_state_inv_event_idx"),
-            models.Index(fields=["app_id", "workflow_id"], name="pynenc_state_inv_wf_idx"),
-            models.Index(
-                fields=["app_id", "workflow_type_key"], name="pynenc_state_inv_wftype_idx"
+            NotNullIndex(
+                fields=["app_id", "parent_event_id"],
+                name="pynenc_state_inv_event_idx",
+                not_null="parent_event_id",
+            ),
+            NotNullIndex(
+                fields=["app_id", "workflow_id"],
+                name="pynenc_state_inv_wf_idx",
+                not_null="workflow_id",
+            ),
+            NotNullIndex(
+                fields=["app_id", "workflow_type_key"],
+                name="pynenc_state_inv_wftype_idx",
+                not_null="workflow_type_key",
             ),
         ]
 
