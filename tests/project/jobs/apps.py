@@ -8,7 +8,8 @@ from django.apps import AppConfig
 #: test can SIGKILL a runner while it holds the cluster-wide atomic-service slot.
 SLOW_ATOMIC_ENV = "PYNENC_DJANGO_TEST_SLOW_ATOMIC_SEC"
 #: Test-only hook: a file every new database connection of the process is logged to,
-#: one line ``<pid> <alias>`` (``tests/runner/test_task_connections.py``).
+#: one line ``<pid> <alias> <task id of the invocation running, or ->``
+#: (``tests/runner/test_task_connections.py``).
 CONNECTION_LOG_ENV = "PYNENC_DJANGO_TEST_CONNECTION_LOG"
 #: Test-only hook: a file every claim of the process is logged to, one line
 #: ``<pid> <invocations claimed> <their task ids, comma-separated>``
@@ -33,10 +34,17 @@ class JobsConfig(AppConfig):
 
 def log_new_connections(path: str) -> None:
     from django.db.backends.signals import connection_created
+    from pynenc import context
 
     def log(sender: object, connection: object, **kwargs: object) -> None:
+        running = [  # pynenc keeps the running invocation per app id; tests have one app
+            invocation.task.task_id.key
+            for invocation in context._get_dist_inv_context_storage().values()
+            if invocation is not None
+        ]
+        task = running[0] if running else "-"
         with open(path, "a") as log_file:
-            log_file.write(f"{os.getpid()} {connection.alias}\n")  # type: ignore[attr-defined]
+            log_file.write(f"{os.getpid()} {connection.alias} {task}\n")  # type: ignore[attr-defined]
 
     connection_created.connect(log, weak=False)
 
