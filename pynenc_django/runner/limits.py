@@ -17,7 +17,9 @@
   the task's own code runs: while a nested run (inside the task's wait) is in progress,
   or while a backend call of ours holds a statement or a transaction
   (:func:`~pynenc_django.interrupts.deferring`), or outside the task's function (pynenc
-  recording its status), it looks again 50 ms later. An async task's event loop gets it
+  recording its status), it looks again 50 ms later; at a loop's backward jump, where
+  CPython would raise it past the task's ``try`` (:func:`_at_backward_jump`), 5 ms later,
+  up to 20 times (a loop that calls nothing has no other spot: it gets it there). An async task's event loop gets it
   wherever the loop is, so the task cannot catch it there: use ``asyncio.timeout``.
 
 Clocks are ``time.monotonic()``, which is system-wide on Linux and macOS, so a worker's
@@ -26,6 +28,7 @@ start times mean the same to its runner.
 
 from __future__ import annotations
 
+import dis
 import json
 import signal
 import threading
@@ -51,6 +54,9 @@ if TYPE_CHECKING:
 
 #: When the soft limit's signal arrives where it must not raise, it looks again this late.
 SOFT_RETRY_SEC = 0.05
+#: When it arrives at a loop's backward jump: this much later, at most this many times.
+BACKWARD_JUMP_RETRY_SEC = 0.005
+BACKWARD_JUMP_RETRIES = 20
 
 
 @dataclass(frozen=True)
@@ -131,9 +137,11 @@ class SoftLimit:
         self.nested = nested
         self.armed: tuple[str, str, float] | None = None
         self._previous: Any = None
+        self._jumps_passed = 0
 
     def arm(self, invocation_id: str, task_id_key: str, seconds: float) -> None:
         self.armed = (invocation_id, task_id_key, seconds)
+        self._jumps_passed = 0
         previous = signal.signal(signal.SIGALRM, self._on_alarm)
         self._previous = None if previous == self._on_alarm else previous
         signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -153,9 +161,26 @@ class SoftLimit:
         if self.nested() or interrupts.deferring() or not _in_task_function(frame):
             signal.setitimer(signal.ITIMER_REAL, SOFT_RETRY_SEC)
             return
+        if _at_backward_jump(frame) and self._jumps_passed < BACKWARD_JUMP_RETRIES:
+            self._jumps_passed += 1
+            signal.setitimer(signal.ITIMER_REAL, BACKWARD_JUMP_RETRY_SEC)
+            return
         invocation_id, task_id_key, seconds = self.armed
         self.armed = None  # once
         raise SoftTimeLimitExceeded(invocation_id, task_id_key, seconds)
+
+
+_BACKWARD_JUMPS = frozenset(
+    dis.opmap[name] for name in ("JUMP_BACKWARD", "JUMP_BACKWARD_NO_INTERRUPT") if name in dis.opmap
+)
+
+
+def _at_backward_jump(frame: FrameType | None) -> bool:
+    """Whether ``frame`` stopped at a loop's backward jump, where CPython 3.11 to 3.13 can
+    raise a signal handler's exception past the ``try`` around the loop (python/cpython
+    #108214, #130279: the jump is outside the ``try``'s range in the exception table), so
+    ``except SoftTimeLimitExceeded`` around a ``while`` loop would not see it."""
+    return frame is not None and frame.f_code.co_code[frame.f_lasti] in _BACKWARD_JUMPS
 
 
 def _in_task_function(frame: FrameType | None) -> bool:
