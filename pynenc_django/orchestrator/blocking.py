@@ -41,9 +41,11 @@ class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):
         A final status releases its waiters (the status trigger of migration 0003 deletes
         its edges), but only edges that exist when it commits: one that became final
         between the waiter's look and this insert would keep its edge for good. Deleting
-        those after the insert has committed leaves none behind: one that becomes final
-        later finds its edge and releases it itself."""
-        from pynenc_django.models import BlockingEdge
+        those after the insert has committed, once a final status being written meanwhile
+        has committed too (:meth:`~pynenc_django.vendors.base.Vendor.drop_final_edges`),
+        leaves none behind: one that becomes final later finds its edge and releases it
+        itself."""
+        from pynenc_django.models import BlockingEdge, Invocation
 
         waited = list(dict.fromkeys(result_invocation_ids))
         insert_columns(
@@ -59,28 +61,14 @@ class DjangoBlockingControl(DjangoBackendMixin, BaseBlockingControl):
             unique_fields=("app_id", "waiter_id", "waited_id"),
             prepare=True,
         )
-        app_id = self.app.app_id
+        tables = (self._table(BlockingEdge), self._table(Invocation))
         for chunk in chunked(waited):
+            sql, params = self.dialect.drop_final_edges(
+                tables, self.app.app_id, caller_invocation_id, chunk, _FINAL
+            )
             # Prepared for one id (a single ``.result``, the common wait), not per group size.
             with self._cursor(prepare=len(chunk) == 1) as cursor:
-                cursor.execute(
-                    self._drop_final_edges_sql(len(chunk)),
-                    [app_id, caller_invocation_id, *chunk, app_id, *_FINAL],
-                )
-
-    def _drop_final_edges_sql(self, count: int) -> str:
-        """Fixed SQL for ``count`` waited ids: the ORM's query, without compiling it anew
-        at every wait of every nested ``.result``."""
-        from pynenc_django.models import BlockingEdge, Invocation
-
-        edges = self._table(BlockingEdge)
-        return (
-            f"DELETE FROM {edges} WHERE app_id = %s AND waiter_id = %s"
-            f" AND waited_id IN ({', '.join(['%s'] * count)})"
-            f" AND EXISTS (SELECT 1 FROM {self._table(Invocation)} i WHERE i.app_id = %s"
-            f" AND i.invocation_id = {edges}.waited_id"
-            f" AND i.status IN ({', '.join(['%s'] * len(_FINAL))}))"
-        )
+                cursor.execute(sql, params)
 
     @retry_transient
     def release_waiters(self, waited_invocation_id: str) -> None:

@@ -188,6 +188,29 @@ class Vendor:
         """The size in bytes of a stored result ``column``."""
         return f"length(CAST({column} AS BLOB))"
 
+    def drop_final_edges(
+        self,
+        tables: tuple[str, str],
+        app_id: str,
+        waiter_id: str,
+        waited: Sequence[str],
+        finals: Sequence[str],
+    ) -> tuple[str, list[str]]:
+        """The statement and parameters that delete ``waiter_id``'s edges to those of
+        ``waited`` already final (``tables``: the edges', the invocations'), once a final
+        status being written meanwhile has committed. MariaDB's InnoDB reads the rows of a
+        ``DELETE``'s subquery with a lock, so it waits for that commit; SQLite has one
+        writer at a time."""
+        edges, invocations = tables
+        sql = (
+            f"DELETE FROM {edges} WHERE app_id = %s AND waiter_id = %s"
+            f" AND waited_id IN ({', '.join(['%s'] * len(waited))})"
+            f" AND EXISTS (SELECT 1 FROM {invocations} i WHERE i.app_id = %s"
+            f" AND i.invocation_id = {edges}.waited_id"
+            f" AND i.status IN ({', '.join(['%s'] * len(finals))}))"
+        )
+        return sql, [app_id, waiter_id, *waited, app_id, *finals]
+
     def claim_sql(self, tables: ClaimTables, *, allowed: str, running: bool, no_flush: str) -> str:
         """The one-statement claim, where :attr:`writes_in_ctes` (PostgreSQL's module)."""
         raise NotImplementedError(f"{self.name} has no one-statement claim")

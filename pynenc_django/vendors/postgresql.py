@@ -124,6 +124,29 @@ class PostgreSQL(Vendor):
     def result_length_sql(self, column: str) -> str:
         return f"octet_length({column})"
 
+    def drop_final_edges(
+        self,
+        tables: tuple[str, str],
+        app_id: str,
+        waiter_id: str,
+        waited: Sequence[str],
+        finals: Sequence[str],
+    ) -> tuple[str, list[str]]:
+        """A statement's snapshot would see a final status committing meanwhile as not
+        final yet, while that transaction's own delete (the status trigger) ran before the
+        edge was committed: the edge would stay for good. ``FOR SHARE`` waits for that
+        commit and reads the status it wrote."""
+        edges, invocations = tables
+        sql = (
+            f"WITH waited AS MATERIALIZED (SELECT i.invocation_id, i.status FROM {invocations} i"
+            f" WHERE i.app_id = %s AND i.invocation_id IN ({', '.join(['%s'] * len(waited))})"
+            " FOR SHARE)"
+            f" DELETE FROM {edges} WHERE app_id = %s AND waiter_id = %s AND waited_id IN"
+            " (SELECT invocation_id FROM waited"
+            f" WHERE status IN ({', '.join(['%s'] * len(finals))}))"
+        )
+        return sql, [app_id, *waited, app_id, waiter_id, *finals]
+
     def claim_sql(self, tables: ClaimTables, *, allowed: str, running: bool, no_flush: str) -> str:
         """The head (skipping heads other workers hold), PENDING for its invocation where
         allowed, and the DELETE only if that happened: the transition is the proof of

@@ -11,12 +11,13 @@ invocation it claims. Deterministic, so it is a test; timings stay in ``bench/``
 from __future__ import annotations
 
 import importlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from django.db import connection, connections
+from django.db import connection, connections, transaction
 from pynenc import ConcurrencyControlType, Pynenc
 from pynenc.invocation.status import InvocationStatus
 from pynenc.runner.runner_context import RunnerContext
@@ -225,6 +226,49 @@ def test_an_edge_to_an_invocation_already_final_is_not_left_behind(app: Pynenc) 
     alone = task(4, 4)
     app.orchestrator.blocking_control.waiting_for_results(alone.invocation_id, [done.invocation_id])
     assert not BlockingEdge.objects.filter(app_id=app.app_id, waiter_id=alone.invocation_id)
+
+
+def test_an_edge_to_an_invocation_whose_final_status_commits_meanwhile_is_not_left_behind(
+    app: Pynenc,
+) -> None:
+    """The other order: the waited invocation's final status is written (its trigger
+    deletes the edges it sees: none yet) but commits only after the waiter's edge is in
+    and its look for final invocations has begun. That look must wait for the commit; on
+    PostgreSQL it saw the status as not final and left the edge for good
+    (``tests/runner/test_fan_out.py`` saw it on a loaded machine)."""
+    from pynenc_django.models import BlockingEdge
+
+    task = app.task(add)
+    waiter, waited = task(1, 1), task(2, 2)
+    worker = RunnerContext("DjangoPersistentProcessRunner", runner_id="edge-worker")
+    for status in (InvocationStatus.PENDING, InvocationStatus.RUNNING):
+        app.orchestrator.set_invocation_status(waited.invocation_id, status, worker)
+    written, commit = threading.Event(), threading.Event()
+
+    def finish() -> None:
+        try:
+            with transaction.atomic():
+                app.orchestrator.set_invocation_status(
+                    waited.invocation_id, InvocationStatus.SUCCESS, worker
+                )
+                written.set()
+                commit.wait(30)
+        finally:
+            connections.close_all()
+
+    finisher = threading.Thread(target=finish)
+    finisher.start()
+    assert written.wait(30)
+    threading.Timer(1.0, commit.set).start()
+    app.orchestrator.blocking_control.waiting_for_results(
+        waiter.invocation_id, [waited.invocation_id]
+    )
+    commit.set()
+    finisher.join(30)
+
+    assert app.orchestrator.get_invocation_status(waited.invocation_id) == InvocationStatus.SUCCESS
+    edges = BlockingEdge.objects.filter(app_id=app.app_id, waiter_id=waiter.invocation_id)
+    assert list(edges.values_list("waited_id", flat=True)) == []
 
 
 @pytest.fixture
