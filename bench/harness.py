@@ -155,6 +155,88 @@ def _pg_admin(admin_url: str) -> Any:
         raise ServerUnavailable(f"PostgreSQL at {where} unreachable: {first}") from exc
 
 
+#: How long a PostgreSQL backend may keep its statistics before publishing them once idle
+#: (PGSTAT_MIN_INTERVAL, 1 s): read the counters after the workers have been idle longer.
+PG_STATS_DELAY_SEC = 1.2
+
+
+def pg_server_work(url: str) -> dict[str, Any]:
+    """PostgreSQL's own counters of the work done in ``url``'s database so far: WAL
+    written (cluster-wide: nothing else runs during a measurement), full-page images,
+    blocks read from outside shared buffers, per index and table. Read on a connection of
+    its own, outside any timed window."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+        lsn, fpi = conn.execute(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, wal_fpi FROM pg_stat_wal"
+        ).fetchone()  # type: ignore[misc]
+        read, hit = conn.execute(
+            "SELECT blks_read, blks_hit FROM pg_stat_database WHERE datname = current_database()"
+        ).fetchone()  # type: ignore[misc]
+        relations = conn.execute(
+            "SELECT indexrelname, idx_blks_read FROM pg_statio_user_indexes "
+            "UNION ALL SELECT relname, heap_blks_read FROM pg_statio_user_tables"
+        ).fetchall()
+    return {
+        "wal_bytes": int(lsn),
+        "wal_fpi": int(fpi),
+        "blks_read": int(read),
+        "blks_hit": int(hit),
+        "read_by": {name: int(n or 0) for name, n in relations},
+    }
+
+
+def cpu_snapshot(procs: Iterable[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds (user + system) so far: the whole machine's, this client process's,
+    and the worker-side processes' (``procs`` and their descendants, alive now)."""
+    import psutil
+
+    machine = psutil.cpu_times()
+    own = os.times()
+    workers = 0.0
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(proc.pid)
+            for p in [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    times = p.cpu_times()
+                    workers += times.user + times.system
+    return {
+        "machine": machine.user + machine.nice + machine.system + machine.softirq,
+        "client": own.user + own.system,
+        "workers": workers,
+    }
+
+
+def describe_cpu(before: dict[str, float], after: dict[str, float], n: int) -> str:
+    """CPU per task between two :func:`cpu_snapshot`: the rest of the machine's is mostly
+    the database or Redis server's."""
+    ms = {k: (after[k] - before[k]) * 1000 / n for k in before}
+    rest = ms["machine"] - ms["client"] - ms["workers"]
+    return (
+        f"CPU per task {ms['machine']:.2f} ms: client {ms['client']:.2f}, workers "
+        f"{ms['workers']:.2f}, the rest (servers) {rest:.2f}"
+    )
+
+
+def describe_server_work(before: dict[str, Any], after: dict[str, Any], n: int) -> str:
+    """Per task, what the server did between two :func:`pg_server_work`, and where it
+    read the most blocks."""
+    delta = {k: after[k] - before[k] for k in ("wal_bytes", "wal_fpi", "blks_read", "blks_hit")}
+    reads = sorted(
+        ((after["read_by"].get(k, 0) - v, k) for k, v in before["read_by"].items()),
+        reverse=True,
+    )
+    top = ", ".join(f"{name} {count / n:.2f}" for count, name in reads[:3] if count > 0)
+    return (
+        f"server per task: WAL {delta['wal_bytes'] / n / 1024:.1f} KiB "
+        f"({delta['wal_fpi'] / n:.2f} full-page images), blocks read "
+        f"{delta['blks_read'] / n:.2f} (hit {delta['blks_hit'] / n:.0f})"
+        + (f"; most read: {top}" if top else "")
+    )
+
+
 def postgres_version(admin_url: str) -> str:
     with _pg_admin(admin_url) as conn:
         row = conn.execute("SHOW server_version").fetchone()
@@ -437,6 +519,8 @@ class Bench(ABC):
 
     system: str  # the report's row, e.g. "procrastinate" or "pynenc-django-postgresql-tuned"
     kind = "peer"
+    #: A PostgreSQL store's URL: its server's work per task joins the end-to-end notes.
+    server_work_url: str | None = None
     has_batch = True
     submit_description = ""  # what the single and batch submits call
     wait_description = ""  # how the client reads results
@@ -597,17 +681,24 @@ class Bench(ABC):
     ) -> tuple[float, str]:
         """From the first submit to the last result read by the client; tasks/s, a note."""
         mode = "batch" if batch else "single"
+        server = self.server_work_url
+        before = pg_server_work(server) if server else None
+        cpu = cpu_snapshot(procs)
         with self.deadline(n, f"end to end ({mode})", procs):
             started = time.perf_counter()
             handles = self.submit_batch(n) if batch else self.submit_single(n)
             submitted = time.perf_counter()
             self.read_results(handles, n, batch)
             elapsed = time.perf_counter() - started
+        cpu_used = describe_cpu(cpu, cpu_snapshot(procs), n)
         check_alive(procs)
         note = (
             f"{mode}: {n} tasks in {elapsed:.2f} s = {n / elapsed:.1f}/s "
-            f"(submitting {submitted - started:.2f} s of it)"
+            f"(submitting {submitted - started:.2f} s of it); {cpu_used}"
         )
+        if server and before:
+            time.sleep(PG_STATS_DELAY_SEC)
+            note += "; " + describe_server_work(before, pg_server_work(server), n)
         return n / elapsed, note
 
     def throughput(self, workers: int, n: int) -> tuple[float, float | None, list[str]]:

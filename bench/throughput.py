@@ -512,6 +512,8 @@ class PynencBench(harness.Bench):
                 count_client=False,
                 no_flush_wait=args.no_flush_wait,
             )
+            if vendor == "postgresql":
+                self.server_work_url = url
         self.kind = self.pynenc.kind
         self.system = args.system + ("-tuned" if args.tuned else "")
         if self.seeded:

@@ -55,6 +55,7 @@ class ProcrastinateBench(harness.Bench):
         super().__init__(args, work)
         self.admin_url: str = args.postgres_url
         self.url = harness.with_database(self.admin_url, DB_NAME)
+        self.server_work_url = self.url
         self.server = ""
         self.app: Any = None
         self.noop: Any = None
