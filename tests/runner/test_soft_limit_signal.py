@@ -42,11 +42,13 @@ def soft() -> Iterator[SoftLimit]:
     signal.signal(signal.SIGALRM, handler)
 
 
-def busy_with_calls() -> str:
+def busy_with_calls(soft: SoftLimit, seconds: float) -> str:
     """A loop that calls something each turn (most tasks' loops do), between plain
-    bytecode where the alarm waits for the loop's backward jump."""
+    bytecode where the alarm waits for the loop's backward jump. Armed inside the ``try``:
+    on a loaded machine an alarm armed before the call can fall before it."""
     x = 0
     try:
+        soft.arm("inv", "task", seconds)
         while time.monotonic() > 0:
             x = x + 1
             x = x + 1
@@ -57,9 +59,10 @@ def busy_with_calls() -> str:
     return "finished"
 
 
-def busy_without_calls(flag: list[bool]) -> str:
+def busy_without_calls(soft: SoftLimit, seconds: float, flag: list[bool]) -> str:
     """A loop whose only place to run a signal handler is its backward jump."""
     try:
+        soft.arm("inv", "task", seconds)
         while not flag[0]:
             pass
     except SoftTimeLimitExceeded:
@@ -70,9 +73,8 @@ def busy_without_calls(flag: list[bool]) -> str:
 def test_every_alarm_reaches_the_tasks_except_around_a_loop(soft: SoftLimit) -> None:
     outcomes = {"caught": 0, "escaped": 0}
     for _ in range(ALARMS):
-        soft.arm("inv", "task", 0.001)
         try:
-            assert run_task_sync(busy_with_calls) == "caught"
+            assert run_task_sync(busy_with_calls, soft, 0.001) == "caught"
             outcomes["caught"] += 1
         except SoftTimeLimitExceeded:
             outcomes["escaped"] += 1
@@ -85,9 +87,8 @@ def test_a_loop_that_calls_nothing_still_gets_the_limit(soft: SoftLimit) -> None
     """No spot but the jump: after its retries the limit is raised there, past the
     ``except`` on the affected CPythons, but the task does not run on."""
     started = time.monotonic()
-    soft.arm("inv", "task", 0.01)
     try:
-        outcome = run_task_sync(busy_without_calls, [False])
+        outcome = run_task_sync(busy_without_calls, soft, 0.01, [False])
     except SoftTimeLimitExceeded as exc:
         outcome = f"raised for {exc.invocation_id}"
     elapsed = time.monotonic() - started
