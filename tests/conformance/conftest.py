@@ -44,7 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "timed: pynenc's own slow tests, which compare timings taken in the test; CI runs "
-        "them with the suite, one database at a time, never beside other test sessions",
+        "them first, one database at a time, never beside other test sessions",
     )
 
 
@@ -52,8 +52,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """pynenc marks ``slow`` tests that time themselves against each other ("the client
     data store speeds up task start": cached within 1.5 times uncached): beside the other
-    databases' runner clusters (CI's slow phase), the machine's load, not the backend,
-    decides them. They are ``timed`` too, and ``.ci/run`` keeps them out of that phase."""
+    databases' sessions (CI runs those side by side), the machine's load, not the backend,
+    decides them. They are ``timed`` too, and ``.ci/run`` runs them apart, first."""
     here = Path(__file__).parent
     for item in items:
         if item.path.is_relative_to(here) and item.get_closest_marker("slow") is not None:
