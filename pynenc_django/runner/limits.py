@@ -19,8 +19,9 @@
   (:func:`~pynenc_django.interrupts.deferring`), or outside the task's function (pynenc
   recording its status), it looks again 50 ms later; at a loop's backward jump, where
   CPython would raise it past the task's ``try`` (:func:`_at_backward_jump`), 5 ms later,
-  up to 20 times (a loop that calls nothing has no other spot: it gets it there). An async task's event loop gets it
-  wherever the loop is, so the task cannot catch it there: use ``asyncio.timeout``.
+  up to 20 times (a loop that calls nothing has no other spot: it gets it there). An
+  async task's event loop gets it wherever the loop is, so the task cannot catch it
+  there: use ``asyncio.timeout``.
 
 Clocks are ``time.monotonic()``, which is system-wide on Linux and macOS, so a worker's
 start times mean the same to its runner.
