@@ -8,7 +8,11 @@ change; a plan cached on a young table then stays for the connection's lifetime.
 ``ANALYZE`` fixes that for good: ``app_id``'s single value does not go stale, and the
 planner scales row counts by the table's actual size. Autovacuum runs it within a
 minute of a new table's first writes; where it is off, or not there yet, the runner
-parent runs it, once per table.
+parent runs it, once per table, and so does a process that claims, after its first
+:attr:`FirstAnalyze.LOOK_EVERY_CLAIMS` claims: the parent's looks are seconds apart, and
+a new deployment's first burst was claimed through such plans until then (measured in
+the benchmark: a fresh database's first 2,000 single calls at 0.4-0.8 ms per claim
+instead of 0.25, each one filtering every earlier invocation).
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ class FirstAnalyze:
     during the first ``EAGER_FOR`` seconds (a new deployment's burst of work) and up to
     ``LATE_INTERVAL`` after; a look that analyzed a table starts again from ``INTERVAL``.
     Stops for good once every hot table has been analyzed, by anyone. PostgreSQL only; one
-    query per look, so an idle runner spends little on it.
+    query per look, so an idle runner spends little on it. A process that claims also
+    looks every :attr:`LOOK_EVERY_CLAIMS` claims (:meth:`claimed`) until then.
     """
 
     INTERVAL = 2.0
@@ -51,11 +56,13 @@ class FirstAnalyze:
     EAGER_FOR = 600.0
     LATE_INTERVAL = 60.0
     MIN_ROWS = 100
+    LOOK_EVERY_CLAIMS = 100
 
     def __init__(self, alias: str, tables: tuple[str, ...] = HOT_TABLES) -> None:
         self.alias = alias
         self.tables = tables
         self.done = False
+        self._claims = 0
         self._started = time.monotonic()
         self._next = 0.0
         self._interval = self.INTERVAL
@@ -79,6 +86,20 @@ class FirstAnalyze:
         self._next = now + self._interval
         cap = self.EAGER_CAP if now - self._started < self.EAGER_FOR else self.LATE_INTERVAL
         self._interval = min(self._interval * 2, cap)
+
+    def claimed(self, count: int = 1) -> None:
+        """Count ``count`` claims; every :attr:`LOOK_EVERY_CLAIMS` of them, look now. Not
+        inside a transaction: its ``ANALYZE`` would hold the table's lock until the end of
+        it (a task's own ``atomic()``, say)."""
+        if self.done:
+            return
+        self._claims += count
+        if self._claims < self.LOOK_EVERY_CLAIMS:
+            return
+        self._claims = 0
+        if not get_connection(self.alias).in_atomic_block:
+            self._next = 0.0
+            self.tick()
 
     def _analyze_new_tables(self, connection: BaseDatabaseWrapper) -> tuple[bool, bool]:
         """(every hot table has statistics, this look analyzed one)."""

@@ -23,6 +23,7 @@ from pynenc_django.db import (
     retry_transient,
 )
 from pynenc_django.exceptions import InvocationLoadError
+from pynenc_django.ops.planner import FirstAnalyze
 from pynenc_django.ops.vacuum import QueueVacuum
 from pynenc_django.orchestrator.core import OrchestratorCore
 from pynenc_django.orchestrator.rules import (
@@ -154,6 +155,7 @@ class ClaimMixin(OrchestratorCore):
             max_num_invocations, runner_ctx, call, queue_provider, on_queue_retrieved
         ):
             self._queue_vacuum.claimed()
+            self._first_analyze.claimed()
             if self.expire_if_due(invocation, runner_ctx, now):
                 call.expired += 1
             else:
@@ -163,6 +165,12 @@ class ClaimMixin(OrchestratorCore):
     def _queue_vacuum(self) -> QueueVacuum:
         """Keeps the queue tables free of the dead rows claims leave (PostgreSQL)."""
         return QueueVacuum(self.db_alias)
+
+    @cached_property
+    def _first_analyze(self) -> FirstAnalyze:
+        """A new deployment's tables get their first statistics soon after its first
+        claims, not only at the runner parent's next look (PostgreSQL)."""
+        return FirstAnalyze(self.db_alias)
 
     def _claimed_in_order(
         self,

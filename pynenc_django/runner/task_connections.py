@@ -17,6 +17,10 @@ its ``transaction.atomic()``), goes through the task's connection, so a task's
 submissions still commit, or roll back, with its own writes. A task that does not touch
 the database never opens the second connection.
 
+The worker's own connection also gets its database's set-up for pynenc's statements
+(:attr:`~pynenc_django.vendors.base.Vendor.own_connection_setup`) each time it opens; a
+task's never does.
+
 The boundary is pynenc's call of the task's function (``run_task_sync`` in
 :mod:`pynenc.invocation.dist_invocation`), wrapped in the worker process only, for the
 threads that :func:`enable` it. A nested run inside a wait stays on the task's connection.
@@ -50,10 +54,16 @@ _original_run_task_sync: Callable[..., Any] | None = None
 def enable(alias: str) -> None:
     """Give task functions run by this thread a connection of their own on ``alias``."""
     global _original_run_task_sync
+    from django.db import connections
+    from django.db.backends.signals import connection_created
+
     if _original_run_task_sync is None:
         _original_run_task_sync = dist_invocation.run_task_sync
         dist_invocation.run_task_sync = _run_task_sync
     _state.alias = alias
+    connection_created.connect(_own_connection_created, dispatch_uid=__name__)
+    if connections[alias].connection is not None:  # opened before: set up now
+        _set_up_own_connection(connections[alias])
 
 
 def disable() -> None:
@@ -61,6 +71,23 @@ def disable() -> None:
     task_connection, _state.task_connection, _state.alias = _state.task_connection, None, None
     if task_connection is not None:
         _close_quietly(task_connection)
+
+
+def _own_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+    """Django's ``connection_created``, sent in the thread that connects: the worker's own
+    connection is this thread's on its alias, outside a task's function."""
+    if connection.alias == _state.alias and not in_task():
+        _set_up_own_connection(connection)
+
+
+def _set_up_own_connection(connection: BaseDatabaseWrapper) -> None:
+    from pynenc_django.vendors import vendor_of
+
+    statements = vendor_of(connection).own_connection_setup
+    if statements:
+        with connection.cursor() as cursor:
+            for sql in statements:
+                cursor.execute(sql)
 
 
 def in_task() -> bool:

@@ -72,6 +72,9 @@ class Vendor:
     is_server: ClassVar[bool] = True
     #: What a constant ``SELECT`` without a table needs to select from.
     from_nothing: ClassVar[str] = ""
+    #: Run once on each connection a worker opens for its own statements (never on a
+    #: task's: :mod:`pynenc_django.runner.task_connections`).
+    own_connection_setup: ClassVar[tuple[str, ...]] = ()
 
     def records_history(self, alias: str) -> bool:
         """Whether triggers of our migrations record each status change in the history and

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 import pytest
 from django.db import connection
 from pynenc import Pynenc
+from pynenc.runner.runner_context import RunnerContext
 
 from pynenc_django.ops.planner import HOT_TABLES, FirstAnalyze
+from pynenc_django.orchestrator.claim import ClaimOptions
 
 PRIVATE = "pynenc_test_first_analyze"
 
@@ -91,6 +93,27 @@ def test_after_it_a_status_change_uses_the_unique_key(app_instance: Pynenc) -> N
         cursor.execute("DEALLOCATE pynenc_first_analyze_probe")
         cursor.execute("RESET plan_cache_mode")
     assert "pynenc_invocation_id_uniq" in plan, plan
+
+
+def never_analyzed(*tables: str) -> None:
+    with connection.cursor() as cursor:  # as if never analyzed (counters only)
+        for table in tables:
+            cursor.execute("SELECT pg_stat_reset_single_table_counters(%s::regclass)", [table])
+
+
+def test_a_process_that_claims_looks_after_its_first_claims(app_instance: Pynenc) -> None:
+    """Without waiting for the runner parent's next look, seconds away: the first claims
+    of a new deployment's first burst are the ones planned without statistics."""
+    never_analyzed("pynenc_invocation", "pynenc_state_invocation")
+    worker = RunnerContext("DjangoPersistentProcessRunner", runner_id="first-analyze-worker")
+    app_instance.state_backend.store_runner_context(worker)
+    app_instance.task(noop).parallelize([(i,) for i in range(FirstAnalyze.LOOK_EVERY_CLAIMS + 50)])
+    flush_statistics()
+    for claims in range(1, FirstAnalyze.LOOK_EVERY_CLAIMS + 1):
+        assert not analyzed("pynenc_invocation"), f"analyzed before claim {claims}"
+        claimed = app_instance.orchestrator.claim(worker, ClaimOptions(run_at_once=True))
+        assert len(claimed.invocations) == 1
+    assert analyzed("pynenc_invocation") and analyzed("pynenc_state_invocation")
 
 
 def test_looks_that_find_nothing_to_do_space_out(private_table: str) -> None:

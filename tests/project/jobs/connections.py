@@ -56,3 +56,11 @@ def submit_in_atomic(tag: str, commit: bool) -> list[str]:
     except Rollback:
         pass
     return ids
+
+
+@app.task
+def planner_setting(name: str) -> str:
+    """A PostgreSQL planner setting as the task's own code sees it."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"SHOW {name}")
+        return str(cursor.fetchone()[0])
