@@ -605,7 +605,9 @@ def method_section(loaded: Loaded) -> list[str]:
         "## What is measured",
         "",
         f"Per system and run, N = {fmt_setting(n)} calls of a trivial synchronous task "
-        "(`noop(i)` returns `i`), logging at WARNING, fresh store:",
+        "(`noop(i)` returns `i`), logging at WARNING, fresh store, emptied between phases "
+        "the same way for every system (`TRUNCATE` through the client's connection; Celery: "
+        "its Redis keys deleted):",
         "",
         "- **End to end** (tasks/s), W worker processes up and idle: N single calls "
         "(pynenc `noop(i)`, Celery `.delay`, procrastinate `.defer`, django-tasks `.enqueue`) "

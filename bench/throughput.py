@@ -149,6 +149,10 @@ class System:
         """A fresh, empty database (no runner may be running)."""
         raise NotImplementedError
 
+    def empty(self) -> None:
+        """Every job forgotten between phases (no runner may be running)."""
+        self.reset()
+
     def runner_command(self, workers: int) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
 
@@ -228,6 +232,28 @@ class DjangoSystem(System):
         self.close()
         recreate_database(self.vendor, self.url, self.sqlite_path)
         self._migrate()
+
+    def empty(self) -> None:
+        """Every pynenc table emptied through the client's own connection, as procrastinate's
+        and django-tasks-db's ``TRUNCATE``: the next phase finds the client as its warm-up
+        left it (connection, prepared statements) and the tables' planner statistics kept.
+        Recreating the database instead made every phase start cold, ours only."""
+        from django.apps import apps
+        from django.db import connection
+
+        tables = [
+            connection.ops.quote_name(model._meta.db_table)
+            for model in apps.get_app_config("pynenc_django").get_models()
+        ]
+        with connection.cursor() as cursor:
+            if self.vendor == "postgresql":
+                cursor.execute(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY")
+            elif self.vendor == "mariadb":
+                for table in tables:
+                    cursor.execute(f"TRUNCATE TABLE {table}")
+            else:
+                for table in tables:
+                    cursor.execute(f"DELETE FROM {table}")
 
     def runner_command(self, workers: int) -> tuple[list[str], dict[str, str]]:
         cmd = [sys.executable, str(MANAGE), "pynenc_runner", "--processes", str(workers)]
@@ -600,7 +626,7 @@ class PynencBench(harness.Bench):
             self.trip_breakdown = round_trip_breakdown(self._trips[harness.LATENCY_WARMUPS :])
             self._trips = []
         if not self.seeded:  # the seeded database keeps what each run adds (finished)
-            self.pynenc.reset()
+            self.pynenc.empty()
 
     def drop_store(self) -> None:
         if not self.seeded or self.args.drop_seeded:
