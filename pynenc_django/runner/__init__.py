@@ -27,7 +27,9 @@ What it changes, and why (pynenc's own runner does none of this):
 * **The worker's own connection does not depend on ``CONN_MAX_AGE``.** It stays open
   (closed once broken); task code runs on a second connection with Django's per-request
   hygiene (``close_old_connections`` around each task), see
-  :mod:`pynenc_django.runner.task_connections`.
+  :mod:`pynenc_django.runner.task_connections`. The worker's own connection gets its
+  database's set-up for pynenc's statements (PostgreSQL: plans that always use an index,
+  :attr:`~pynenc_django.vendors.base.Vendor.own_connection_setup`); the task's does not.
 * **Database outages are survived.** Database errors in the loops are logged and retried
   with backoff, never fatal; a broken connection is closed and reopened; an invocation
   interrupted by one is rerouted once the database is back.
