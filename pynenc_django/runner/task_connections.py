@@ -43,6 +43,7 @@ logger = logging.getLogger("pynenc_django")
 
 class _ThreadState(threading.local):
     alias: str | None = None  # set by enable(): this thread swaps connections
+    set_up = False  # enable(): the worker's own connection gets its database's set-up
     task_connection: BaseDatabaseWrapper | None = None
     depth = 0  # task functions running in this thread (nested runs inside waits)
 
@@ -51,8 +52,11 @@ _state = _ThreadState()
 _original_run_task_sync: Callable[..., Any] | None = None
 
 
-def enable(alias: str) -> None:
-    """Give task functions run by this thread a connection of their own on ``alias``."""
+def enable(alias: str, set_up: bool = True) -> None:
+    """Give task functions run by this thread a connection of their own on ``alias``;
+    ``set_up``: the worker's own connection gets its database's set-up (not behind a
+    transaction-mode pooler: a session setting would reach whichever client gets the
+    server connection next)."""
     global _original_run_task_sync
     from django.db import connections
     from django.db.backends.signals import connection_created
@@ -61,8 +65,9 @@ def enable(alias: str) -> None:
         _original_run_task_sync = dist_invocation.run_task_sync
         dist_invocation.run_task_sync = _run_task_sync
     _state.alias = alias
+    _state.set_up = set_up
     connection_created.connect(_own_connection_created, dispatch_uid=__name__)
-    if connections[alias].connection is not None:  # opened before: set up now
+    if set_up and connections[alias].connection is not None:  # opened before: set up now
         _set_up_own_connection(connections[alias])
 
 
@@ -76,7 +81,7 @@ def disable() -> None:
 def _own_connection_created(sender: Any, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
     """Django's ``connection_created``, sent in the thread that connects: the worker's own
     connection is this thread's on its alias, outside a task's function."""
-    if connection.alias == _state.alias and not in_task():
+    if connection.alias == _state.alias and _state.set_up and not in_task():
         _set_up_own_connection(connection)
 
 

@@ -221,7 +221,7 @@ class Worker:
         waiter = self._make_waiter()
         # Task functions get a connection of their own (Django's per-request hygiene); the
         # worker's stays open whatever CONN_MAX_AGE says (:mod:`.task_connections`).
-        task_connections.enable(self.runner.db_alias)
+        task_connections.enable(self.runner.db_alias, set_up=django_orchestrator(self.app).prepares)
         try:
             self._with_db_retries(lambda: self.runner._register_new_child_runner_context(self.ctx))
             context.set_runner_context(self.app.app_id, self.ctx)

@@ -88,3 +88,31 @@ def test_task_code_keeps_the_servers_planner_settings(
     as anywhere else in the project."""
     runners.start(processes=1)
     assert connections_module.planner_setting("enable_seqscan").result == "on"
+
+
+def test_behind_a_transaction_mode_pooler_the_worker_sets_nothing_on_its_session() -> None:
+    """``PYNENC__DJANGO_PREPARED_STATEMENTS=false`` (a transaction-mode pooler): a session
+    setting would stay on whichever server connection the pooler lends next, to anyone."""
+    import threading
+
+    from django.db import connections
+
+    from pynenc_django.runner import task_connections
+
+    seen: dict[bool, str] = {}
+
+    def worker_thread(set_up: bool) -> None:  # as a worker's thread: its own connection
+        task_connections.enable("default", set_up=set_up)
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute("SHOW enable_seqscan")
+                seen[set_up] = cursor.fetchone()[0]
+        finally:
+            task_connections.disable()
+            connections["default"].close()
+
+    for set_up in (True, False):
+        thread = threading.Thread(target=worker_thread, args=(set_up,))
+        thread.start()
+        thread.join()
+    assert seen == {True: "off", False: "on"}
