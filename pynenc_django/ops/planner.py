@@ -72,16 +72,7 @@ class FirstAnalyze:
         now = time.monotonic()
         if self.done or now < self._next:
             return
-        connection = get_connection(self.alias)
-        if not vendor_of(connection).analyzes_young_tables:
-            self.done = True
-            return
-        analyzed = False
-        try:
-            self.done, analyzed = self._analyze_new_tables(connection)
-        except Exception as exc:  # a maintenance look must never stop the runner
-            logger.warning("pynenc_django: could not look for unanalyzed tables: %s", exc)
-        if analyzed:  # work has begun: other tables may cross MIN_ROWS soon
+        if self._look():  # work has begun: other tables may cross MIN_ROWS soon
             self._interval = self.INTERVAL
         self._next = now + self._interval
         cap = self.EAGER_CAP if now - self._started < self.EAGER_FOR else self.LATE_INTERVAL
@@ -98,8 +89,20 @@ class FirstAnalyze:
             return
         self._claims = 0
         if not get_connection(self.alias).in_atomic_block:
-            self._next = 0.0
-            self.tick()
+            self._look()
+
+    def _look(self) -> bool:
+        """One look; whether it analyzed a table. Never raises for a database error."""
+        connection = get_connection(self.alias)
+        if not vendor_of(connection).analyzes_young_tables:
+            self.done = True
+            return False
+        try:
+            self.done, analyzed = self._analyze_new_tables(connection)
+        except Exception as exc:  # a maintenance look must never stop the runner
+            logger.warning("pynenc_django: could not look for unanalyzed tables: %s", exc)
+            return False
+        return analyzed
 
     def _analyze_new_tables(self, connection: BaseDatabaseWrapper) -> tuple[bool, bool]:
         """(every hot table has statistics, this look analyzed one)."""
