@@ -22,7 +22,7 @@ from pynenc_django.db import (
     named_locks,
     retry_transient,
 )
-from pynenc_django.exceptions import InvocationLoadError
+from pynenc_django.exceptions import InvocationLoadError, InvocationNotStoredError
 from pynenc_django.ops.planner import FirstAnalyze
 from pynenc_django.ops.vacuum import QueueVacuum
 from pynenc_django.orchestrator.core import OrchestratorCore
@@ -425,6 +425,29 @@ class ClaimMixin(OrchestratorCore):
             return None, None
         if consumes is not None and not consumes(self.route_of(invocation)[0]):
             return None, None
+        try:
+            return self._make_pending(invocation, runner_ctx, lock)
+        except InvocationStatusError as ex:
+            # Already claimed, running or final: the message was stale. Only the
+            # available-for-run statuses may become PENDING, so this check is pynenc's.
+            self.app.logger.debug(f"Skipping invocation:{invocation_id}: {ex}")
+            return None, None
+        except InvocationNotStoredError as exc:
+            # Its arguments are stored but not its status (deleted by hand, or not
+            # committed yet where the broker is on another database): nothing can run or
+            # fail it. Consumed as the message of an unknown invocation is
+            # (:meth:`_fail_unloadable`): left queued, it crashed worker after worker.
+            self.app.logger.error(f"Dropping message of unknown invocation:{invocation_id}: {exc}")
+            return None, None
+
+    def _make_pending(
+        self,
+        invocation: DistributedInvocation,
+        runner_ctx: RunnerContext,
+        lock: Callable[[str], None],
+    ) -> tuple[DistributedInvocation | None, DistributedInvocation | None]:
+        """:meth:`_take` of a loaded invocation: PENDING, if concurrency control allows."""
+        invocation_id = invocation.invocation_id
         control = invocation.task.conf.running_concurrency
         if control != DISABLED:
             lock(concurrency_lock_name("running", invocation.call, control))
@@ -432,13 +455,7 @@ class ClaimMixin(OrchestratorCore):
                 return None, None
             if not self.is_candidate_to_run_by_concurrency_control(invocation):
                 return None, invocation
-        try:
-            self.set_invocation_status(invocation_id, InvocationStatus.PENDING, runner_ctx)
-        except InvocationStatusError as ex:
-            # Already claimed, running or final: the message was stale. Only the
-            # available-for-run statuses may become PENDING, so this check is pynenc's.
-            self.app.logger.debug(f"Skipping invocation:{invocation_id}: {ex}")
-            return None, None
+        self.set_invocation_status(invocation_id, InvocationStatus.PENDING, runner_ctx)
         return invocation, None
 
     def _fail_unloadable(

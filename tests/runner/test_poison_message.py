@@ -86,3 +86,31 @@ def test_unimportable_task_fails_with_reason_and_the_queue_moves_on(
     assert "exited with code" not in runner.log(), runner.tail()
     assert statuses(app, [poison.invocation_id]) == {poison.invocation_id: FAILED}
     assert SUCCESS not in history_statuses(app, poison.invocation_id)
+
+
+@pytest.mark.parametrize("left", ["arguments", "nothing"])
+def test_a_message_whose_invocation_is_gone_is_dropped_naming_it(
+    app: Pynenc, tasks: ModuleType, runners: Runners, left: str
+) -> None:
+    """A queued message whose invocation's status row was deleted by hand (its arguments'
+    row left, or nothing at all) can neither run nor fail. It is consumed with an error
+    naming the invocation; it used to crash every worker that popped it, over and over,
+    and nothing queued behind it ran."""
+    from pynenc_django.models import BrokerMessage, Invocation, StateInvocation
+
+    gone = tasks.add(1, 1)
+    Invocation.objects.for_app(app.app_id).filter(invocation_id=gone.invocation_id).delete()
+    if left == "nothing":
+        rows = StateInvocation.objects.for_app(app.app_id)
+        rows.filter(invocation_id=gone.invocation_id).delete()
+    behind = [tasks.add(i, i) for i in range(5)]
+    runner = runners.start(processes=1)
+
+    wait_all_success(app, [inv.invocation_id for inv in behind], 30, runners.diag)
+    assert [inv.result for inv in behind] == [2 * i for i in range(5)]
+    queued = BrokerMessage.objects.for_app(app.app_id).filter(invocation_id=gone.invocation_id)
+    assert not queued.exists()
+    log = runner.log()
+    assert f"Dropping message of unknown invocation:{gone.invocation_id}" in log, runner.tail()
+    assert len(runner.workers()) == 1, runner.tail()
+    assert "exited with code" not in log, runner.tail()
