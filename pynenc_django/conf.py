@@ -70,6 +70,7 @@ BOUNDS: dict[str, Bound] = {
     # A zero interval would be a busy loop, a zero age an instant verdict.
     "django_heartbeat_interval_sec": _POSITIVE,
     "django_idle_wait_max_sec": _POSITIVE,
+    "django_result_listen_idle_sec": _POSITIVE,
     "django_notify_safety_poll_sec": _POSITIVE,
     "django_stuck_wait_after_sec": _POSITIVE,
     "runner_considered_dead_after_minutes": _POSITIVE,
@@ -527,6 +528,13 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
         starts a turn at once. Bounds how late work nobody announced is seen (an event
         emitted on another host with MariaDB, a cron trigger registered elsewhere).
         At or below ``django_atomic_service_every_sec``: a turn every interval.
+    :cvar ConfigField[float] django_result_listen_idle_sec:
+        On PostgreSQL, a process that waited for a result (``invocation.result`` in a
+        view, a script) keeps its ``LISTEN`` connection this long after its last wait,
+        then closes it; its next wait subscribes again. An open subscription nobody
+        reads holds PostgreSQL's notification queue: the server keeps every ``NOTIFY``
+        of the cluster until each listener has read it, and a full queue fails every
+        ``NOTIFY``, that is every submit.
     """
 
     django_idle_wait_max_sec = ConfigField(1.0)
@@ -538,6 +546,7 @@ class ConfigDjangoPersistentProcessRunner(ConfigPersistentProcessRunner, ConfigD
     django_blocking_check_interval_sec = ConfigField(0.1)
     django_atomic_service_every_sec = ConfigField(1.0)
     django_atomic_service_idle_sec = ConfigField(5.0)
+    django_result_listen_idle_sec = ConfigField(30.0)
 
     def _validate(self) -> None:
         beat = float(self.django_heartbeat_interval_sec)

@@ -240,6 +240,7 @@ class DjangoPersistentProcessRunner(PersistentProcessRunner, ClientResultsWaiter
             self.db_alias,
             max_wait=float(self.conf.invocation_wait_results_sleep_time_sec),
             listen=bool(self.conf.django_listen_notify),
+            idle_close=float(self.conf.django_result_listen_idle_sec),
         )
 
     def _on_start(self) -> None:

@@ -38,15 +38,26 @@ class ResultWaiter:
     sleep from 2 ms up to ``max_wait``: a short task is seen within milliseconds, a long
     one costs no more looks than pynenc's own loop. A group's wait (many ids, each look
     a query over all of them) gathers completions for ``GROUP_WAIT`` first.
+
+    The ``LISTEN`` connection is closed once no wait has used it for ``idle_close``
+    seconds (a thread of its own looks): PostgreSQL keeps every notification of the
+    cluster until each listener has read it, so a subscription nobody reads (a web
+    process that waited once) would fill the server's queue, and a full queue fails
+    every ``NOTIFY``: every submit. The next wait subscribes again.
     """
 
     MIN_WAIT = 0.002
     GROUP_WAIT = 0.02
     REMEMBERED = 50_000
 
-    def __init__(self, alias: str, max_wait: float, listen: bool) -> None:
+    def __init__(self, alias: str, max_wait: float, listen: bool, idle_close: float = 30.0) -> None:
         self.alias = alias
         self.max_wait = max(self.GROUP_WAIT, max_wait)
+        self.idle_close = idle_close
+        #: When a wait last used the connection (monotonic), and the thread closing it
+        #: after ``idle_close`` (running while there is a connection to close).
+        self._used = time.monotonic()
+        self._closer: threading.Thread | None = None
         self.listen = listen and vendor_of(get_connection(alias)).notifies
         # SQLite and MariaDB/MySQL: the final statuses' signal file instead (see
         # FileWatch); on MariaDB/MySQL a hint (this host's only) within the backoff.
@@ -85,6 +96,7 @@ class ResultWaiter:
 
     def wait(self, invocation_ids: list[str]) -> None:
         _last_waited.waiter = self
+        self._used = time.monotonic()
         shortest = self.MIN_WAIT if len(invocation_ids) == 1 else self.GROUP_WAIT
         awaited = frozenset(invocation_ids)
         # A new wait, or progress on a group's (fewer ids), starts again from the shortest.
@@ -131,6 +143,11 @@ class ResultWaiter:
             if self._conn is None:
                 self._conn = listen_connection(self.alias, FINAL_CHANNEL)
                 self.epoch += 1
+                if self._closer is None or not self._closer.is_alive():  # (or forked)
+                    self._closer = threading.Thread(
+                        target=self._close_when_idle, name="pynenc-django-listen-idle", daemon=True
+                    )
+                    self._closer.start()
                 return True
             deadline = time.monotonic() + self.max_wait
             found = False
@@ -150,6 +167,25 @@ class ResultWaiter:
             logger.warning("pynenc_django: lost the result LISTEN connection (%s)", exc)
             self.close()
             return False
+        finally:
+            self._used = time.monotonic()
+
+    def _close_when_idle(self) -> None:
+        """The closer thread: the ``LISTEN`` connection closed once no wait has used it for
+        ``idle_close``; ends with it. Starting it and ending it both happen under the
+        waiter's lock, so a new connection never goes without a closer."""
+        while True:
+            time.sleep(max(0.01, self._used + self.idle_close - time.monotonic()))
+            with self._lock:
+                if self._conn is None:
+                    self._closer = None
+                    return
+                if time.monotonic() - self._used >= self.idle_close:
+                    with contextlib.suppress(Exception):
+                        self._conn.close()
+                    self._conn = None
+                    self._closer = None
+                    return
 
     def close(self) -> None:
         if self._conn is not None:
@@ -161,17 +197,19 @@ class ResultWaiter:
             self._watch = None
 
 
-_result_waiters: dict[tuple[str, float, bool], ResultWaiter] = {}
+_result_waiters: dict[tuple[str, float, bool, float], ResultWaiter] = {}
 _result_waiters_lock = threading.Lock()
 
 
-def result_waiter(alias: str, max_wait: float, listen: bool) -> ResultWaiter:
+def result_waiter(
+    alias: str, max_wait: float, listen: bool, idle_close: float = 30.0
+) -> ResultWaiter:
     """The process's :class:`ResultWaiter` for ``alias`` and these settings (apps with other
     settings in the same process get their own), so ``filter_final`` can find it."""
-    key = (alias, max_wait, listen)
+    key = (alias, max_wait, listen, idle_close)
     with _result_waiters_lock:
         if key not in _result_waiters:
-            _result_waiters[key] = ResultWaiter(alias, max_wait, listen)
+            _result_waiters[key] = ResultWaiter(alias, max_wait, listen, idle_close)
         return _result_waiters[key]
 
 
