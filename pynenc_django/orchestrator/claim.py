@@ -437,7 +437,7 @@ class ClaimMixin(OrchestratorCore):
             # committed yet where the broker is on another database): nothing can run or
             # fail it. Consumed as the message of an unknown invocation is
             # (:meth:`_fail_unloadable`): left queued, it crashed worker after worker.
-            self.app.logger.error(f"Dropping message of unknown invocation:{invocation_id}: {exc}")
+            self._drop_unknown(invocation_id, exc)
             return None, None
 
     def _make_pending(
@@ -467,10 +467,14 @@ class ClaimMixin(OrchestratorCore):
         with it: a poison message must not kill worker after worker."""
         row = self._task_and_status(invocation_id)
         if row is None:
-            self.app.logger.error(f"Dropping message of unknown invocation:{invocation_id}: {exc}")
+            self._drop_unknown(invocation_id, exc)
             return
         error = InvocationLoadError(invocation_id, str(exc), row[0], type(exc).__name__)
         self.fail_claimed(invocation_id, error, runner_ctx, claimed, status=row[1])
+
+    def _drop_unknown(self, invocation_id: InvocationId, exc: Exception) -> None:
+        """Say why a popped message is consumed without an invocation to run or fail."""
+        self.app.logger.error(f"Dropping message of unknown invocation:{invocation_id}: {exc}")
 
     def _task_and_status(self, invocation_id: InvocationId) -> tuple[str, str] | None:
         found = (

@@ -49,8 +49,12 @@ class ResultWaiter:
     MIN_WAIT = 0.002
     GROUP_WAIT = 0.02
     REMEMBERED = 50_000
+    #: ``django_result_listen_idle_sec``'s default.
+    IDLE_CLOSE = 30.0
 
-    def __init__(self, alias: str, max_wait: float, listen: bool, idle_close: float = 30.0) -> None:
+    def __init__(
+        self, alias: str, max_wait: float, listen: bool, idle_close: float = IDLE_CLOSE
+    ) -> None:
         self.alias = alias
         self.max_wait = max(self.GROUP_WAIT, max_wait)
         self.idle_close = idle_close
@@ -181,17 +185,18 @@ class ResultWaiter:
                     self._closer = None
                     return
                 if time.monotonic() - self._used >= self.idle_close:
-                    with contextlib.suppress(Exception):
-                        self._conn.close()
-                    self._conn = None
+                    self._unsubscribe()
                     self._closer = None
                     return
 
-    def close(self) -> None:
+    def _unsubscribe(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+
+    def close(self) -> None:
+        self._unsubscribe()
         if self._watch is not None:
             self._watch.close()
             self._watch = None
@@ -202,7 +207,7 @@ _result_waiters_lock = threading.Lock()
 
 
 def result_waiter(
-    alias: str, max_wait: float, listen: bool, idle_close: float = 30.0
+    alias: str, max_wait: float, listen: bool, idle_close: float = ResultWaiter.IDLE_CLOSE
 ) -> ResultWaiter:
     """The process's :class:`ResultWaiter` for ``alias`` and these settings (apps with other
     settings in the same process get their own), so ``filter_final`` can find it."""
