@@ -792,7 +792,27 @@ def budget_section(checks: list[Budget]) -> list[str]:
         f"| {i} | {md_escape(b.name)} | {b.target} | {md_escape(b.measured)} | {b.verdict} |"
         for i, b in enumerate(checks, 1)
     ]
+    explained = [
+        f"{i} ({EXPLAINED[key]})"
+        for i, b in enumerate(checks, 1)
+        for key in EXPLAINED
+        if not b.met and key in b.name
+    ]
+    if explained:
+        lines += [
+            "",
+            "Why these are not met, measured, and what it would take: `bench/README.md`, "
+            f"budget {', '.join(explained)}.",
+        ]
     return [*lines, ""]
+
+
+#: Budgets whose failure ``bench/README.md`` explains, by a part of their name: its section.
+EXPLAINED = {
+    "end to end, single submit": "\"Why end to end with single submits is at parity with "
+    "Celery's, not ahead\"",
+    "round trip p50": "\"Why pynenc-django's round trip is still over Celery's\"",
+}
 
 
 def statements_section(loaded: Loaded) -> list[str]:

@@ -189,7 +189,11 @@ class ReadsMixin(OrchestratorCore):
         read would bring (PostgreSQL, migration 0011), remembered as that read would
         remember it: a woken client reads nothing more. ``None``: read it."""
         waiter = current_result_waiter(self.db_alias)
-        heard = waiter.announcement(invocation_id) if waiter is not None else None
+        if waiter is None:
+            return None
+        heard = waiter.announcement(invocation_id)
+        if heard is None and waiter.drain():  # arrived since this thread's last wait
+            heard = waiter.announcement(invocation_id)
         if heard is None or heard.app_id != self.app.app_id:
             return None
         success = heard.status == InvocationStatus.SUCCESS

@@ -33,6 +33,7 @@ from pynenc_django.orchestrator.rules import (
 )
 from pynenc_django.serializer.calls import serialize_arguments_first
 from pynenc_django.utils import sha256_hex
+from pynenc_django.wakeup import current_result_waiter
 
 #: A ``parallelize`` chunk of more calls than this is sent in pieces of this many,
 #: pipelined (``RegistrationMixin._route_calls_pipelined``): 2,000 calls in 112 ms instead
@@ -107,6 +108,7 @@ class RegistrationMixin(OrchestratorCore):
         runner_ctx = context.get_or_create_runner_context(self.app.app_id)
         backend.store_runner_context(runner_ctx)
         record = self._store_pipelined(invocations, runner_ctx.runner_id)
+        self._expect_results(invocations)
         self._report_registered(invocations, record.status)
         self._log_registered(invocations)
         return invocations
@@ -142,8 +144,17 @@ class RegistrationMixin(OrchestratorCore):
         runner_ctx = context.get_or_create_runner_context(self.app.app_id)
         self.app.state_backend.store_runner_context(runner_ctx)
         record = self._store_register_and_route(invocations, runner_ctx.runner_id)
+        self._expect_results(invocations)
         self._report_registered(invocations, record.status)
         self._log_registered(invocations)
+
+    def _expect_results(self, invocations: list[DistributedInvocation]) -> None:
+        """A process that waits for results keeps the announced results of what it
+        submits (:meth:`~pynenc_django.wakeup.ResultWaiter.expect`): reading them later
+        costs no query."""
+        waiter = current_result_waiter(self.db_alias)
+        if waiter is not None:
+            waiter.expect(i.invocation_id for i in invocations)
 
     def _log_registered(self, invocations: list[DistributedInvocation]) -> None:
         if self.app.logger.isEnabledFor(logging.INFO):

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import select
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -44,6 +48,12 @@ class ResultWaiter:
     cluster until each listener has read it, so a subscription nobody reads (a web
     process that waited once) would fill the server's queue, and a full queue fails
     every ``NOTIFY``: every submit. The next wait subscribes again.
+
+    Announcements also carry small results. The waiter keeps them for what a wait awaits
+    and for what this process submitted while subscribed (:meth:`expect`), up to
+    ``KEPT_RESULT_CHARS``; a status look between waits reads what has arrived since
+    (:meth:`drain`). A client that submits many and then reads each ``.result`` in turn
+    finds them there instead of querying each.
     """
 
     MIN_WAIT = 0.002
@@ -51,6 +61,9 @@ class ResultWaiter:
     REMEMBERED = 50_000
     #: ``django_result_listen_idle_sec``'s default.
     IDLE_CLOSE = 30.0
+    #: Characters of serialized results kept from announcements until read (each under
+    #: NOTIFY's 8,000 bytes); the oldest go first, and their readers query them.
+    KEPT_RESULT_CHARS = 16 * 2**20
 
     def __init__(
         self, alias: str, max_wait: float, listen: bool, idle_close: float = IDLE_CLOSE
@@ -75,7 +88,12 @@ class ResultWaiter:
         self._backoff: BoundedCache[frozenset[str], float] = BoundedCache(self.REMEMBERED)
         #: Final statuses announced since :attr:`epoch`, with what they told
         #: (:class:`FinalAnnouncement`; ``True``: the bare id of an earlier trigger).
+        #: Results are not kept there but in :attr:`_results`, for some ids only.
         self._announced: BoundedCache[str, FinalAnnouncement | bool] = BoundedCache(self.REMEMBERED)
+        #: Ids whose announced result is kept (:meth:`expect`), and the results kept.
+        self._expected: BoundedCache[str, bool] = BoundedCache(self.REMEMBERED)
+        self._results = KeptResults(self.KEPT_RESULT_CHARS)
+        self._kept_lock = threading.Lock()
         #: Bumped at every (re)subscription: announcements are complete from then on.
         self.epoch = 0
 
@@ -89,14 +107,62 @@ class ResultWaiter:
 
     def announcement(self, invocation_id: str) -> FinalAnnouncement | None:
         """What the announcement of ``invocation_id``'s final status told, if it told more
-        than the id (see :func:`~pynenc_django.wakeup.signals.parse_final`). Its result is
-        handed out once (the caller keeps it), so that this cache holds results briefly."""
+        than the id (see :func:`~pynenc_django.wakeup.signals.parse_final`). Its result, if
+        kept, is handed out once (the caller keeps it), so that results are held briefly."""
         heard = self._announced.get(invocation_id)
         if not isinstance(heard, FinalAnnouncement):
             return None
-        if heard.result is not None:
-            self._announced.put(invocation_id, replace(heard, result=None))
+        with self._kept_lock:
+            result = self._results.take(invocation_id)
+        return heard if result is None else replace(heard, result=result)
+
+    def expect(self, invocation_ids: Iterable[str]) -> None:
+        """Keep the announced results of these (just submitted by this process) for a
+        later status look, if subscribed now: an earlier final status cannot be."""
+        if self._conn is None:
+            return
+        with self._kept_lock:
+            for invocation_id in invocation_ids:
+                self._expected.put(invocation_id, True)
+
+    def drain(self) -> bool:
+        """Take in the announcements that arrived since the last wait, without waiting
+        (a status look between waits), unless another thread is waiting on the connection.
+        Whether any arrived."""
+        import psycopg
+
+        if self._conn is None or not self._lock.acquire(blocking=False):
+            return False
+        heard = False
+        try:
+            # The connection runs nothing after its LISTEN: what arrived is on the socket.
+            while self._conn is not None and _readable_now(self._conn.fileno()):
+                batch = [self._hear(n.payload, frozenset()) for n in self._conn.notifies(timeout=0)]
+                if not batch:
+                    break
+                heard = True
+        except psycopg.Error as exc:
+            logger.warning("pynenc_django: lost the result LISTEN connection (%s)", exc)
+            self.close()
+        finally:
+            self._used = time.monotonic()
+            self._lock.release()
         return heard
+
+    def _hear(self, payload: str, awaited: frozenset[str]) -> str:
+        """Remember one announcement (the caller holds :attr:`_lock`); its invocation id.
+
+        Every final status of the database is announced here: results are kept only for
+        the awaited invocations and the expected ones (the others' readers query them)."""
+        invocation_id, heard = parse_final(payload)
+        if heard is not None:
+            with self._kept_lock:
+                expected = self._expected.pop(invocation_id)
+                if heard.result is not None and (expected or invocation_id in awaited):
+                    self._results.put(invocation_id, heard.result)
+            heard = replace(heard, result=None)
+        self._announced.put(invocation_id, heard or True)
+        return invocation_id
 
     def wait(self, invocation_ids: list[str]) -> None:
         _last_waited.waiter = self
@@ -157,12 +223,7 @@ class ResultWaiter:
             found = False
             while (remaining := deadline - time.monotonic()) > 0:
                 for notify in self._conn.notifies(timeout=remaining, stop_after=1):
-                    invocation_id, heard = parse_final(notify.payload)
-                    if heard is not None and invocation_id not in awaited:
-                        # Every final status of the database is announced here: results
-                        # are kept for this wait's invocations only (the others read it).
-                        heard = replace(heard, result=None)
-                    self._announced.put(invocation_id, heard or True)
+                    invocation_id = self._hear(notify.payload, awaited)
                     if invocation_id in awaited and not found:
                         found = True
                         deadline = time.monotonic() + (gather if len(awaited) > 1 else 0)
@@ -201,6 +262,49 @@ class ResultWaiter:
             self._watch.close()
             self._watch = None
 
+    def _forked(self) -> None:
+        """In a forked child: start unsubscribed. The parent's connection is dropped, never
+        used or closed here (two processes reading one socket split its messages between
+        them, and closing it would end the parent's session); so is its file watch, whose
+        events the two would share. Locks a parent thread held at the fork are new."""
+        self._conn = None
+        self._closer = None
+        self._lock = threading.Lock()
+        self._kept_lock = threading.Lock()
+        if self._watch is not None:
+            self._watch.close()  # this process's copy of the descriptor only
+            self._watch = None
+
+
+class KeptResults:
+    """Serialized results by invocation id, at most ``budget`` characters in all: the
+    oldest are dropped first. Not thread-safe (:class:`ResultWaiter` locks around it)."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._data: OrderedDict[str, str] = OrderedDict()
+
+    def put(self, key: str, value: str) -> None:
+        self.take(key)
+        self._data[key] = value
+        self.size += len(value)
+        while self.size > self.budget:
+            self.size -= len(self._data.popitem(last=False)[1])
+
+    def take(self, key: str) -> str | None:
+        value = self._data.pop(key, None)
+        if value is not None:
+            self.size -= len(value)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+def _readable_now(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
+
 
 _result_waiters: dict[tuple[str, float, bool, float], ResultWaiter] = {}
 _result_waiters_lock = threading.Lock()
@@ -232,6 +336,16 @@ def current_result_waiter(alias: str) -> ResultWaiter | None:
 
 
 _last_waited = threading.local()
+
+
+def _after_fork_in_child() -> None:
+    global _result_waiters_lock
+    _result_waiters_lock = threading.Lock()
+    for waiter in _result_waiters.values():
+        waiter._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def close_result_waiters() -> None:

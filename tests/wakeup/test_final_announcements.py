@@ -185,3 +185,41 @@ def test_payloads_parse_or_fall_back_to_a_read() -> None:
     assert invocation_id == "01abc" and heard is not None
     assert (heard.status, heard.runner_id, heard.result) == ("failed", "w", None)
     assert heard.timestamp.isoformat() == "2026-12-07T00:02:03.500000+00:00"
+
+
+def test_results_of_what_this_process_submits_are_kept_up_to_a_size(
+    app: Pynenc, waiter: ResultWaiter
+) -> None:
+    """Submitted while subscribed, read later without a wait in between: each result is
+    taken from the announcements heard meanwhile, the newest ``budget`` characters of
+    them; the older ones dropped are read, each with its status."""
+    task = app.task(echo)
+    waiter.wait([task("subscribe").invocation_id])  # this thread's wait: subscribed now
+    values = [f"{i:02d}" + "v" * 998 for i in range(10)]  # about 1,000 characters each
+    invocations = [task(value) for value in values]
+    size = len(app.serializer.serialize(values[0]))
+    waiter._results.budget = 3 * size  # room for the last three
+    run_all(app, 11)
+
+    with counted() as statements:
+        assert [invocation.result for invocation in invocations] == values
+    assert len(statements) == 7, statements  # the seven oldest, dropped
+    assert len(waiter._results) == 0 and waiter._results.size == 0
+
+
+def test_a_result_nobody_expects_is_not_kept(app: Pynenc, waiter: ResultWaiter) -> None:
+    """Every final status of the database is announced to every listening process: a
+    result is kept only for what this process submitted while subscribed, or awaits."""
+    task = app.task(echo)
+    waiter.wait([task("subscribe").invocation_id])
+    expected = task("mine")
+    unexpected = task("someone else's")
+    waiter._expected.pop(unexpected.invocation_id)  # as if another process submitted it
+    run_all(app, 3)
+    with counted() as statements:
+        assert expected.result == "mine"
+    assert statements == []
+    assert waiter.announced(unexpected.invocation_id)
+    with counted() as statements:
+        assert unexpected.result == "someone else's"
+    assert len(statements) == 1, statements
