@@ -809,7 +809,7 @@ def budget_section(checks: list[Budget]) -> list[str]:
 
 #: Budgets whose failure ``bench/README.md`` explains, by a part of their name: its section.
 EXPLAINED = {
-    "end to end, single submit": "\"Why end to end with single submits is at parity with "
+    "end to end, single submit": '"Why end to end with single submits is at parity with '
     "Celery's, not ahead\"",
     "round trip p50": "\"Why pynenc-django's round trip is still over Celery's\"",
 }
