@@ -184,7 +184,9 @@ class ReadsMixin(OrchestratorCore):
             or self._read_status_record(invocation_id)
         )
 
-    def _announced_final(self, invocation_id: str) -> InvocationStatusRecord | None:
+    def _announced_final(
+        self, invocation_id: str, drain: bool = True
+    ) -> InvocationStatusRecord | None:
         """A final status this thread's result waiter heard announced with all that a
         read would bring (PostgreSQL, migration 0011), remembered as that read would
         remember it: a woken client reads nothing more. ``None``: read it."""
@@ -192,7 +194,7 @@ class ReadsMixin(OrchestratorCore):
         if waiter is None:
             return None
         heard = waiter.announcement(invocation_id)
-        if heard is None and waiter.drain():  # arrived since this thread's last wait
+        if heard is None and drain and waiter.drain():  # arrived since this thread's wait
             heard = waiter.announcement(invocation_id)
         if heard is None or heard.app_id != self.app.app_id:
             return None
@@ -230,7 +232,9 @@ class ReadsMixin(OrchestratorCore):
         """
         unknown = [i for i in dict.fromkeys(invocation_ids) if self.store.finals.get(i) is None]
         waiter = current_result_waiter(self.db_alias)
-        if waiter is not None and waiter.listening and unknown:
+        if waiter is not None and unknown:
+            waiter.drain()  # what arrived since the last wait, once for all of them
+        if waiter is not None and waiter.listening and unknown:  # (still, after the drain)
             now, covered = time.monotonic(), getattr(self._local, "covered", None)
             if (
                 covered is not None
@@ -241,7 +245,7 @@ class ReadsMixin(OrchestratorCore):
                 unknown = [i for i in unknown if waiter.announced(i)]
             else:
                 self._local.covered = (waiter.epoch, now, frozenset(unknown))
-            unknown = [i for i in unknown if self._announced_final(i) is None]
+            unknown = [i for i in unknown if self._announced_final(i, drain=False) is None]
         for chunk in chunked(unknown):
             self._remember_final(chunk)
         return [i for i in invocation_ids if self.store.finals.get(i) is not None]

@@ -251,10 +251,15 @@ class ResultWaiter:
                     return
 
     def _unsubscribe(self) -> None:
+        """Close the connection; the results kept from it go too (only a subscribed
+        waiter's announcements are consulted)."""
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
             self._conn = None
+        with self._kept_lock:
+            self._results = KeptResults(self._results.budget)
+            self._expected.clear()
 
     def close(self) -> None:
         self._unsubscribe()
@@ -303,7 +308,10 @@ class KeptResults:
 
 
 def _readable_now(fd: int) -> bool:
-    return bool(select.select([fd], [], [], 0)[0])
+    """Whether ``fd`` has data now (``poll``: any descriptor number, unlike ``select``)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 _result_waiters: dict[tuple[str, float, bool, float], ResultWaiter] = {}

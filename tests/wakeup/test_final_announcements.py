@@ -223,3 +223,19 @@ def test_a_result_nobody_expects_is_not_kept(app: Pynenc, waiter: ResultWaiter) 
     with counted() as statements:
         assert unexpected.result == "someone else's"
     assert len(statements) == 1, statements
+
+
+def test_kept_results_go_with_the_subscription(app: Pynenc, waiter: ResultWaiter) -> None:
+    """Closed (idle for ``django_result_listen_idle_sec``, or by ``close``), the waiter's
+    announcements are no longer consulted: the results it kept are released, not held."""
+    task = app.task(echo)
+    waiter.wait([task("subscribe").invocation_id])
+    kept = task("kept")
+    run_all(app, 2)
+    assert waiter.drain()
+    assert len(waiter._results) == 1 and waiter._results.size > 0
+    waiter.close()
+    assert len(waiter._results) == 0 and waiter._results.size == 0
+    with counted() as statements:
+        assert kept.result == "kept"
+    assert len(statements) >= 1, "read"
