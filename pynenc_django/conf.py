@@ -319,8 +319,9 @@ class ConfigTriggerDjango(ConfigTrigger, ConfigDjango):
     """Trigger settings for :class:`~pynenc_django.trigger.DjangoTrigger`.
 
     :cvar ConfigField[float] django_conditions_cache_sec:
-        How long a process reuses the conditions that watch a task (looked up on every
-        status change, result and failure of every invocation). A condition registered
+        How long a process reuses the conditions that watch its tasks (looked up on every
+        status change, result and failure of every invocation; one query per period
+        answers every task and context). A condition registered
         by another process applies there after at most this long; the registering
         process sees it at once. 0 looks them up every time.
     """

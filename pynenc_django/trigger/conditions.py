@@ -145,19 +145,53 @@ class ConditionsMixin(TriggerCore):
     def get_conditions_sourced_from_task(
         self, task_id: TaskId, context_type: type[ConditionContext] | None = None
     ) -> list[TriggerCondition]:
-        """Runs on every status change, result and failure: reused for
-        ``django_conditions_cache_sec`` (most tasks are watched by nothing)."""
+        """Runs on every status change, result and failure: answered from one look at every
+        task's conditions, reused for ``django_conditions_cache_sec`` (most tasks are watched
+        by nothing). One query per process and period, whatever the tasks and contexts
+        asked for: a worker running a task now and then no longer pays a query for each of
+        its status, result and failure lookups."""
         ttl = float(self.conf.django_conditions_cache_sec)
         if ttl <= 0:
             return self._conditions_sourced_from_task(task_id, context_type)
-        key = (task_id.key, context_type.__name__ if context_type else "")
         now = time.monotonic()
-        cached = self._sourced_cache.get(key)
-        if cached is not None and cached[0] > now:
-            return list(cached[1])
-        conditions = self._conditions_sourced_from_task(task_id, context_type)
-        self._sourced_cache[key] = (now + ttl, conditions)
-        return list(conditions)
+        cached = self._sourced_cache.get("")
+        if cached is None or cached[0] <= now:
+            cached = (now + ttl, self._all_sourced_conditions())
+            self._sourced_cache[""] = cached
+        return [
+            c
+            for c in cached[1].get(task_id.key, ())
+            if context_type is None or c.context_type == context_type
+        ]
+
+    @retry_transient
+    def _all_sourced_conditions(self) -> dict[str, list[TriggerCondition]]:
+        """Every watched task's conditions, in registration order: one query (each
+        source-task row with its condition's row, by their unique keys)."""
+        from django.db.models import OuterRef, Subquery
+
+        from pynenc_django.models import TriggerConditionEntry, TriggerSourceTaskCondition
+
+        entry = self._rows(TriggerConditionEntry).filter(condition_key=OuterRef("condition_key"))
+        rows = (
+            self._rows(TriggerSourceTaskCondition)
+            .annotate(
+                entry_id=Subquery(entry.values("id")[:1]),
+                condition_json=Subquery(entry.values("condition_json")[:1]),
+            )
+            .filter(entry_id__isnull=False)
+            .order_by("entry_id")
+            .values_list("task_id_key", "condition_json")
+        )
+        parsed: dict[str, TriggerCondition] = {}
+        by_task: dict[str, list[TriggerCondition]] = {}
+        for task_key, condition_json in rows:
+            if (condition := parsed.get(condition_json)) is None:
+                condition = parsed[condition_json] = TriggerCondition.from_json(
+                    condition_json, self.app
+                )
+            by_task.setdefault(task_key, []).append(condition)
+        return by_task
 
     def report_tasks_status(
         self, invocation_ids: list[InvocationId], status: InvocationStatus | None = None

@@ -173,3 +173,59 @@ def test_conditions_sourced_from_task_is_one_query(app_instance: Pynenc) -> None
         found = trigger.get_conditions_sourced_from_task(task_id, StatusContext)
     assert len(queries) == 1
     assert {c.condition_id for c in found} == {c.condition_id for c in conditions}
+
+
+def test_every_task_and_context_is_answered_by_one_query_per_period(
+    app_instance_builder: Any,
+) -> None:
+    """The conditions watching tasks are looked up on every status change, result and
+    failure: one query answers every task and context for ``django_conditions_cache_sec``,
+    and a condition another process registers counts once that period is over."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+    from pynenc.identifiers.task_id import TaskId
+    from pynenc.invocation.status import InvocationStatus
+    from pynenc.trigger.arguments import create_argument_filter
+    from pynenc.trigger.conditions import (
+        ExceptionCondition,
+        ExceptionContext,
+        StatusCondition,
+        StatusContext,
+    )
+
+    app = app_instance_builder.custom_config(django_conditions_cache_sec=0.5).build()
+    try:
+        trigger = app.trigger
+        watched, failing, unwatched = (TaskId("jobs", name) for name in ("a", "b", "c"))
+        on_success = StatusCondition(
+            watched, [InvocationStatus.SUCCESS], create_argument_filter(None)
+        )
+        on_error = ExceptionCondition(failing, create_argument_filter(None), ["ValueError"])
+        for condition in (on_success, on_error):
+            trigger.register_condition(condition)
+
+        def ids(task_id: TaskId, context: Any = None) -> list[str]:
+            return [
+                c.condition_id for c in trigger.get_conditions_sourced_from_task(task_id, context)
+            ]
+
+        with CaptureQueriesContext(connections[trigger.db_alias]) as queries:
+            assert ids(watched, StatusContext) == [on_success.condition_id]
+            assert ids(watched, ExceptionContext) == []
+            assert ids(failing, ExceptionContext) == [on_error.condition_id]
+            assert ids(failing, StatusContext) == []
+            assert ids(unwatched, StatusContext) == []
+            assert ids(watched) == [on_success.condition_id]
+        assert len(queries) == 1, [q["sql"] for q in queries]
+
+        # Another process registers a condition on the unwatched task.
+        late = StatusCondition(unwatched, [InvocationStatus.FAILED], create_argument_filter(None))
+        DjangoTrigger(app).register_condition(late)
+        assert ids(unwatched, StatusContext) == [], "cached for the period"
+        time.sleep(0.6)
+        with CaptureQueriesContext(connections[trigger.db_alias]) as queries:
+            assert ids(unwatched, StatusContext) == [late.condition_id]
+            assert ids(watched, StatusContext) == [on_success.condition_id]
+        assert len(queries) == 1
+    finally:
+        app.purge()
