@@ -108,9 +108,7 @@ class RegistrationMixin(OrchestratorCore):
         runner_ctx = context.get_or_create_runner_context(self.app.app_id)
         backend.store_runner_context(runner_ctx)
         record = self._store_pipelined(invocations, runner_ctx.runner_id)
-        self._expect_results(invocations)
-        self._report_registered(invocations, record.status)
-        self._log_registered(invocations)
+        self._registered(invocations, record.status)
         return invocations
 
     @retry_transient
@@ -144,8 +142,14 @@ class RegistrationMixin(OrchestratorCore):
         runner_ctx = context.get_or_create_runner_context(self.app.app_id)
         self.app.state_backend.store_runner_context(runner_ctx)
         record = self._store_register_and_route(invocations, runner_ctx.runner_id)
+        self._registered(invocations, record.status)
+
+    def _registered(
+        self, invocations: list[DistributedInvocation], status: InvocationStatus
+    ) -> None:
+        """What follows storing new invocations, whichever way they were stored."""
         self._expect_results(invocations)
-        self._report_registered(invocations, record.status)
+        self._report_registered(invocations, status)
         self._log_registered(invocations)
 
     def _expect_results(self, invocations: list[DistributedInvocation]) -> None:

@@ -45,7 +45,7 @@ class ConditionsMixin(TriggerCore):
     def _register_condition(self, condition: TriggerCondition) -> None:
         from pynenc_django.models import TriggerConditionEntry
 
-        self._sourced_cache.clear()
+        self._sourced = None
         condition_id = condition.condition_id
         self._upsert(
             TriggerConditionEntry,
@@ -130,7 +130,7 @@ class ConditionsMixin(TriggerCore):
     def _register_source_task_condition(self, task_id: TaskId, condition_id: str) -> None:
         from pynenc_django.models import TriggerSourceTaskCondition
 
-        self._sourced_cache.clear()
+        self._sourced = None
         TriggerSourceTaskCondition.objects.using(self.db_alias).bulk_create(
             [
                 TriggerSourceTaskCondition(
@@ -152,30 +152,32 @@ class ConditionsMixin(TriggerCore):
         its status, result and failure lookups."""
         ttl = float(self.conf.django_conditions_cache_sec)
         if ttl <= 0:
-            return self._conditions_sourced_from_task(task_id, context_type)
-        now = time.monotonic()
-        cached = self._sourced_cache.get("")
-        if cached is None or cached[0] <= now:
-            cached = (now + ttl, self._all_sourced_conditions())
-            self._sourced_cache[""] = cached
+            by_task = self._sourced_conditions(task_id.key)
+        else:
+            now = time.monotonic()
+            if self._sourced is None or self._sourced[0] <= now:
+                self._sourced = (now + ttl, self._sourced_conditions())
+            by_task = self._sourced[1]
         return [
             c
-            for c in cached[1].get(task_id.key, ())
+            for c in by_task.get(task_id.key, ())
             if context_type is None or c.context_type == context_type
         ]
 
     @retry_transient
-    def _all_sourced_conditions(self) -> dict[str, list[TriggerCondition]]:
-        """Every watched task's conditions, in registration order: one query (each
-        source-task row with its condition's row, by their unique keys)."""
+    def _sourced_conditions(self, task_key: str | None = None) -> dict[str, list[TriggerCondition]]:
+        """Every watched task's conditions (or ``task_key``'s only), in registration order:
+        one query (each source-task row with its condition's row, by their unique keys)."""
         from django.db.models import OuterRef, Subquery
 
         from pynenc_django.models import TriggerConditionEntry, TriggerSourceTaskCondition
 
         entry = self._rows(TriggerConditionEntry).filter(condition_key=OuterRef("condition_key"))
+        sources = self._rows(TriggerSourceTaskCondition)
+        if task_key is not None:
+            sources = sources.filter(task_id_key=task_key)
         rows = (
-            self._rows(TriggerSourceTaskCondition)
-            .annotate(
+            sources.annotate(
                 entry_id=Subquery(entry.values("id")[:1]),
                 condition_json=Subquery(entry.values("condition_json")[:1]),
             )
@@ -185,12 +187,12 @@ class ConditionsMixin(TriggerCore):
         )
         parsed: dict[str, TriggerCondition] = {}
         by_task: dict[str, list[TriggerCondition]] = {}
-        for task_key, condition_json in rows:
+        for key, condition_json in rows:
             if (condition := parsed.get(condition_json)) is None:
                 condition = parsed[condition_json] = TriggerCondition.from_json(
                     condition_json, self.app
                 )
-            by_task.setdefault(task_key, []).append(condition)
+            by_task.setdefault(key, []).append(condition)
         return by_task
 
     def report_tasks_status(
@@ -220,31 +222,6 @@ class ConditionsMixin(TriggerCore):
         """pynenc's, without reading the status back for a task nothing watches."""
         if self.get_conditions_sourced_from_task(invocation.call.call_id.task_id, ExceptionContext):
             super().report_invocation_failure(invocation, exception)
-
-    @retry_transient
-    def _conditions_sourced_from_task(
-        self, task_id: TaskId, context_type: type[ConditionContext] | None
-    ) -> list[TriggerCondition]:
-        """One query (conditions ⋉ source-task rows)."""
-        from django.db.models import Exists, OuterRef
-
-        from pynenc_django.models import TriggerConditionEntry, TriggerSourceTaskCondition
-
-        watching = TriggerSourceTaskCondition.objects.using(self.db_alias).filter(
-            app_id=self.app.app_id,
-            task_id_key=task_id.key,
-            condition_key=OuterRef("condition_key"),
-        )
-        rows = self._rows(TriggerConditionEntry).filter(Exists(watching))
-        if context_type is not None:
-            rows = rows.filter(context_type=context_type.__name__)
-        conditions = [
-            TriggerCondition.from_json(row, self.app)
-            for row in rows.order_by("id").values_list("condition_json", flat=True)
-        ]
-        if context_type is not None:
-            conditions = [c for c in conditions if c.context_type == context_type]
-        return conditions
 
     # ------------------------------------------------------------------ #
     # Valid conditions

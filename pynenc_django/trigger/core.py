@@ -35,9 +35,9 @@ class TriggerCore(DjangoBackendMixin, BaseTrigger):
         ensure_django()
         super().__init__(app)
         self._next_claim_prune = 0.0  # see .claims
-        # "" -> (expires at, task key -> the conditions watching it); cleared on any change
-        # this process makes (see ConditionsMixin.get_conditions_sourced_from_task)
-        self._sourced_cache: dict[str, tuple[float, dict[str, list[TriggerCondition]]]] = {}
+        # (expires at, task key -> the conditions watching it); None after any change this
+        # process makes (see ConditionsMixin.get_conditions_sourced_from_task)
+        self._sourced: tuple[float, dict[str, list[TriggerCondition]]] | None = None
         # Inside this process's own trigger loop: what it records needs no wake-up (.schedule).
         self._in_turn = False
 

@@ -136,7 +136,7 @@ class DefinitionsMixin(TriggerCore):
     def clean_task_trigger_definitions(self, task_id: TaskId) -> None:
         from pynenc_django.models import TriggerConditionLink, TriggerDefinitionEntry
 
-        self._sourced_cache.clear()
+        self._sourced = None
         definitions = self._rows(TriggerDefinitionEntry).filter(task_id_key=task_id.key)
         with self.write_transaction():
             self._rows(TriggerConditionLink).filter(

@@ -24,7 +24,7 @@ class RetentionMixin(TriggerCore):
     def _purge(self) -> None:
         from pynenc_django.models import trigger as trigger_models
 
-        self._sourced_cache.clear()
+        self._sourced = None
         with self.write_transaction():
             for name in trigger_models.__all__:
                 self._rows(getattr(trigger_models, name)).delete()

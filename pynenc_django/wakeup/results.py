@@ -160,7 +160,8 @@ class ResultWaiter:
                 expected = self._expected.pop(invocation_id)
                 if heard.result is not None and (expected or invocation_id in awaited):
                     self._results.put(invocation_id, heard.result)
-            heard = replace(heard, result=None)
+            if heard.result is not None:
+                heard = replace(heard, result=None)
         self._announced.put(invocation_id, heard or True)
         return invocation_id
 

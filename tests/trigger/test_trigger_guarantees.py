@@ -229,3 +229,34 @@ def test_every_task_and_context_is_answered_by_one_query_per_period(
         assert len(queries) == 1
     finally:
         app.purge()
+
+
+def test_without_the_cache_each_lookup_reads_its_task_only(app_instance_builder: Any) -> None:
+    """``django_conditions_cache_sec = 0``: every lookup is a query of its own, for that
+    task's conditions only, and sees a condition another process registered at once."""
+    from django.db import connections
+    from django.test.utils import CaptureQueriesContext
+    from pynenc.identifiers.task_id import TaskId
+    from pynenc.invocation.status import InvocationStatus
+    from pynenc.trigger.arguments import create_argument_filter
+    from pynenc.trigger.conditions import StatusCondition, StatusContext
+
+    app = app_instance_builder.custom_config(django_conditions_cache_sec=0).build()
+    try:
+        trigger = app.trigger
+        watched, other = TaskId("jobs", "a"), TaskId("jobs", "b")
+        status = [InvocationStatus.SUCCESS]
+        first = StatusCondition(watched, status, create_argument_filter(None))
+        trigger.register_condition(first)
+        with CaptureQueriesContext(connections[trigger.db_alias]) as queries:
+            found = trigger.get_conditions_sourced_from_task(watched, StatusContext)
+            assert [c.condition_id for c in found] == [first.condition_id]
+            assert trigger.get_conditions_sourced_from_task(other, StatusContext) == []
+        assert len(queries) == 2
+        assert all("jobs.a" in q["sql"] or "jobs.b" in q["sql"] for q in queries), queries
+        late = StatusCondition(other, status, create_argument_filter(None))
+        DjangoTrigger(app).register_condition(late)
+        found = trigger.get_conditions_sourced_from_task(other, StatusContext)
+        assert [c.condition_id for c in found] == [late.condition_id]
+    finally:
+        app.purge()
